@@ -1,0 +1,29 @@
+# picostim: everything installs from the package registries into .venv (pinned in host/pyproject.toml).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup test test-fast demo bench clean hil
+
+setup: $(STAMP)
+
+$(STAMP): host/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip >/dev/null
+	$(BIN)/pip install -e 'host[dev]'
+	touch $(STAMP)
+
+# The whole suite: host + virtual board + firmware under the MicroPython unix port + HIL suite on the virtual board.
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 host/tests firmware/tests
+	$(BIN)/picostim hil --dut sim --quiet
+
+demo: $(STAMP)
+	$(BIN)/picostim demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache hil-report

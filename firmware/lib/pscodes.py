@@ -1,0 +1,41 @@
+# Shared constants: firmware, virtual board and host all read this one file.
+# Plain MicroPython/CPython source so the device can import it and the host can load it by path.
+
+FW_VERSION = "0.1.0"
+PROTOCOL_VERSION = 1
+FIRMWARE_CEILING_UA = 1000  # no board profile, config or command can raise this (S2)
+CONFIG_VERSION = 1
+
+# Error codes carried in {"ok": false, "error": <code>}
+E_BAD_JSON = "bad_json"
+E_LINE_TOO_LONG = "line_too_long"
+E_BAD_REQUEST = "bad_request"
+E_UNKNOWN_CMD = "unknown_cmd"
+E_BAD_TYPE = "bad_type"
+E_OUT_OF_RANGE = "out_of_range"
+E_OVER_CAP = "over_cap"
+E_FAULT_LATCHED = "fault_latched"
+E_CHARGING = "charging"
+E_NO_CONTACT = "no_contact"
+E_BUSY = "busy"
+E_NOT_RUNNING = "not_running"
+E_UNKNOWN_PROGRAM = "unknown_program"
+E_CONFIG_CORRUPT = "config_corrupt"
+E_STORAGE = "storage_error"
+E_INTERNAL = "internal"
+
+ERROR_CODES = (E_BAD_JSON, E_LINE_TOO_LONG, E_BAD_REQUEST, E_UNKNOWN_CMD, E_BAD_TYPE, E_OUT_OF_RANGE,
+               E_OVER_CAP, E_FAULT_LATCHED, E_CHARGING, E_NO_CONTACT, E_BUSY, E_NOT_RUNNING,
+               E_UNKNOWN_PROGRAM, E_CONFIG_CORRUPT, E_STORAGE, E_INTERNAL)
+
+# Event names carried in {"ev": <name>}
+EV_TELEMETRY = "telemetry"
+EV_TRIP = "trip"
+EV_PAUSE = "pause"
+EV_RESUME = "resume"
+EV_SESSION_END = "session_end"
+EV_BUTTON = "button"
+EV_BOOT = "boot"
+EV_CONFIG_CORRUPT = "config_corrupt"
+
+MAX_LINE = 1024  # longest accepted request line, bytes

@@ -1,0 +1,14 @@
+"""Access to modules shared with the firmware (loaded by path from firmware/lib so there is one source)."""
+import importlib.util
+
+from .. import paths
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"picostim.shared.{name}", paths.FIRMWARE_DIR / "lib" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+codes = _load("pscodes")
