@@ -39,3 +39,38 @@ EV_BOOT = "boot"
 EV_CONFIG_CORRUPT = "config_corrupt"
 
 MAX_LINE = 1024  # longest accepted request line, bytes
+
+# Waveform limits (spec section 2); the planner enforces them on the device, the host may pre-check.
+PHASE_US_MIN = 20
+PHASE_US_MAX = 1000
+GAP_US_MAX = 500
+RATE_MHZ_MIN = 500       # repetition rate in milli-hertz (0.5 Hz)
+RATE_MHZ_MAX = 500000    # 500 Hz
+BURST_MS_MAX = 60000
+TELEMETRY_HZ_MAX = 1000
+
+# Firmware policy (device-enforced; shared so the virtual board and HIL suite know what to expect)
+CONTACT_PROBE_UA = 20    # amplitude kept while paused for no_contact, to detect re-contact (S7)
+CONTACT_MIN_SETPOINT_UA = 40  # below this the compliance check (measured < setpoint/2) is not decided
+DEBOUNCE_MS = 30
+AUDIT_MAX_ENTRIES = 32
+OPERATOR_MAX_LEN = 32
+
+# Protocol states and reasons
+ST_IDLE = "idle"
+ST_RAMPING = "ramping"
+ST_RUNNING = "running"
+ST_PAUSED = "paused"
+ST_FAULT = "fault"
+ST_CHARGING = "charging"
+
+TRIP_OVER_CURRENT = "over_current"
+TRIP_FAULT_N = "fault_n"
+TRIP_WATCHDOG = "watchdog"
+PAUSE_NO_CONTACT = "no_contact"
+END_TIMEOUT = "session_timeout"
+END_STOP = "stop"
+END_CHARGING = "charging"
+
+EV_LEVEL = "level"
+EV_STEP = "step"
