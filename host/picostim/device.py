@@ -1,0 +1,302 @@
+"""Public API for a running picostim board: `picostim.Device(port)`.
+
+Speaks the JSON-lines protocol of firmware/PROTOCOL.md (codes from firmware/lib/pscodes.py via
+picostim.shared.codes). Every request gets an id; replies are matched by id, events (`"ev"`) are queued and
+handed out by `events()` / `telemetry()`; lines that are not protocol (REPL or boot chatter) are kept in `noise`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterator
+
+from .shared import codes
+from .transport import SerialTransport, TransportError
+
+DEFAULT_TIMEOUT = 3.0
+
+
+class DeviceError(Exception):
+    """The device answered {"ok": false}: `.code` is a pscodes error code, `.detail` its explanation."""
+
+    def __init__(self, cmd: str, code: str, detail: str, reply: dict):
+        self.cmd, self.code, self.detail, self.reply = cmd, code, detail, reply
+        super().__init__(f"{cmd}: device refused: {code}" + (f" ({detail})" if detail else ""))
+
+
+class ProtocolTimeout(TransportError):
+    pass
+
+
+@dataclass
+class TelemetryStats:
+    received: int = 0
+    lost: int = 0          # samples missing according to seq gaps
+    gaps: int = 0          # number of gaps seen
+    last_seq: int | None = None
+
+
+class Device:
+    """A picostim board running its application (main.py).
+
+    `port` is a serial port path / pyserial URL, or an open SerialTransport (then `owns_transport` says whether
+    close() closes it).
+    """
+
+    def __init__(self, port, timeout: float = DEFAULT_TIMEOUT, owns_transport: bool | None = None,
+                 start_app: bool = False):
+        if isinstance(port, SerialTransport):
+            self.t = port
+            self._owns = bool(owns_transport)
+        else:
+            self.t = SerialTransport(port)
+            self._owns = True if owns_transport is None else owns_transport
+        self.timeout = timeout
+        self._next_id = 1
+        self._events: deque = deque(maxlen=10000)
+        self.noise: deque = deque(maxlen=200)
+        self.telemetry_stats = TelemetryStats()
+        self._info: dict | None = None
+        if start_app:
+            self.ensure_app()
+
+    # -- plumbing ----------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._owns:
+            self.t.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def port(self) -> str:
+        return self.t.port
+
+    def _read_message(self, timeout: float) -> dict | None:
+        """Next protocol object (reply or event) within `timeout`; non-JSON lines go to `noise`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            line = self.t.read_line(left)
+            if line is None:
+                return None
+            text = line.decode("utf-8", errors="replace").strip()
+            if not text.startswith("{"):
+                if text:
+                    self.noise.append(text)
+                continue
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                self.noise.append(text)
+                continue
+            if isinstance(obj, dict):
+                return obj
+            self.noise.append(text)
+
+    def send_raw(self, line: bytes) -> None:
+        """Write bytes as they are (robustness tests: garbage, huge lines)."""
+        self.t.write(line)
+
+    def request(self, cmd: str, timeout: float | None = None, **args) -> dict:
+        """Send one request and return its reply (raises DeviceError on {"ok": false})."""
+        rid = self._next_id
+        self._next_id += 1
+        msg = {"id": rid, "cmd": cmd, **args}
+        line = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+        if len(line) > codes.MAX_LINE:
+            raise ValueError(f"{cmd}: request is {len(line)} bytes, the device accepts at most {codes.MAX_LINE}")
+        self.t.write(line)
+        return self.wait_reply(rid, cmd, timeout)
+
+    def wait_reply(self, rid, cmd: str = "?", timeout: float | None = None) -> dict:
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            obj = self._read_message(max(0.0, deadline - time.monotonic()))
+            if obj is None:
+                hint = ""
+                if any(">>>" in n or "raw REPL" in n for n in self.noise):
+                    hint = " (the board is at the REPL: the application is not running; try Device.ensure_app())"
+                raise ProtocolTimeout(f"{self.port}: no reply to {cmd!r} within {timeout:.1f} s{hint}")
+            if "ev" in obj:
+                self._events.append(obj)
+                continue
+            if obj.get("id") == rid or (obj.get("id") is None and obj.get("ok") is False):
+                if obj.get("ok") is True:
+                    return obj
+                raise DeviceError(cmd, str(obj.get("error")), str(obj.get("detail", "")), obj)
+            # A reply to an older request we stopped waiting for: ignore.
+
+    def ensure_app(self, timeout: float = 10.0) -> dict:
+        """Make sure the application answers; if the board sits at the REPL, soft-reset it into main.py."""
+        try:
+            return self.hello(timeout=1.5, start_app=False)
+        except ProtocolTimeout:
+            pass
+        from .rawrepl import RawRepl
+        repl = RawRepl(self.t)
+        self.t.write(b"\r\x03\x03\x02")     # leave any raw REPL / stop a stuck program, back to the friendly REPL
+        time.sleep(0.1)
+        self.t.drain(quiet_s=0.1)
+        repl.soft_reset(run_main=True)
+        return self.hello(timeout=timeout, start_app=False)
+
+    # -- protocol commands (one method per PROTOCOL.md row) -----------------------------------------------------
+    def hello(self, timeout: float | None = None, start_app: bool = False) -> dict:
+        if start_app:
+            return self.ensure_app()
+        # The app may still be booting (boot event, REPL chatter): retry until the deadline.
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._info = self.request("hello", timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+                return self._info
+            except ProtocolTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+
+    @property
+    def info(self) -> dict:
+        return self._info if self._info is not None else self.hello()
+
+    def status(self) -> dict:
+        return self.request("status")
+
+    def config_get(self) -> dict:
+        return self.request("config_get")["config"]
+
+    def config_set(self, partial: dict) -> dict:
+        return self.request("config_set", config=partial)["config"]
+
+    def levels_get(self) -> list[int]:
+        return self.request("levels_get")["levels_ua"]
+
+    def levels_set(self, levels_ua: list[int] | None = None, *, level: int | None = None, ua: int | None = None,
+                   operator: str = "") -> list[int]:
+        if levels_ua is not None:
+            return self.request("levels_set", levels_ua=list(levels_ua), operator=operator)["levels_ua"]
+        if level is None or ua is None:
+            raise ValueError("levels_set needs levels_ua, or level and ua")
+        return self.request("levels_set", level=level, ua=ua, operator=operator)["levels_ua"]
+
+    def start(self, level: int, program: str | None = None, duration_s: float | None = None, **waveform) -> dict:
+        args = {"level": level, **{k: v for k, v in waveform.items() if v is not None}}
+        if program is not None:
+            args["program"] = program
+        if duration_s is not None:
+            args["duration_s"] = duration_s
+        return self.request("start", **args)
+
+    def stop(self) -> dict:
+        return self.request("stop")
+
+    def set_level(self, level: int) -> dict:
+        return self.request("set_level", level=level)
+
+    def clear_fault(self) -> dict:
+        return self.request("clear_fault")
+
+    def telemetry_enable(self, on: bool = True, rate_hz: int = 20) -> int:
+        r = self.request("telemetry", on=on, rate_hz=rate_hz)
+        if on:
+            self.telemetry_stats = TelemetryStats()
+        return r.get("rate_hz", rate_hz)
+
+    def audit(self, clear: bool = False) -> list[dict]:
+        return self.request("audit", **({"clear": True} if clear else {}))["entries"]
+
+    def selftest(self, timeout: float = 10.0) -> dict:
+        return self.request("selftest", timeout=timeout)
+
+    def bootloader(self) -> dict:
+        """Reboot into BOOTSEL (the port disappears; a RPI-RP2 drive appears on real hardware)."""
+        return self.request("bootloader")
+
+    def reset(self, wait_s: float = 15.0) -> dict:
+        """Hard reset, then wait for the port to come back and the application to answer; returns the new hello."""
+        self.request("reset")
+        time.sleep(0.3)
+        try:
+            self.t.reconnect(wait_s)
+        except TransportError:
+            raise
+        self._events.clear()
+        return self.hello(timeout=wait_s)
+
+    # -- events ------------------------------------------------------------------------------------------------
+    def poll_events(self, timeout: float = 0.0) -> list[dict]:
+        """Events received so far plus any arriving within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            obj = self._read_message(max(0.0, deadline - time.monotonic()))
+            if obj is None:
+                break
+            if "ev" in obj:
+                self._events.append(obj)
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def events(self, timeout: float | None = None) -> Iterator[dict]:
+        """Yield events as they arrive (all kinds); stops after `timeout` seconds of silence if given."""
+        while True:
+            while self._events:
+                yield self._events.popleft()
+            obj = self._read_message(timeout if timeout is not None else 3600.0)
+            if obj is None:
+                if timeout is not None:
+                    return
+                continue
+            if "ev" in obj:
+                self._events.append(obj)
+
+    def _account(self, sample: dict) -> dict:
+        st = self.telemetry_stats
+        seq = sample.get("seq")
+        if isinstance(seq, int):
+            if st.last_seq is not None and seq != st.last_seq + 1:
+                missing = seq - st.last_seq - 1
+                if missing > 0:
+                    st.lost += missing
+                    st.gaps += 1
+                    sample = {**sample, "gap": missing}
+            st.last_seq = seq
+        st.received += 1
+        return sample
+
+    def telemetry(self, rate_hz: int = 20, duration_s: float | None = None, enable: bool = True,
+                  other_events: list | None = None) -> Iterator[dict]:
+        """Yield telemetry samples (seq gaps counted in `telemetry_stats`, and a `gap` key on the sample after a
+        gap). Other events are appended to `other_events` if given. Telemetry is switched off when the iterator
+        finishes or is closed."""
+        if enable:
+            self.telemetry_enable(True, rate_hz)
+        end = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            while end is None or time.monotonic() < end:
+                if self._events:
+                    ev = self._events.popleft()
+                else:
+                    left = 1.0 if end is None else max(0.0, min(1.0, end - time.monotonic()))
+                    ev = self._read_message(left)
+                    if ev is None or "ev" not in ev:
+                        continue
+                if ev.get("ev") == codes.EV_TELEMETRY:
+                    yield self._account(ev)
+                elif other_events is not None:
+                    other_events.append(ev)
+        finally:
+            if enable:
+                try:
+                    self.telemetry_enable(False)
+                except (DeviceError, TransportError):
+                    pass
