@@ -1,0 +1,151 @@
+# JSON-lines protocol: framing, parsing and argument checks. Pure functions (no hardware) so the same code is
+# fuzzed under CPython/hypothesis and run on the device. Every failure is a ProtoError carrying a pscodes code.
+import json
+
+from pscodes import (MAX_LINE, E_BAD_JSON, E_LINE_TOO_LONG, E_BAD_REQUEST, E_BAD_TYPE, E_OUT_OF_RANGE)
+
+
+class ProtoError(ValueError):
+    def __init__(self, code, detail, rid=None):
+        ValueError.__init__(self, detail)
+        self.code = code
+        self.detail = detail
+        self.rid = rid
+
+
+class LineReader:
+    """Accumulates bytes into lines of at most max_line bytes. An over-long line is dropped whole (up to its
+    newline) and reported once, so a flood cannot grow memory."""
+
+    def __init__(self, max_line=MAX_LINE):
+        self.max_line = max_line
+        self.buf = bytearray()
+        self.overflow = False
+
+    def feed(self, data):
+        """Feed bytes; return a list of complete lines (bytes) or ProtoError instances for over-long ones."""
+        out = []
+        for b in data:
+            if b == 10 or b == 13:
+                if self.overflow:
+                    out.append(ProtoError(E_LINE_TOO_LONG, "line longer than %d bytes" % self.max_line))
+                    self.overflow = False
+                elif self.buf:
+                    out.append(bytes(self.buf))
+                self.buf = bytearray()
+            elif self.overflow:
+                continue
+            elif len(self.buf) >= self.max_line:
+                self.overflow = True
+                self.buf = bytearray()
+            else:
+                self.buf.append(b)
+        return out
+
+
+def _valid_id(v):
+    return v is None or (isinstance(v, int) and not isinstance(v, bool) and -(1 << 29) <= v < (1 << 29)) or \
+        (isinstance(v, str) and len(v) <= 64)
+
+
+def parse(line):
+    """bytes -> (id, cmd, request dict). Raises ProtoError (with the id when one could be read)."""
+    try:
+        text = line.decode()
+    except (UnicodeError, ValueError):
+        raise ProtoError(E_BAD_JSON, "line is not UTF-8")
+    try:
+        req = json.loads(text)
+    except (ValueError, TypeError, RecursionError, MemoryError):
+        raise ProtoError(E_BAD_JSON, "line is not JSON")
+    except Exception:  # MicroPython raises other errors for deep nesting
+        raise ProtoError(E_BAD_JSON, "line is not JSON")
+    if not isinstance(req, dict):
+        raise ProtoError(E_BAD_REQUEST, "request must be a JSON object")
+    rid = req.get("id")
+    if not _valid_id(rid):
+        raise ProtoError(E_BAD_REQUEST, "id must be an integer or a short string")
+    cmd = req.get("cmd")
+    if not isinstance(cmd, str):
+        raise ProtoError(E_BAD_REQUEST, "cmd missing or not a string", rid)
+    return rid, cmd, req
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def get_int(req, name, lo, hi, default=None, required=False):
+    if name not in req or req[name] is None:
+        if required:
+            raise ProtoError(E_BAD_REQUEST, "%s is required" % name)
+        return default
+    v = req[name]
+    if not _is_int(v):
+        raise ProtoError(E_BAD_TYPE, "%s must be an integer" % name)
+    if v < lo or v > hi:
+        raise ProtoError(E_OUT_OF_RANGE, "%s must be %d..%d" % (name, lo, hi))
+    return v
+
+
+def get_num_milli(req, name, lo_milli, hi_milli, default=None, required=False):
+    """A number (int or float) returned as an integer in thousandths, range-checked in thousandths."""
+    if name not in req or req[name] is None:
+        if required:
+            raise ProtoError(E_BAD_REQUEST, "%s is required" % name)
+        return default
+    v = req[name]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ProtoError(E_BAD_TYPE, "%s must be a number" % name)
+    if v != v or v > 1e7 or v < -1e7:      # NaN / inf / absurd
+        raise ProtoError(E_OUT_OF_RANGE, "%s out of range" % name)
+    m = int(v * 1000 + (0.5 if v >= 0 else -0.5))
+    if m < lo_milli or m > hi_milli:
+        raise ProtoError(E_OUT_OF_RANGE, "%s must be %g..%g" % (name, lo_milli / 1000, hi_milli / 1000))
+    return m
+
+
+def get_bool(req, name, default=None):
+    if name not in req or req[name] is None:
+        return default
+    v = req[name]
+    if not isinstance(v, bool):
+        raise ProtoError(E_BAD_TYPE, "%s must be true or false" % name)
+    return v
+
+
+def get_str(req, name, max_len, default=None, required=False):
+    if name not in req or req[name] is None:
+        if required:
+            raise ProtoError(E_BAD_REQUEST, "%s is required" % name)
+        return default
+    v = req[name]
+    if not isinstance(v, str):
+        raise ProtoError(E_BAD_TYPE, "%s must be a string" % name)
+    if not 0 < len(v) <= max_len:
+        raise ProtoError(E_OUT_OF_RANGE, "%s must be 1..%d characters" % (name, max_len))
+    return v
+
+
+def check_keys(req, allowed):
+    for k in req:
+        if k != "id" and k != "cmd" and k not in allowed:
+            raise ProtoError(E_BAD_REQUEST, "unknown argument %s" % k)
+
+
+def reply_ok(rid, fields):
+    d = {"id": rid, "ok": True}
+    for k in fields:
+        d[k] = fields[k]
+    return json.dumps(d)
+
+
+def reply_err(rid, code, detail):
+    return json.dumps({"id": rid, "ok": False, "error": code, "detail": detail})
+
+
+def event(name, t_ms, fields):
+    d = {"ev": name, "t_ms": t_ms}
+    for k in fields:
+        d[k] = fields[k]
+    return json.dumps(d)
