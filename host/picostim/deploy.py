@@ -32,7 +32,7 @@ TMP_SUFFIX = ".pstmp"
 MANIFEST = "/manifest.json"
 SOURCE_FILES = ("boot.py", "main.py")      # run by the VM by name: must stay source
 CODE_SUFFIXES = (".py", ".mpy")
-SKIP_DIRS = {"tests", "__pycache__"}
+SKIP_DIRS = {"tests", "__pycache__", "rig"}   # firmware/rig/ is the HIL rig Pico's firmware, not the DUT's
 DEFAULT_CHUNK = 6144                       # raw bytes per exec (8 KiB of base64): fits an RP2040 heap comfortably
 WDT_CTRL = 0x40058000                      # RP2040 WATCHDOG CTRL; bit 30 = ENABLE (the WDT survives soft reset)
 
