@@ -199,8 +199,9 @@ class Device:
     def stop(self) -> dict:
         return self.request("stop")
 
-    def set_level(self, level: int) -> dict:
-        return self.request("set_level", level=level)
+    def set_level(self, level: int, ua: int | None = None) -> dict:
+        """Change the running session's level; `ua` = live trial amplitude (field tuning, not persisted)."""
+        return self.request("set_level", level=level, **({} if ua is None else {"ua": ua}))
 
     def clear_fault(self) -> dict:
         return self.request("clear_fault")

@@ -1,0 +1,52 @@
+"""`picostim flash`: MicroPython UF2 (optional) + the application, on one board or many at once."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from . import main
+from ._common import PORT_HELP, friendly_errors
+
+
+@main.command()
+@click.option("--board", "-b", required=True, help="board profile from boards/ (e.g. handheld-home)")
+@click.option("--port", "-p", "ports", multiple=True, help=PORT_HELP + "; repeat for several boards")
+@click.option("--all", "all_ports", is_flag=True, help="every attached MicroPython board (USB 2E8A:0005)")
+@click.option("--uf2", "uf2_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="install this MicroPython UF2 first (board goes to BOOTSEL, file copied to RPI-RP2)")
+@click.option("--firmware-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="application source tree (default: the repo's firmware/)")
+@click.option("--no-handshake", is_flag=True, help="skip the protocol version check at the end")
+@friendly_errors
+def flash(board, ports, all_ports, uf2_file, firmware_dir, no_handshake):
+    """Flash the application (only changed files, every file hash-verified, stale files removed, board profile
+    provisioned, version handshake); with --uf2 install MicroPython first."""
+    from .. import boards, multi
+    from ..target import default_port
+    from ..transport import list_ports
+
+    boards.load(board)  # a bad profile stops everything before any board is touched
+    specs = list(ports)
+    if all_ports:
+        specs += [p["port"] for p in list_ports() if p["micropython"] and p["port"] not in specs]
+    if not specs:
+        p = default_port()
+        if p is None:
+            raise click.ClickException("no board found: pass --port PORT (several allowed), --all, or --port sim")
+        specs = [p]
+    console = Console()
+    if uf2_file is not None:
+        from ..uf2 import check_uf2
+        check_uf2(uf2_file)
+    results = multi.flash_many(specs, board, uf2_file=uf2_file, firmware_dir=firmware_dir, console=console,
+                               handshake=not no_handshake)
+    console.print(multi.summary_table(results))
+    for r in results:
+        if r.ok and r.written == 0 and r.removed == 0:
+            console.print(f"{r.port}: nothing changed, nothing sent")
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise click.ClickException(f"{len(bad)} of {len(results)} board(s) failed: "
+                                   + "; ".join(f"{r.port}: {r.detail}" for r in bad))

@@ -1,0 +1,232 @@
+"""`picostim levels show/set/tune/audit`: the per-device level table (µA per intensity level) and field tuning."""
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import main
+from ._common import device_session, friendly_errors, port_option, profile_for
+from .. import settings
+from ..device import DeviceError
+from ..shared import codes
+
+
+def _operator_default():
+    return os.environ.get("PICOSTIM_OPERATOR") or os.environ.get("USER") or "unknown"
+
+
+@main.group()
+def levels():
+    """Intensity levels (µA per level), stored on the device with an audit log."""
+
+
+@levels.command("show")
+@port_option
+@friendly_errors
+def levels_show(port):
+    """The level table and the board cap."""
+    with device_session(port) as (dev, _):
+        hello = dev.hello()
+        table = dev.levels_get()
+    t = Table(title=f"{hello.get('board')} {hello.get('uid')} (cap {hello.get('cap_ua')} µA)")
+    t.add_column("level", justify="right")
+    t.add_column("µA", justify="right")
+    for i, ua in enumerate(table, 1):
+        t.add_row(str(i), str(ua))
+    Console().print(t)
+
+
+@levels.command("set")
+@port_option
+@click.argument("level", type=int, required=False)
+@click.argument("ua", type=int, required=False)
+@click.option("--table", "table_text", help="the whole table, comma separated (e.g. 80,160,240,320,400)")
+@click.option("--operator", default=_operator_default, help="name recorded in the device's audit log")
+@click.option("--no-host-check", is_flag=True, help="send without the host-side check (the device still checks)")
+@friendly_errors
+def levels_set(port, level, ua, table_text, operator, no_host_check):
+    """Set LEVEL to UA microamps (or the whole --table); written atomically with an audit entry on the device."""
+    if table_text is None and (level is None or ua is None):
+        raise click.ClickException("give LEVEL UA, or --table a,b,c")
+    with device_session(port) as (dev, _):
+        hello = dev.hello()
+        current = dev.levels_get()
+        if table_text is not None:
+            try:
+                new = [int(x) for x in table_text.split(",")]
+            except ValueError as e:
+                raise click.ClickException(f"--table: {e}") from e
+            if not no_host_check:
+                settings.check_levels(profile_for(hello), new)
+            applied = dev.levels_set(new, operator=operator)
+        else:
+            if not no_host_check:
+                settings.with_level(profile_for(hello), current, level, ua)
+            applied = dev.levels_set(level=level, ua=ua, operator=operator)
+    click.echo(f"levels_ua {current} -> {applied}")
+
+
+@levels.command("audit")
+@port_option
+@friendly_errors
+def levels_audit(port):
+    """The device's audit log of level changes."""
+    with device_session(port) as (dev, _):
+        entries = dev.audit()
+    t = Table(title="audit log")
+    for c in ("seq", "t", "operator", "level", "before_ua", "after_ua"):
+        t.add_column(c)
+    for e in entries:
+        t.add_row(*(str(e.get(c)) for c in ("seq", "t", "operator", "level", "before_ua", "after_ua")))
+    Console().print(t)
+
+
+# -- tune ------------------------------------------------------------------------------------------------------
+KEYS_UP = (b"\x1b[A", b"+", b"k", b"u")
+KEYS_DOWN = (b"\x1b[B", b"-", b"j", b"d")
+
+
+class _Keys:
+    """Key presses from stdin without waiting for Enter (cbreak on a terminal; plain reads from a pipe)."""
+
+    def __init__(self):
+        self.fd = sys.stdin.fileno()
+        self.old = None
+        if os.isatty(self.fd):
+            import termios
+            import tty
+            self.old = termios.tcgetattr(self.fd)
+            tty.setcbreak(self.fd)
+        self.buf = b""
+
+    def restore(self):
+        if self.old is not None:
+            import termios
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.old)
+
+    def get(self, timeout: float) -> list[bytes]:
+        r, _, _ = select.select([self.fd], [], [], timeout)
+        if r:
+            data = os.read(self.fd, 64)
+            if not data:
+                return [b"q"]   # stdin closed: leave
+            self.buf += data
+        keys = []
+        while self.buf:
+            if self.buf.startswith(b"\x1b["):
+                if len(self.buf) < 3:
+                    break
+                keys.append(self.buf[:3])
+                self.buf = self.buf[3:]
+            else:
+                keys.append(self.buf[:1])
+                self.buf = self.buf[1:]
+        return keys
+
+
+@levels.command("tune")
+@port_option
+@click.option("--level", "-l", "level", type=int, required=True, help="level to tune (1-based)")
+@click.option("--step", type=click.IntRange(1, 100), default=5, show_default=True, help="µA per key press")
+@click.option("--operator", default=_operator_default, help="name recorded in the audit log on save")
+@click.option("--duration", type=float, default=600, show_default=True, help="session length while tuning (s)")
+@click.option("--rate", "telemetry_hz", type=int, default=20, show_default=True, help="telemetry rate (Hz)")
+@friendly_errors
+def levels_tune(port, level, step, operator, duration, telemetry_hz):
+    """Interactive: stimulate at LEVEL, Up/Down (or +/-) change its µA live (device-ramped) with the measured
+    current shown; `s` saves (atomic, audit entry), `q` quits (unsaved changes are discarded)."""
+    with device_session(port) as (dev, _):
+        hello = dev.hello()
+        profile = profile_for(hello)
+        cap = settings.cap_ua(profile)
+        table = dev.levels_get()
+        if not 1 <= level <= len(table):
+            raise click.ClickException(f"level must be 1..{len(table)}")
+        saved = table[level - 1]
+        trial = saved
+        live_mode = "trial"      # set_level with ua (not persisted); falls back to levels_set if unsupported
+        dev.start(level=level, duration_s=duration)
+        dev.telemetry_enable(True, telemetry_hz)
+        keys = _Keys()
+        measured, state, note = None, "?", ""
+        click.echo(f"tuning level {level} on {hello.get('board')} {hello.get('uid')} (cap {cap} µA, step {step} µA)"
+                   f"\nUp/Down or +/- change µA, s = save, q = quit")
+        last_draw = 0.0
+
+        def draw(force=False):
+            nonlocal last_draw
+            now = time.monotonic()
+            if force or now - last_draw > 0.2:
+                m = "—" if measured is None else f"{measured:.0f}"
+                click.echo(f"level {level}: set {trial} µA (saved {saved} µA) measured {m} µA state {state}"
+                           f"{'  ' + note if note else ''}")
+                last_draw = now
+
+        def apply(new_ua):
+            nonlocal live_mode, trial, note
+            if live_mode == "trial":
+                try:
+                    dev.set_level(level, ua=new_ua)
+                    trial = new_ua
+                    return
+                except DeviceError as e:
+                    if e.code not in (codes.E_BAD_REQUEST, codes.E_BAD_TYPE):
+                        raise
+                    live_mode = "table"
+                    note = "(device has no trial amplitude: each step is written to the table)"
+            dev.levels_set(level=level, ua=new_ua, operator=operator + " (tune)")
+            trial = new_ua
+
+        try:
+            draw(True)
+            while True:
+                for k in keys.get(0.05):
+                    if k in KEYS_UP or k in KEYS_DOWN:
+                        new = trial + (step if k in KEYS_UP else -step)
+                        try:
+                            if new > cap:
+                                raise settings.SettingsError(codes.E_OVER_CAP, f"{new} µA is above the cap {cap} µA")
+                            if new < 1:
+                                raise settings.SettingsError(codes.E_OUT_OF_RANGE, "a level needs at least 1 µA")
+                            apply(new)
+                            note = ""
+                        except settings.SettingsError as e:
+                            note = f"refused: {e}"
+                        except DeviceError as e:
+                            note = f"device refused: {e.code} ({e.detail})"
+                        draw(True)
+                    elif k in (b"s", b"S"):
+                        try:
+                            settings.with_level(profile, table, level, trial)
+                            table = dev.levels_set(level=level, ua=trial, operator=operator)
+                            note = f"saved: level {level} {saved} -> {table[level - 1]} µA (audit entry written)"
+                            saved = table[level - 1]
+                        except settings.SettingsError as e:
+                            note = f"not saved: {e}"
+                        except DeviceError as e:
+                            note = f"not saved, device refused: {e.code} ({e.detail})"
+                        draw(True)
+                    elif k in (b"q", b"Q", b"\x03", b"\x04"):
+                        return
+                for ev in dev.poll_events(0.05):
+                    if ev.get("ev") == codes.EV_TELEMETRY:
+                        measured = ev.get("i_ua")
+                        state = ev.get("state", state)
+                    elif ev.get("ev") in (codes.EV_TRIP, codes.EV_PAUSE, codes.EV_SESSION_END):
+                        note = f"event {ev.get('ev')}: {ev.get('reason')}"
+                        draw(True)
+                draw()
+        finally:
+            keys.restore()
+            try:
+                dev.telemetry_enable(False)
+                dev.stop()
+            except Exception:  # noqa: BLE001 - best effort on the way out; the device idles on its own too
+                pass
+            click.echo(f"done: level {level} = {saved} µA" + ("" if trial == saved else f" (trial {trial} µA discarded)"))

@@ -1,0 +1,44 @@
+"""`picostim run` / `picostim stop`: a session by program or level, for a duration."""
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from . import main
+from ._common import device_session, friendly_errors, port_option
+
+
+@main.command()
+@port_option
+@click.option("--level", "-l", type=int, required=True, help="intensity level (1-based)")
+@click.option("--program", help="named program (boards/programs.json; the board must allow it)")
+@click.option("--phase-us", type=int, help="phase width (µs) for a manual waveform")
+@click.option("--gap-us", type=int, help="interphase gap (µs)")
+@click.option("--rate-hz", type=float, help="repetition rate (Hz)")
+@click.option("--duration", "duration_s", type=float, help="session length (s); default: the board's")
+@click.option("--wait", is_flag=True, help="stay attached, print events until the session ends")
+@friendly_errors
+def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, wait):
+    """Start stimulation (ramped up by the device) and print what the device applied."""
+    with device_session(port) as (dev, _):
+        applied = dev.start(level=level, program=program, duration_s=duration_s, phase_us=phase_us, gap_us=gap_us,
+                            rate_hz=rate_hz)
+        click.echo("started: " + json.dumps({k: v for k, v in applied.items() if k not in ("id", "ok")}))
+        if wait:
+            end = time.monotonic() + (applied.get("session_s") or duration_s or 0) + 5
+            for ev in dev.events(timeout=2.0):
+                click.echo(json.dumps(ev))
+                if ev.get("ev") == "session_end" or time.monotonic() > end:
+                    break
+
+
+@main.command()
+@port_option
+@friendly_errors
+def stop(port):
+    """Stop stimulation (output idle)."""
+    with device_session(port) as (dev, _):
+        r = dev.stop()
+    click.echo(f"state: {r.get('state')}")

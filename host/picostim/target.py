@@ -1,0 +1,63 @@
+"""Resolve a `--port` value to a serial port: a path / pyserial URL, or `sim` / `sim:<board>` (a virtual board
+started for the duration of the command, flashed with the application unless told not to)."""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+SIM_PREFIX = "sim"
+DEFAULT_SIM_BOARD = "handheld-home"
+
+
+def is_sim(spec: str | None) -> bool:
+    return spec is not None and (spec == SIM_PREFIX or spec.startswith(SIM_PREFIX + ":"))
+
+
+def sim_board(spec: str, default: str | None = None) -> str:
+    return spec.split(":", 1)[1] if ":" in spec else (default or DEFAULT_SIM_BOARD)
+
+
+@dataclass
+class Target:
+    port: str
+    spec: str
+    board: str | None = None
+    vb: object | None = None      # picostim.sim.VirtualBoard when spec is sim
+
+
+def default_port() -> str | None:
+    """$PICOSTIM_PORT, else the only attached MicroPython board, else None."""
+    env = os.environ.get("PICOSTIM_PORT")
+    if env:
+        return env
+    from .transport import list_ports
+    ports = [p["port"] for p in list_ports() if p["micropython"]]
+    return ports[0] if len(ports) == 1 else None
+
+
+@contextlib.contextmanager
+def open_target(spec: str | None, board: str | None = None, deploy_app: bool = True, load: str = "2k",
+                flash_dir=None, quiet: bool = True) -> Iterator[Target]:
+    """Yield a Target for `spec`; a virtual board is started (and flashed when `deploy_app`) and closed after."""
+    spec = spec or default_port()
+    if spec is None:
+        raise click_error("no board found: pass --port PORT (or --port sim for the virtual board)")
+    if not is_sim(spec):
+        yield Target(port=spec, spec=spec, board=board)
+        return
+    from .sim import VirtualBoard
+    name = sim_board(spec, board)
+    with VirtualBoard(board=name, load=load, flash_dir=flash_dir) as vb:
+        if deploy_app:
+            from . import deploy
+            from .transport import SerialTransport
+            with SerialTransport(vb.port) as t:
+                deploy.deploy(t, name)
+        yield Target(port=vb.port, spec=spec, board=name, vb=vb)
+
+
+def click_error(msg: str):
+    import click
+    return click.ClickException(msg)
