@@ -49,6 +49,7 @@ def validate(b):
     _need(an.get("i_fs_ua") == FIRMWARE_CEILING_UA, "analog.i_fs_ua must equal the firmware ceiling")
     for k in ("iset_pwm_hz", "r_sense_ohm", "sense_gain", "v_electrode_divider"):
         _need(_is_int(an.get(k)) and an[k] > 0, "analog.%s invalid" % k)
+    _need(100000 <= an["iset_pwm_hz"] <= 1000000, "analog.iset_pwm_hz must be 100 kHz..1 MHz")
     _need(isinstance(an.get("adc_vref_v"), (int, float)) and 1.0 <= an["adc_vref_v"] <= 3.6, "adc_vref_v invalid")
     lim = b.get("limits")
     _need(isinstance(lim, dict), "limits missing")

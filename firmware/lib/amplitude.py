@@ -1,0 +1,105 @@
+# The one choke point that writes the amplitude (S3): ISET is a >=100 kHz PWM into an RC filter driving the
+# V-to-I source, I = duty x I_FS. Nothing else in the firmware touches the ISET pin.
+import time
+import machine
+from machine import Pin, PWM
+
+from board import cap_ua
+from planner import iset_level, iset_level_to_ua
+from pscodes import E_OVER_CAP, E_BAD_TYPE, FIRMWARE_CEILING_UA, CONTACT_PROBE_UA
+
+
+class AmplitudeError(ValueError):
+    def __init__(self, code, detail):
+        ValueError.__init__(self, detail)
+        self.code = code
+        self.detail = detail
+
+
+class Amplitude:
+    def __init__(self, board):
+        an = board["analog"]
+        cal = board.get("calibration", {})
+        self.cap_ua = cap_ua(board)
+        self.i_fs = an["i_fs_ua"]
+        self.gain = int(cal.get("iset_gain", 1.0) * 100000 + 0.5)
+        self.offset = int(cal.get("iset_offset_ua", 0.0) * 10 + (0.5 if cal.get("iset_offset_ua", 0.0) >= 0 else -0.5))
+        self.pwm = PWM(Pin(board["pins"]["ISET"]), freq=an["iset_pwm_hz"], duty_u16=0)
+        # TOP as machine.PWM chose it for a DIV=1 frequency (>= 1908 Hz): round(f_sys/f) - 1
+        f = an["iset_pwm_hz"]
+        self.top = (machine.freq() + f // 2) // f - 1
+        self.applied_ua = 0
+        self.writes = 0
+        self.probe_ua = min(CONTACT_PROBE_UA, self.cap_ua)
+        self.probe_d = self._duty(iset_level(self.probe_ua, self.i_fs, self.top, self.gain, self.offset))
+        self._zero = 0
+        self.ramp_from = 0
+        self.ramp_to = 0
+        self.ramp_t0 = 0
+        self.ramp_ms = 0
+
+    def set_ua(self, ua):
+        """Apply ua now (no ramp). Refuses anything above the cap with over_cap and changes nothing."""
+        if not isinstance(ua, int) or isinstance(ua, bool):
+            raise AmplitudeError(E_BAD_TYPE, "amplitude must be an integer uA")
+        if ua > self.cap_ua or ua > FIRMWARE_CEILING_UA:
+            raise AmplitudeError(E_OVER_CAP, "%d uA above the cap %d uA" % (ua, self.cap_ua))
+        if ua < 0:
+            ua = 0
+        lvl = iset_level(ua, self.i_fs, self.top, self.gain, self.offset)
+        self.pwm.duty_u16(self._duty(lvl))
+        self.writes += 1
+        self.applied_ua = iset_level_to_ua(lvl, self.i_fs, self.top, self.gain, self.offset)
+        return self.applied_ua
+
+    def _duty(self, lvl):
+        # duty_u16 maps back to CC = round(d*(TOP+1)/65535); pick d so that CC == lvl exactly
+        d = (lvl * 65535 + (self.top + 1) // 2) // (self.top + 1)
+        return 65535 if d > 65535 else d
+
+    def set_probe(self):
+        """The small contact-probe current (S7 pause), from any context: precomputed, no allocation."""
+        self.ramp_ms = 0
+        self.pwm.duty_u16(self.probe_d)
+        self.applied_ua = self.probe_ua
+
+    def force_zero(self):
+        """ISET to 0 from any context, hard IRQ included (no allocation, no floats)."""
+        self.pwm.duty_u16(0)
+        self.applied_ua = 0
+        self.ramp_to = 0
+        self.ramp_from = 0
+        self.ramp_ms = 0
+
+    # Ramps (S8): increases move linearly over ramp_ms; decreases are immediate.
+    def ramp_to_ua(self, target, ramp_ms, now_ms):
+        if not isinstance(target, int) or isinstance(target, bool):
+            raise AmplitudeError(E_BAD_TYPE, "amplitude must be an integer uA")
+        if target > self.cap_ua:
+            raise AmplitudeError(E_OVER_CAP, "%d uA above the cap %d uA" % (target, self.cap_ua))
+        if target <= self.applied_ua:
+            self.ramp_ms = 0
+            self.ramp_to = target
+            self.set_ua(target)
+            return
+        self.ramp_from = self.applied_ua
+        self.ramp_to = target
+        self.ramp_t0 = now_ms
+        self.ramp_ms = ramp_ms if ramp_ms > 0 else 1
+
+    def ramping(self):
+        return self.ramp_ms > 0
+
+    def tick(self, now_ms):
+        if self.ramp_ms <= 0:
+            return self.applied_ua
+        el = time.ticks_diff(now_ms, self.ramp_t0)
+        if el >= self.ramp_ms:
+            self.ramp_ms = 0
+            return self.set_ua(self.ramp_to)
+        if el < 0:
+            el = 0
+        ua = self.ramp_from + (self.ramp_to - self.ramp_from) * el // self.ramp_ms
+        if ua != self.applied_ua:
+            self.set_ua(ua)
+        return self.applied_ua

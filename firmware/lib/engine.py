@@ -1,0 +1,163 @@
+# Pulse engine: one PWM slice drives the H-bridge (channel A = +phase, channel B inverted = -phase).
+#
+# Every PWM period is either a whole balanced pair or whole idle, because the slice's 32-bit CC word (both
+# channels at once) is only ever written whole (mem32 or DMA) and the hardware latches CC/TOP at the wrap.
+#
+# Low repetition rates are gated by DMA paced by DREQ_PWM_WRAP of the bridge slice, not by the CPU:
+#   CC chain : [active word x1] -> [idle word x M] -> back to the start (CHAIN_TO loops it forever)
+#   TOP chain: [pair TOP x1]    -> [filler TOPs, M periods in total]  -> back to the start
+# Each channel transfers one word per wrap (one DREQ per wrap), so both chains step in lockstep, one period per
+# word. No CPU is in the loop: garbage collection, flash writes or a slow main loop cannot add, drop or stretch a
+# pair, the repetition period is exact to the PWM count (the planner makes TOP fillers add up to the period) and
+# there is zero jitter. Both chains are armed while the slice is stopped and only then is the slice enabled, so
+# their first transfers happen on the same wrap and they cannot be a period apart.
+# Stopping: clear EN in every channel's CTRL (chain triggers are then ignored), abort, then write the idle word.
+# A word already in the CC shadow still latches at the next wrap; it is a whole pair, so charge balance holds.
+import time
+from array import array
+from machine import mem32
+import rp2
+
+import rp2regs as R
+from planner import IDLE_WORD, TOP_MAX
+
+
+class PulseEngine:
+    def __init__(self, board):
+        pins = board["pins"]
+        self.gpio_a = pins["BRIDGE_A"]
+        self.gpio_b = pins["BRIDGE_B"]
+        s = (self.gpio_a >> 1) & 7
+        self.slice = s
+        self.mask = 1 << s
+        self.csr = R.pwm_reg(s, R.PWM_CSR)
+        self.div = R.pwm_reg(s, R.PWM_DIV)
+        self.ctr = R.pwm_reg(s, R.PWM_CTR)
+        self.cc = R.pwm_reg(s, R.PWM_CC)
+        self.top = R.pwm_reg(s, R.PWM_TOP)
+        self.en_set = R.PWM_EN + R.ALIAS_SET
+        self.en_clr = R.PWM_EN + R.ALIAS_CLR
+        self.idle_word = IDLE_WORD
+        # DMA channels and their "stopped" CTRL values, fixed-size so the hard-IRQ kill path allocates nothing
+        self.dmas = [None] * 5
+        self.ctrl_off = array("i", [0] * 5)
+        self.n_dma = 0
+        self.bufs = []
+        self.plan = None
+        self.gated_on = False
+        self.t_enable_us = 0
+        self.first_mid_us = 0      # ticks_us of the middle of the first +phase after the last (re)start
+        self.setup_idle()
+
+    # --- idle (S13) ---
+    def setup_idle(self):
+        """Slice stopped, CC = idle word (latched at once while stopped), B inverted, pins on the PWM function.
+        A halted slice then holds both bridge inputs low."""
+        mem32[self.en_clr] = self.mask
+        mem32[self.csr] = R.CSR_B_INV
+        mem32[self.div] = 1 << 4
+        mem32[self.top] = TOP_MAX
+        mem32[self.cc] = self.idle_word
+        mem32[self.ctr] = 0
+        mem32[R.gpio_ctrl(self.gpio_a)] = R.FUNCSEL_PWM
+        mem32[R.gpio_ctrl(self.gpio_b)] = R.FUNCSEL_PWM
+
+    def kill(self):
+        """Output off from any context (hard IRQ included): no allocation, no floats."""
+        mem32[self.cc] = self.idle_word
+        for i in range(self.n_dma):
+            self.dmas[i].ctrl = self.ctrl_off[i]
+        mem32[self.cc] = self.idle_word
+
+    def _close_dma(self):
+        n = self.n_dma
+        for i in range(n):
+            self.dmas[i].ctrl = self.ctrl_off[i]
+        for i in range(n):
+            self.dmas[i].active(0)
+        mem32[self.cc] = self.idle_word
+        for i in range(n):
+            self.dmas[i].close()
+            self.dmas[i] = None
+        self.n_dma = 0
+        self.bufs = []
+
+    def stop(self):
+        """Back to idle: chains stopped, idle word, slice stopped once the idle word has latched."""
+        self.gated_on = False
+        self._close_dma()
+        mem32[self.cc] = self.idle_word
+        p = self.plan
+        if p is not None and (mem32[self.en_clr - R.ALIAS_CLR] & self.mask):
+            # let the idle word latch (one period at most) before stopping the counter, so pins freeze low
+            us = (p["pair_counts"] * p["div"]) // p["clk_per_us"] + 1
+            if p["idle_periods"]:
+                us = 2 * 65536 * p["div"] // p["clk_per_us"] + 1
+            time.sleep_us(us)
+        mem32[self.en_clr] = self.mask
+        mem32[self.cc] = self.idle_word
+
+    # --- running ---
+    def load(self, plan):
+        """Select a waveform (output stays idle until gate(True))."""
+        self.stop()
+        self.plan = plan
+
+    def _chain(self, segments, write_addr, treq):
+        first = self.n_dma
+        chans = []
+        for _ in segments:
+            ch = rp2.DMA()
+            self.dmas[self.n_dma] = ch
+            self.n_dma += 1
+            chans.append(ch)
+        n = len(chans)
+        for i in range(n):
+            word, count = segments[i]
+            buf = array("I", [word])
+            self.bufs.append(buf)
+            nxt = chans[(i + 1) % n].channel if n > 1 else chans[i].channel
+            ctrl = chans[i].pack_ctrl(size=2, inc_read=False, inc_write=False, treq_sel=treq, chain_to=nxt,
+                                      irq_quiet=True)
+            self.ctrl_off[first + i] = ctrl & ~1
+            chans[i].config(read=buf, write=write_addr, count=count, ctrl=ctrl, trigger=(i == 0))
+
+    def gate(self, on):
+        """Start (on) or stop (off) pulses with the loaded waveform; used for start/stop and burst edges."""
+        p = self.plan
+        if p is None:
+            return
+        if not on:
+            self.stop()
+            return
+        if self.gated_on:
+            return
+        self._close_dma()
+        mem32[self.en_clr] = self.mask
+        mem32[self.div] = p["div"] << 4
+        mem32[self.ctr] = 0
+        if p["continuous"]:
+            # stopped slice: CC/TOP latch immediately, the first period is a whole pair
+            mem32[self.top] = p["top_pair"]
+            mem32[self.cc] = p["active_word"]
+            lead_counts = 0
+        else:
+            mem32[self.top] = p["top_pair"]
+            mem32[self.cc] = self.idle_word
+            treq = R.DREQ_PWM_WRAP0 + self.slice
+            self._chain(p["cc_segments"], self.cc, treq)
+            self._chain(p["top_segments"], self.top, treq)
+            # first period idle (TOP = pair); the chains write at its wrap, so the first pair is the 2nd period
+            lead_counts = p["pair_counts"]
+        mem32[self.csr] = R.CSR_B_INV
+        mem32[self.en_set] = self.mask
+        t = time.ticks_us()
+        self.t_enable_us = t
+        lead_us = lead_counts * p["div"] // p["clk_per_us"]
+        half_us = p["phase_counts"] * p["div"] // p["clk_per_us"] // 2
+        self.first_mid_us = time.ticks_add(t, lead_us + half_us)
+        self.gated_on = True
+
+    def period_us(self):
+        p = self.plan
+        return p["period_us"] if p else 0

@@ -1,0 +1,91 @@
+# Buttons (power/up/down, active low, polled and debounced in the main loop) and indicators (status LED PWM,
+# red therapy LED and vibration motor where the board has them).
+import time
+from machine import Pin, PWM
+
+from pscodes import DEBOUNCE_MS
+
+BUTTONS = ("BTN_POWER", "BTN_UP", "BTN_DOWN")
+NAMES = {"BTN_POWER": "power", "BTN_UP": "up", "BTN_DOWN": "down"}
+
+
+class Button:
+    def __init__(self, gpio, name):
+        self.pin = Pin(gpio, Pin.IN, Pin.PULL_UP)
+        self.name = name
+        self.stable = 1
+        self.last_raw = 1
+        self.t_change = 0
+
+    def poll(self, now):
+        """Return True once per debounced press (high -> low held for DEBOUNCE_MS)."""
+        raw = self.pin.value()
+        if raw != self.last_raw:
+            self.last_raw = raw
+            self.t_change = now
+            return False
+        if raw != self.stable and time.ticks_diff(now, self.t_change) >= DEBOUNCE_MS:
+            self.stable = raw
+            return raw == 0
+        return False
+
+
+class UI:
+    def __init__(self, board):
+        pins = board["pins"]
+        self.buttons = [Button(pins[b], NAMES[b]) for b in BUTTONS]
+        self.led = PWM(Pin(pins["LED_STATUS"]), freq=1000, duty_u16=0)
+        self.red = None
+        self.vib = None
+        feats = board.get("features", {})
+        if feats.get("red_led") and pins.get("LED_RED") is not None:
+            self.red = PWM(Pin(pins["LED_RED"]), freq=1000, duty_u16=0)
+        if feats.get("vibration") and pins.get("VIBRATION") is not None:
+            self.vib = Pin(pins["VIBRATION"], Pin.OUT, value=0)
+        self.vib_until = 0
+        self.vib_on = False
+        self.led_duty = -1
+        self.red_duty = -1
+
+    def poll(self, now):
+        """List of button names pressed since the last poll."""
+        out = []
+        for b in self.buttons:
+            if b.poll(now):
+                out.append(b.name)
+        return out
+
+    def buzz(self, now, ms=60):
+        if self.vib is not None:
+            self.vib.value(1)
+            self.vib_on = True
+            self.vib_until = time.ticks_add(now, ms)
+
+    def show(self, now, state):
+        """Status LED: idle dim, running on, ramping/paused slow blink, fault/charging fast blink."""
+        if state == "running":
+            d = 65535
+        elif state in ("ramping", "paused"):
+            d = 65535 if (now // 500) & 1 else 4000
+        elif state in ("fault", "charging"):
+            d = 65535 if (now // 125) & 1 else 0
+        else:
+            d = 3000
+        if d != self.led_duty:
+            self.led.duty_u16(d)
+            self.led_duty = d
+        if self.red is not None:
+            rd = 40000 if state in ("running", "ramping") else 0
+            if rd != self.red_duty:
+                self.red.duty_u16(rd)
+                self.red_duty = rd
+        if self.vib_on and time.ticks_diff(now, self.vib_until) >= 0:
+            self.vib.value(0)
+            self.vib_on = False
+
+    def off(self):
+        self.led.duty_u16(0)
+        if self.red is not None:
+            self.red.duty_u16(0)
+        if self.vib is not None:
+            self.vib.value(0)
