@@ -1,0 +1,156 @@
+"""`picostim hil`: run the HIL suite (hil_tests/) against a DUT + rig, or the virtual board when nothing is attached.
+
+Thin layer over pytest + the picostim pytest plugin: builds the pytest arguments, runs pytest in this process,
+prints a rich summary from the run's record and exits with pytest's exit code.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections import OrderedDict
+
+import click
+
+from . import main
+from .. import paths
+
+
+def _attached_picos() -> list[str]:
+    """Serial ports of boards running MicroPython (USB 2E8A:0005)."""
+    try:
+        from serial.tools import list_ports
+    except ImportError:
+        return []
+    return sorted(p.device for p in list_ports.comports() if p.vid == 0x2E8A and p.pid == 0x0005)
+
+
+def default_dut() -> str:
+    env = os.environ.get("PICOSTIM_DUT")
+    if env:
+        return env
+    ports = _attached_picos()
+    return ports[0] if len(ports) == 1 else "sim"
+
+
+class _Collector:
+    """In-process pytest plugin: keeps the run's record for the summary table (works with xdist: controller side)."""
+
+    def __init__(self):
+        self.record = None
+        self.paths = None
+
+    def pytest_sessionfinish(self, session):
+        rec = getattr(session.config, "_picostim_record", None)
+        if rec is not None:
+            self.record = rec.as_dict()
+
+    def pytest_unconfigure(self, config):
+        self.paths = getattr(config, "_picostim_paths", None)
+
+
+def build_pytest_args(dut: str, rig: str | None, report_dir: str, quiet: bool, keyword: str | None,
+                      workers: int | None, load: str | None, rigs_file: str | None, extra: tuple) -> list[str]:
+    args = [str(paths.HIL_TESTS_DIR), "--dut", dut, "--hil-report", report_dir,
+            "--junitxml", os.path.join(report_dir, "junit.xml"), "-p", "no:cacheprovider"]
+    if rig:
+        args += ["--rig", rig]
+    if load:
+        args += ["--load", load]
+    if rigs_file:
+        args += ["--rigs-file", rigs_file]
+    if keyword:
+        args += ["-k", keyword]
+    if workers and workers > 1:
+        args += ["-n", str(workers)]
+    args += ["-q", "--no-header", "-rfE"] if quiet else ["-v"]
+    args += list(extra)
+    return args
+
+
+def _summary_table(record: dict, console) -> None:
+    from rich.table import Table
+
+    groups: "OrderedDict[str, dict]" = OrderedDict()
+    for t in record.get("tests", []):
+        mod = t["nodeid"].split("::", 1)[0].rsplit("/", 1)[-1]
+        g = groups.setdefault(mod, {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "retried": 0,
+                                    "measurements": 0, "duration": 0.0})
+        g[t["outcome"]] = g.get(t["outcome"], 0) + 1
+        g["retried"] += 1 if t.get("retries") else 0
+        g["measurements"] += len(t.get("measurements", []))
+        g["duration"] += t.get("duration_s", 0.0)
+    table = Table(title="picostim HIL", show_lines=False)
+    for col in ("module", "passed", "failed", "errors", "skipped", "retried", "measurements", "time (s)"):
+        table.add_column(col, justify="left" if col == "module" else "right")
+    for mod, g in groups.items():
+        bad = g["failed"] + g["error"]
+        table.add_row(mod, f"[green]{g['passed']}[/]", f"[red]{g['failed']}[/]" if g["failed"] else "0",
+                      f"[red]{g['error']}[/]" if g["error"] else "0", str(g["skipped"]),
+                      f"[yellow]{g['retried']}[/]" if g["retried"] else "0", str(g["measurements"]),
+                      f"{g['duration']:.1f}", style="bold" if bad else None)
+    s = record.get("summary", {})
+    table.add_section()
+    table.add_row("total", str(s.get("passed", 0)), str(s.get("failed", 0)), str(s.get("error", 0)),
+                  str(s.get("skipped", 0)), str(s.get("retried", 0)), str(s.get("measurements", 0)),
+                  f"{record.get('duration_s', 0):.1f}")
+    console.print(table)
+    for d in record.get("duts", []):
+        console.print(f"DUT {d.get('board')} uid {d.get('uid')} fw {d.get('fw')} ({d.get('port')})")
+    for t in record.get("tests", []):
+        if t["outcome"] in ("failed", "error"):
+            console.print(f"[red]{t['outcome'].upper()}[/] {t['nodeid']}: {t.get('message', '')}")
+            for m in t.get("measurements", []):
+                if m.get("outcome") == "FAIL":
+                    console.print(f"    {m['name']} = {m['value']} {m['unit']} (limits {m.get('low')}..{m.get('high')})")
+
+
+@main.command("hil", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--dut", default=None, help="DUT serial port or sim[:board] (default: the one attached Pico, else sim)")
+@click.option("--rig", default=None, help="rig address or sim (default: sim for a virtual DUT)")
+@click.option("--board", default=None, help="board profile for the virtual board (same as --dut sim:BOARD)")
+@click.option("--load", default=None, help="default load per test: 500, 2k, 10k, skin")
+@click.option("--rigs-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON list of benches to run in parallel (one xdist worker per bench)")
+@click.option("-n", "--workers", type=int, default=None, help="parallel workers (default 2 on the virtual board)")
+@click.option("--report", "report_dir", default="hil-report", show_default=True, help="report directory")
+@click.option("-k", "keyword", default=None, help="only tests matching this pytest -k expression")
+@click.option("-q", "--quiet", is_flag=True, help="terse pytest output; print the summary table")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def hil_cmd(dut, rig, board, load, rigs_file, workers, report_dir, keyword, quiet, pytest_args):
+    """Run the HIL suite; extra arguments go to pytest. Exit code = pytest's."""
+    import pytest
+    from rich.console import Console
+
+    dut = dut or default_dut()
+    if board:
+        if not dut.startswith("sim"):
+            raise click.UsageError("--board only applies to the virtual board (--dut sim)")
+        dut = f"sim:{board}"
+    if rig is None and dut.startswith("sim"):
+        rig = "sim"
+    if rig is None and not rigs_file:
+        raise click.UsageError(f"DUT {dut} is real hardware: give --rig PORT (the rig Pico) or --rigs-file")
+    if rig and rig != "sim" and dut.startswith("sim"):
+        raise click.UsageError("a virtual DUT needs the virtual rig (--rig sim)")
+    if workers is None:
+        if rigs_file:
+            import json
+            try:
+                workers = len(json.loads(open(rigs_file).read()))
+            except (OSError, ValueError, TypeError) as e:
+                raise click.UsageError(f"{rigs_file}: {e}")
+        elif dut.startswith("sim"):
+            workers = min(2, os.cpu_count() or 1)
+        else:
+            workers = 1
+    args = build_pytest_args(dut, rig, report_dir, quiet, keyword, workers, load, rigs_file, pytest_args)
+    collector = _Collector()
+    console = Console(stderr=False)
+    if not quiet:
+        console.print(f"[bold]picostim hil[/]: dut={dut} rig={rig or rigs_file} workers={workers} -> {report_dir}/")
+    rc = pytest.main(args, plugins=[collector])
+    if collector.record and collector.record.get("tests"):
+        _summary_table(collector.record, console)
+    if collector.paths:
+        console.print(f"record: {collector.paths[0]}  report: {collector.paths[1]}  junit: {report_dir}/junit.xml")
+    sys.exit(int(rc))

@@ -1,0 +1,245 @@
+"""A HIL bench: one DUT (a flashed board answering the picostim protocol) and one rig (the instrument).
+
+`--dut sim[:board]` starts a VirtualBoard, provisions the firmware into its flash and connects a Device to its
+pty; the rig is the virtual board's VirtualRig. `--dut PORT --rig ADDR` uses real hardware: the application is
+deployed with picostim.deploy (only changed files) and the rig is a RigClient talking to the rig Pico.
+
+The suite only ever talks to `bench.device` (the protocol, like a host would) and `bench.rig` (measurements at
+the electrodes, fault injection, buttons); `bench.vb` is there for the few things only a virtual board can do
+cheaply (e.g. provisioning a mutated firmware tree), and tests that use it skip on real hardware.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .. import paths
+
+DEFAULT_BOARD = "handheld-home"
+DEFAULT_LOAD = "2k"
+BOOT_TIMEOUT_S = 30.0
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    dut: str = "sim"                   # "sim" or a serial port / pyserial URL
+    board: str = DEFAULT_BOARD         # board profile (virtual board; expected board on real hardware)
+    rig: str | None = "sim"            # "sim" or the rig's address
+    load: str = DEFAULT_LOAD           # load selected before every test
+    firmware_dir: str | None = None    # firmware tree to provision (default: the repo's firmware/)
+    clock: str = "cpu"                 # virtual board clock mode
+    seed: int = 0
+    label: str = ""                    # bench name from a rigs file
+
+    @property
+    def is_sim(self) -> bool:
+        return self.dut == "sim"
+
+    def replace(self, **kw) -> "BenchSettings":
+        return replace(self, **kw)
+
+    @classmethod
+    def from_options(cls, dut=None, rig=None, load=None, rigs_file=None, worker_id=None) -> "BenchSettings":
+        entry = {}
+        if rigs_file:
+            entry = _rigs_entry(rigs_file, worker_id)
+            dut = dut if dut not in (None, "") and entry.get("dut") is None else entry.get("dut", dut)
+            rig = entry.get("rig", rig)
+            load = load or entry.get("load")
+        dut = dut or os.environ.get("PICOSTIM_DUT") or "sim"
+        board = entry.get("board") or DEFAULT_BOARD
+        if dut.startswith("sim"):
+            if ":" in dut:
+                board = dut.split(":", 1)[1] or DEFAULT_BOARD
+            dut = "sim"
+            rig = rig or "sim"
+            if rig != "sim":
+                raise BenchError("a virtual DUT is measured by the virtual rig: use --rig sim (or leave it out)")
+        elif not rig:
+            raise BenchError(f"DUT {dut} is real hardware: give --rig ADDR (the rig Pico's port)")
+        from .. import boards
+        boards.path_of(board)  # unknown board -> clear error now, not in the middle of a test
+        wid = 0
+        if worker_id and worker_id.startswith("gw") and worker_id[2:].isdigit():
+            wid = int(worker_id[2:])
+        return cls(dut=dut, board=board, rig=rig, load=str(load or DEFAULT_LOAD), seed=wid,
+                   label=str(entry.get("name", "")))
+
+
+def _rigs_entry(path, worker_id) -> dict:
+    """A rigs file is a JSON list of benches: [{"name": "bench1", "dut": "/dev/ttyACM0", "rig": "/dev/ttyACM1",
+    "board": "handheld-home"}, ...]. xdist worker gwN takes entry N (run with -n len(list))."""
+    try:
+        benches = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise BenchError(f"{path}: cannot read rigs file: {e}") from e
+    if not isinstance(benches, list) or not benches or not all(isinstance(b, dict) for b in benches):
+        raise BenchError(f"{path}: a rigs file is a non-empty JSON list of objects")
+    idx = 0
+    if worker_id and worker_id.startswith("gw") and worker_id[2:].isdigit():
+        idx = int(worker_id[2:])
+    if idx >= len(benches):
+        raise BenchError(f"{path}: worker {worker_id} has no bench (only {len(benches)} listed); use -n {len(benches)}")
+    return benches[idx]
+
+
+def provision_flash(flash_dir: Path, board: str, firmware_dir=None) -> dict:
+    """Write the application image (as picostim.deploy builds it, manifest included) straight into a virtual
+    board's flash directory: the same bytes a deploy over the REPL would leave, in a fraction of the time."""
+    from .. import deploy
+    image = deploy.build_image(board, Path(firmware_dir) if firmware_dir else None)
+    version = deploy.firmware_version(Path(firmware_dir) if firmware_dir else None)
+    image[deploy.MANIFEST] = deploy.make_manifest(image, version, board)
+    flash_dir = Path(flash_dir)
+    for dev_path, data in image.items():
+        dst = flash_dir / dev_path.lstrip("/")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
+    return {"files": len(image), "version": version}
+
+
+def wipe_flash(flash_dir: Path) -> None:
+    for p in Path(flash_dir).iterdir():
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+@dataclass
+class Bench:
+    settings: BenchSettings
+    device: object = None
+    rig: object = None
+    vb: object = None
+    hello: dict = field(default_factory=dict)
+    opened_s: float = 0.0
+
+    # -- life cycle ------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, settings: BenchSettings) -> "Bench":
+        b = cls(settings)
+        t0 = time.monotonic()
+        try:
+            if settings.is_sim:
+                b._open_sim()
+            else:
+                b._open_hw()
+        except BaseException:
+            b.close()
+            raise
+        b.opened_s = time.monotonic() - t0
+        return b
+
+    def _open_sim(self):
+        from ..device import Device
+        from ..sim import VirtualBoard
+        s = self.settings
+        self.vb = VirtualBoard(board=s.board, load=s.load, clock=s.clock, seed=s.seed)
+        self.vb.start()
+        provision_flash(self.vb.flash_dir, s.board, s.firmware_dir)
+        self.vb.reset()
+        self.rig = self.vb.rig
+        if self.rig is None:
+            raise BenchError("the virtual board has no rig model (host/picostim/sim/rig.py missing?)")
+        self.device = Device(self.vb.port)
+        self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
+
+    def _open_hw(self):
+        from .. import deploy
+        from ..device import Device
+        from ..sim.rigproto import RigClient
+        from ..transport import SerialTransport
+        s = self.settings
+        self.rig = RigClient(s.rig)
+        t = SerialTransport(s.dut)
+        deploy.deploy(t, s.board, Path(s.firmware_dir) if s.firmware_dir else None)
+        self.device = Device(t, owns_transport=True)
+        self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
+
+    def close(self):
+        for obj in (self.device,):
+            try:
+                if obj is not None:
+                    obj.close()
+            except Exception:
+                pass
+        if self.vb is None and self.rig is not None and hasattr(self.rig, "close"):
+            try:
+                self.rig.close()
+            except Exception:
+                pass
+        if self.vb is not None:
+            self.vb.close()
+        self.device = self.rig = self.vb = None
+
+    # -- identity (lands in the test record) ---------------------------------------------------------------------
+    def dut_identity(self) -> dict:
+        h = self.hello or {}
+        return {"uid": h.get("uid"), "fw": h.get("fw"), "proto": h.get("proto"), "board": h.get("board"),
+                "cap_ua": h.get("cap_ua"), "port": "sim" if self.vb is not None else self.settings.dut,
+                "virtual": self.vb is not None, "bench": self.settings.label or None,
+                "firmware_dir": self.settings.firmware_dir}
+
+    def rig_identity(self) -> dict:
+        ident = {}
+        try:
+            ident = dict(self.rig.identify()) if hasattr(self.rig, "identify") else {}
+        except Exception as e:  # identity is informative; never fail a test over it
+            ident = {"error": str(e)}
+        ident.setdefault("addr", "sim" if self.vb is not None else self.settings.rig)
+        ident.setdefault("id", ident.get("uid") or ident["addr"])
+        return ident
+
+    # -- per-test hygiene -------------------------------------------------------------------------------------------
+    def prepare_for_test(self):
+        """Known state before each test: rig faults cleared, default load, buttons released, DUT idle + no fault."""
+        self.rig_defaults()
+        try:
+            self._dut_idle()
+        except Exception:
+            self.recover()
+
+    def rig_defaults(self):
+        self.rig.clear_faults()
+        self.rig.set_load(self.settings.load)
+
+    def _dut_idle(self):
+        from ..device import DeviceError
+        d = self.device
+        d.telemetry_enable(False)
+        for cmd in ("stop", "clear_fault"):
+            try:
+                d.request(cmd)
+            except DeviceError:
+                pass
+        d.poll_events()
+
+    def after_test(self):
+        pass
+
+    def recover(self):
+        """The DUT stopped answering (a test hung or cut it): power-cycle it and reconnect."""
+        if self.vb is not None:
+            self.vb.power_restore()
+            self.vb.reset()
+        else:
+            self.rig.power_cycle()
+        self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
+        self._dut_idle()
+
+    def power_cycle(self):
+        if self.vb is not None:
+            self.vb.reset()
+        else:
+            self.rig.power_cycle()
+        self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
+        return self.hello
