@@ -49,7 +49,12 @@ class RawRepl:
     def enter(self, timeout: float = 5.0, attempts: int = 4) -> None:
         """Interrupt whatever runs and enter the raw REPL."""
         last = b""
-        for _ in range(attempts):
+        for attempt in range(attempts):
+            if attempt:
+                # A host that died mid raw-paste leaves the device collecting code: Ctrl-D ends that input
+                # (the device compiles the fragment, reports an error and is back at the raw prompt).
+                self.t.write(CTRL_D)
+                time.sleep(0.1)
             self.t.write(b"\r" + CTRL_C)
             time.sleep(0.05)
             self.t.write(CTRL_C)
