@@ -148,6 +148,21 @@ class FrontEnd:
                 return self.stuck[channel] * self.vref / 4096
             return self._clean_volts(channel, t_ns) + self._rng.gauss(0.0, self.noise_v)
 
+    def attach(self, chip) -> None:
+        """Follow a new Chip object (a board that rebuilds its Chip on power-on); the physics carries on."""
+        with self._lock:
+            self.chip = chip
+            chip.analog = self
+            t = max(self.t, int(chip.now_ns))
+            self._run_to(t)
+            self.lvl_a, self.lvl_b = chip.pin_level(self.pin_a, t), chip.pin_level(self.pin_b, t)
+            self.lvl_hv = chip.pin_level(self.pin_hv, t)
+            self.duty = self._duty_at(t)
+            self._restart(t)
+            self._pending_drives.append((self.pin_fault, self._fault_level, t))
+            self._pending_drives.append((self.pin_charging, int(self.charging), t))
+        self._flush_drives()
+
     def next_event_ns(self):
         """Earliest scheduled input change (button release, FAULT_N release, ...) or None: a board that jumps
         virtual time ahead must not jump past it."""
