@@ -1,0 +1,622 @@
+# The application: one plain control loop (no asyncio), polling stdin with select.poll and timing with
+# time.ticks_* / sleep, which the virtual board virtualises. Safety actions that cannot wait for the loop run
+# in hard IRQs (safety.py); the loop reports them, runs ramps, bursts, program steps and the session timer,
+# and feeds the watchdog only when an iteration completed in time (S11).
+import sys
+import time
+import select
+import machine
+from machine import Pin
+
+import board as B
+import planner
+import protocol as P
+from protocol import ProtoError
+from amplitude import Amplitude, AmplitudeError
+from engine import PulseEngine
+from safety import Supervisor, TRIP_OVER_CURRENT, TRIP_FAULT_N
+from config import Settings, ConfigError
+from audit import Audit
+from ui import UI
+import pscodes as C
+
+LOOP_MS = 4
+MAX_BYTES_PER_LOOP = 2048
+TELEMETRY_HZ_LOOP_MAX = 200
+DEFAULT_WAVEFORM = {"phase_us": 250, "gap_us": 50, "rate_hz": 2.0}
+STIM_STATES = (C.ST_RAMPING, C.ST_RUNNING, C.ST_PAUSED)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class App:
+    def __init__(self, board, out=None):
+        self.board = board
+        self.out = out or sys.stdout
+        self.sys_hz = machine.freq()
+        pins = board["pins"]
+        lim = board["limits"]
+        self.lim = lim
+        self.hv = Pin(pins["HV_EN"], Pin.OUT, value=0)
+        self.charging_pin = Pin(pins["CHARGING"], Pin.IN)
+        self.engine = PulseEngine(board)
+        self.amp = Amplitude(board)
+        self.sup = Supervisor(board, self.engine, self.amp, self.hv)
+        self.programs = B.load_programs(board)
+        self.settings = Settings(board, self.programs)
+        self.audit = Audit()
+        self.ui = UI(board)
+        self.reader = P.LineReader()
+        self.state = C.ST_IDLE
+        self.level = self.settings.config["default_level"]
+        self.target_ua = 0
+        self.program = None
+        self.steps = None
+        self.step_i = 0
+        self.step_t0 = 0
+        self.plan = None
+        self.wave = None
+        self.burst_on_ms = 0
+        self.burst_off_ms = 0
+        self.burst_ramp_ms = 0
+        self.burst_is_on = True
+        self.burst_t0 = 0
+        self.session_ms = 0
+        self.t0 = 0
+        self.rampdown_t0 = None
+        self.rampdown_from = 0
+        self.fault = None
+        self.tel_on = False
+        self.tel_ms = 0
+        self.tel_seq = 0
+        self.tel_next = 0
+        self.last_samples = 0
+        self.wdt = None
+        self.stopping = False
+
+    # ---------------------------------------------------------------- output
+    def send(self, line):
+        self.out.write(line)
+        self.out.write("\n")
+
+    def emit(self, name, fields):
+        self.send(P.event(name, time.ticks_ms(), fields))
+
+    # ---------------------------------------------------------------- output control
+    def idle_output(self):
+        """S13: idle word, ISET 0, HV off (order: no new pairs first, then no current source, then no supply)."""
+        self.sup.disarm()
+        self.engine.kill()
+        self.amp.force_zero()
+        self.hv.value(0)
+        self.engine.stop()
+        self.sup.set_setpoint(0)
+
+    def ramp_ms_for(self, frm, to):
+        """S8: >= ramp_ms_per_level_step for every level-step's worth of increase (at least one step)."""
+        n = len(self.settings.levels)
+        cap = self.amp.cap_ua
+        steps = ((to - frm) * n + cap - 1) // cap
+        if steps < 1:
+            steps = 1
+        return steps * self.lim["ramp_ms_per_level_step"]
+
+    def retarget(self, ua, now, min_ms=0):
+        ms = self.ramp_ms_for(self.amp.applied_ua, ua)
+        if ms < min_ms:
+            ms = min_ms
+        self.amp.ramp_to_ua(ua, ms, now)
+        self.sup.set_setpoint(self.amp.applied_ua)
+
+    # ---------------------------------------------------------------- start / stop
+    def _wave_from(self, req):
+        """Waveform dict from a start request (custom waveform) or None."""
+        keys = ("phase_us", "gap_us", "rate_hz", "burst_on_s", "burst_off_s")
+        if not any(k in req for k in keys):
+            return None
+        w = {}
+        w["phase_us"] = P.get_int(req, "phase_us", C.PHASE_US_MIN, C.PHASE_US_MAX, DEFAULT_WAVEFORM["phase_us"])
+        w["gap_us"] = P.get_int(req, "gap_us", 0, C.GAP_US_MAX, DEFAULT_WAVEFORM["gap_us"])
+        rm = P.get_num_milli(req, "rate_hz", C.RATE_MHZ_MIN, C.RATE_MHZ_MAX)
+        w["rate_mhz"] = rm if rm is not None else int(DEFAULT_WAVEFORM["rate_hz"] * 1000)
+        on = P.get_num_milli(req, "burst_on_s", 1, C.BURST_MS_MAX)
+        off = P.get_num_milli(req, "burst_off_s", 1, C.BURST_MS_MAX)
+        if (on is None) != (off is None):
+            raise ProtoError(C.E_BAD_REQUEST, "burst_on_s and burst_off_s go together")
+        w["burst_on_ms"] = on or 0
+        w["burst_off_ms"] = off or 0
+        w["burst_ramp_ms"] = 0
+        return w
+
+    def _wave_from_step(self, st):
+        try:
+            w = {"phase_us": st["phase_us"], "gap_us": st.get("gap_us", 0),
+                 "rate_mhz": int(st["rate_hz"] * 1000 + 0.5),
+                 "burst_on_ms": int(st.get("burst_on_s", 0) * 1000 + 0.5),
+                 "burst_off_ms": int(st.get("burst_off_s", 0) * 1000 + 0.5),
+                 "burst_ramp_ms": int(st.get("burst_ramp_s", 0) * 1000 + 0.5),
+                 "duration_ms": int(st.get("duration_s", 0) * 1000 + 0.5)}
+        except (KeyError, TypeError, ValueError):
+            raise ProtoError(C.E_UNKNOWN_PROGRAM, "program step is malformed")
+        return w
+
+    def _plan(self, w):
+        try:
+            return planner.plan(w["phase_us"], w["gap_us"], w["rate_mhz"], self.sys_hz)
+        except planner.PlanError as e:
+            raise ProtoError(e.code, e.detail)
+
+    def check_can_start(self):
+        if self.state == C.ST_FAULT or self.sup.tripped():
+            raise ProtoError(C.E_FAULT_LATCHED, "a fault is latched; clear_fault first")
+        if self.sup.fault_pin_asserted():
+            raise ProtoError(C.E_FAULT_LATCHED, "FAULT_N is asserted by the hardware comparator")
+        if self.charging_pin.value():
+            raise ProtoError(C.E_CHARGING, "no stimulation while charging")
+        if self.state in STIM_STATES:
+            raise ProtoError(C.E_BUSY, "already stimulating; stop first")
+
+    def start(self, level, program, wave, duration_ms, now):
+        """Validate everything first (nothing changes on error), then start."""
+        self.check_can_start()
+        n = len(self.settings.levels)
+        if not 1 <= level <= n:
+            raise ProtoError(C.E_OUT_OF_RANGE, "level must be 1..%d" % n)
+        target = self.settings.levels[level - 1]
+        if target > self.amp.cap_ua:
+            raise ProtoError(C.E_OVER_CAP, "level above the cap")
+        steps = None
+        if wave is None:
+            if program is None:
+                program = self.settings.config.get("default_program")
+            if program is None:
+                if self.programs:
+                    program = sorted(self.programs)[0]
+                else:
+                    wave = {"phase_us": DEFAULT_WAVEFORM["phase_us"], "gap_us": DEFAULT_WAVEFORM["gap_us"],
+                            "rate_mhz": int(DEFAULT_WAVEFORM["rate_hz"] * 1000), "burst_on_ms": 0,
+                            "burst_off_ms": 0, "burst_ramp_ms": 0}
+            if program is not None:
+                if program not in self.programs:
+                    raise ProtoError(C.E_UNKNOWN_PROGRAM, "program %s not allowed on this board" % program)
+                steps = [self._wave_from_step(s) for s in self.programs[program]["steps"]]
+                wave = steps[0]
+        plan = self._plan(wave)
+        if steps:
+            for s in steps:
+                self._plan(s)     # every step must plan before anything starts
+        max_ms = self.lim["session_max_s"] * 1000
+        if duration_ms is None:
+            duration_ms = self.settings.config["session_s"] * 1000
+        if duration_ms > max_ms:
+            raise ProtoError(C.E_OUT_OF_RANGE, "duration_s above the board maximum %d s" % self.lim["session_max_s"])
+        # --- commit
+        self.level = level
+        self.target_ua = target
+        self.program = program
+        self.steps = steps
+        self.step_i = 0
+        self.step_t0 = now
+        self.session_ms = duration_ms
+        self.t0 = now
+        self.rampdown_t0 = None
+        self.sup.clear_pause()
+        self.hv.value(1)
+        self.amp.set_ua(0)
+        self._apply_wave(wave, plan, now)
+        self.retarget(target, now, self.burst_ramp_ms)
+        self.state = C.ST_RAMPING
+        return plan
+
+    def _apply_wave(self, wave, plan, now):
+        self.sup.disarm()
+        self.wave = wave
+        self.plan = plan
+        self.burst_on_ms = wave["burst_on_ms"]
+        self.burst_off_ms = wave["burst_off_ms"]
+        self.burst_ramp_ms = wave.get("burst_ramp_ms", 0)
+        self.burst_is_on = True
+        self.burst_t0 = now
+        self.engine.load(plan)
+        self.engine.gate(True)
+        self.sup.arm()
+
+    def stop(self, reason, now):
+        was = self.state
+        self.idle_output()
+        self.state = C.ST_IDLE
+        if was in STIM_STATES:
+            self.emit(C.EV_SESSION_END, {"reason": reason, "elapsed_s": time.ticks_diff(now, self.t0) // 1000})
+
+    def enter_fault(self, reason, measured_ua, now, detail=None):
+        self.idle_output()
+        self.fault = {"reason": reason, "measured_ua": measured_ua, "limit_ua": self.sup.trip_ua}
+        if detail:
+            self.fault["detail"] = detail
+        self.state = C.ST_FAULT
+        fields = dict(self.fault)
+        lat = self.sup.f[2]
+        fields["t_trip_us"] = lat
+        self.emit(C.EV_TRIP, fields)
+
+    # ---------------------------------------------------------------- periodic work
+    def step(self, now):
+        sup = self.sup
+        # S4/S5 latched by the IRQ paths: report and hold
+        tr = sup.tripped()
+        if tr and self.state != C.ST_FAULT:
+            if tr == TRIP_OVER_CURRENT:
+                self.enter_fault(C.TRIP_OVER_CURRENT, B.adc_raw_to_ua(self.board, sup.f[1]), now)
+            else:
+                self.enter_fault(C.TRIP_FAULT_N, sup.measured_ua(), now)
+        # S10
+        chg = self.charging_pin.value()
+        if chg and self.state in STIM_STATES:
+            self.stop(C.END_CHARGING, now)
+        if self.state == C.ST_IDLE and chg:
+            self.state = C.ST_CHARGING
+        elif self.state == C.ST_CHARGING and not chg:
+            self.state = C.ST_IDLE
+        if self.state not in STIM_STATES:
+            return
+        el = time.ticks_diff(now, self.t0)
+        # S9 session limit: ramp down over session_rampdown_ms, then stop
+        if self.rampdown_t0 is None and el >= self.session_ms:
+            self.rampdown_t0 = now
+            self.rampdown_from = self.amp.applied_ua
+            self.amp.ramp_ms = 0
+        if self.rampdown_t0 is not None:
+            rd = time.ticks_diff(now, self.rampdown_t0)
+            total = self.lim["session_rampdown_ms"]
+            if rd >= total or self.state == C.ST_PAUSED:
+                self.stop(C.END_TIMEOUT, now)
+                return
+            ua = self.rampdown_from * (total - rd) // total
+            if ua < self.amp.applied_ua:
+                self.amp.set_ua(ua)
+            sup.set_setpoint(self.amp.applied_ua)
+            return
+        # S7 contact
+        if sup.paused():
+            if self.state != C.ST_PAUSED:
+                self.state = C.ST_PAUSED
+                f = sup.f
+                self.emit(C.EV_PAUSE, {"reason": C.PAUSE_NO_CONTACT,
+                                       "z_ohm": sup.z_ohm(f[11], f[12]),
+                                       "i_ua": B.adc_raw_to_ua(self.board, f[11]),
+                                       "v_mv": B.adc_raw_to_electrode_mv(self.board, f[12]),
+                                       "setpoint_ua": B.adc_raw_to_ua(self.board, f[8])})
+                self.last_samples = sup.f[5]
+                sup.set_setpoint(0)
+            elif sup.f[5] != self.last_samples and sup.contact_back():
+                # anti-shock: from zero, over at least recontact_ramp_ms
+                sup.clear_pause()
+                self.amp.set_ua(0)
+                self.retarget(self.target_ua, now, self.lim["recontact_ramp_ms"])
+                self.state = C.ST_RAMPING
+                self.emit(C.EV_RESUME, {"reason": "contact", "i_ua": sup.measured_ua(),
+                                        "ramp_ms": self.amp.ramp_ms})
+            else:
+                self.last_samples = sup.f[5]
+            return
+        # program steps
+        if self.steps and len(self.steps) > 1:
+            st = self.steps[self.step_i]
+            if st["duration_ms"] and time.ticks_diff(now, self.step_t0) >= st["duration_ms"]:
+                self.step_i = (self.step_i + 1) % len(self.steps)
+                self.step_t0 = now
+                w = self.steps[self.step_i]
+                self._apply_wave(w, self._plan(w), now)
+                self.emit(C.EV_STEP, {"program": self.program, "step": self.step_i})
+        # bursts: whole chains started/stopped at the edges
+        if self.burst_on_ms:
+            bt = time.ticks_diff(now, self.burst_t0)
+            if self.burst_is_on and bt >= self.burst_on_ms:
+                self.burst_is_on = False
+                self.burst_t0 = now
+                self.sup.disarm()
+                self.engine.gate(False)
+                if self.burst_ramp_ms:
+                    self.amp.set_ua(0)
+            elif not self.burst_is_on and bt >= self.burst_off_ms:
+                self.burst_is_on = True
+                self.burst_t0 = now
+                self.engine.gate(True)
+                self.sup.arm()
+                if self.burst_ramp_ms:
+                    self.retarget(self.target_ua, now, self.burst_ramp_ms)
+        # S8 ramps
+        if self.burst_is_on:
+            self.amp.tick(now)
+        sup.set_setpoint(self.amp.applied_ua if self.burst_is_on else 0)
+        self.state = C.ST_RAMPING if self.amp.ramping() else C.ST_RUNNING
+
+    # ---------------------------------------------------------------- requests
+    def handle_line(self, line, now):
+        if isinstance(line, ProtoError):
+            self.send(P.reply_err(None, line.code, line.detail))
+            return
+        rid = None
+        try:
+            rid, cmd, req = P.parse(line)
+            fn = getattr(self, "cmd_" + cmd, None) if len(cmd) <= 32 else None
+            if fn is None:
+                raise ProtoError(C.E_UNKNOWN_CMD, "unknown command", rid)
+            fields = fn(req, now)
+            self.send(P.reply_ok(rid, fields))
+        except ProtoError as e:
+            self.send(P.reply_err(e.rid if e.rid is not None else rid, e.code, e.detail))
+        except (ConfigError, AmplitudeError) as e:
+            self.send(P.reply_err(rid, e.code, e.detail))
+        except OSError as e:
+            self.send(P.reply_err(rid, C.E_STORAGE, "storage: %s" % e))
+        except MemoryError:
+            self.send(P.reply_err(rid, C.E_INTERNAL, "out of memory"))
+
+    def cmd_hello(self, req, now):
+        P.check_keys(req, ())
+        b = self.board
+        return {"fw": C.FW_VERSION, "proto": C.PROTOCOL_VERSION, "board": b.get("name"),
+                "uid": "".join("%02x" % x for x in machine.unique_id()), "cap_ua": self.amp.cap_ua,
+                "ceiling_ua": C.FIRMWARE_CEILING_UA, "levels_ua": self.settings.levels,
+                "programs": sorted(self.programs), "reset_cause": machine.reset_cause(),
+                "config_status": self.settings.status}
+
+    def cmd_status(self, req, now):
+        P.check_keys(req, ())
+        stim = self.state in STIM_STATES
+        el = time.ticks_diff(now, self.t0) // 1000 if stim else 0
+        contact = None
+        if stim:
+            contact = self.state != C.ST_PAUSED
+        return {"state": self.state, "level": self.level, "setpoint_ua": self.amp.applied_ua,
+                "target_ua": self.target_ua if stim else 0, "program": self.program if stim else None,
+                "elapsed_s": el, "remaining_s": max(0, self.session_ms // 1000 - el) if stim else 0,
+                "fault": self.fault, "charging": bool(self.charging_pin.value()), "contact": contact,
+                "i_ua": self.sup.measured_ua() if stim else 0}
+
+    def cmd_config_get(self, req, now):
+        P.check_keys(req, ())
+        return {"config": self.settings.config, "status": self.settings.status}
+
+    def cmd_config_set(self, req, now):
+        P.check_keys(req, ("config",))
+        if "config" not in req:
+            raise ProtoError(C.E_BAD_REQUEST, "config is required")
+        return {"config": self.settings.update_config(req["config"])}
+
+    def cmd_levels_get(self, req, now):
+        P.check_keys(req, ())
+        return {"levels_ua": self.settings.levels}
+
+    def cmd_levels_set(self, req, now):
+        P.check_keys(req, ("levels_ua", "level", "ua", "operator"))
+        op = req.get("operator")
+        if op is None or op == "":
+            op = "unknown"
+        elif not isinstance(op, str):
+            raise ProtoError(C.E_BAD_TYPE, "operator must be a string")
+        elif len(op) > C.OPERATOR_MAX_LEN:
+            raise ProtoError(C.E_OUT_OF_RANGE, "operator longer than %d" % C.OPERATOR_MAX_LEN)
+        old = list(self.settings.levels)
+        if "levels_ua" in req:
+            if "level" in req or "ua" in req:
+                raise ProtoError(C.E_BAD_REQUEST, "give levels_ua, or level and ua")
+            new = req["levels_ua"]
+        else:
+            lv = P.get_int(req, "level", 1, len(old), required=True)
+            ua = req.get("ua")
+            if not _is_int(ua):
+                raise ProtoError(C.E_BAD_TYPE if "ua" in req else C.E_BAD_REQUEST, "ua must be an integer")
+            new = list(old)
+            new[lv - 1] = ua
+        applied = self.settings.update_levels(new)
+        for i in range(len(applied)):
+            if applied[i] != old[i]:
+                self.audit.record(op, i + 1, old[i], applied[i])
+        if self.state in STIM_STATES and applied[self.level - 1] != self.target_ua:
+            self.target_ua = applied[self.level - 1]
+            if self.state != C.ST_PAUSED:
+                self.retarget(self.target_ua, now)
+        return {"levels_ua": applied}
+
+    def cmd_start(self, req, now):
+        P.check_keys(req, ("level", "program", "phase_us", "gap_us", "rate_hz", "burst_on_s", "burst_off_s",
+                           "duration_s"))
+        level = P.get_int(req, "level", 1, len(self.settings.levels), self.settings.config["default_level"])
+        program = P.get_str(req, "program", 32)
+        wave = self._wave_from(req)
+        if wave is not None and program is not None:
+            raise ProtoError(C.E_BAD_REQUEST, "give a program or a waveform, not both")
+        dur = P.get_num_milli(req, "duration_s", 1000, self.lim["session_max_s"] * 1000)
+        plan = self.start(level, program, wave, dur, now)
+        clk = plan["clk_per_us"]
+        return {"state": self.state, "level": self.level, "target_ua": self.target_ua, "program": self.program,
+                "phase_us": plan["phase_ns"] / 1000, "gap_us": plan["gap_ns"] / 1000,
+                "rate_hz": self.sys_hz / plan["period_ticks"], "period_us": plan["period_us"],
+                "div": plan["div"], "period_ticks": plan["period_ticks"],
+                "pair_ticks": plan["pair_counts"] * plan["div"], "clk_per_us": clk,
+                "burst_on_s": self.burst_on_ms / 1000, "burst_off_s": self.burst_off_ms / 1000,
+                "session_s": self.session_ms // 1000}
+
+    def cmd_stop(self, req, now):
+        P.check_keys(req, ())
+        if self.state in STIM_STATES:
+            self.stop(C.END_STOP, now)
+        else:
+            self.idle_output()
+        return {"state": self.state}
+
+    def cmd_set_level(self, req, now):
+        P.check_keys(req, ("level", "ua"))
+        n = len(self.settings.levels)
+        lv = P.get_int(req, "level", 1, n, required=True)
+        ua = req.get("ua")
+        if ua is not None:
+            if not _is_int(ua):
+                raise ProtoError(C.E_BAD_TYPE, "ua must be an integer")
+            if ua > self.amp.cap_ua:
+                raise ProtoError(C.E_OVER_CAP, "%d uA above the cap %d uA" % (ua, self.amp.cap_ua))
+            if ua < 0:
+                raise ProtoError(C.E_OUT_OF_RANGE, "ua must be >= 0")
+            target = ua
+        else:
+            target = self.settings.levels[lv - 1]
+        self.level = lv
+        if self.state in STIM_STATES:
+            self.target_ua = target
+            if self.state != C.ST_PAUSED and self.rampdown_t0 is None:
+                self.retarget(target, now)
+        return {"level": lv, "target_ua": target, "state": self.state}
+
+    def cmd_clear_fault(self, req, now):
+        P.check_keys(req, ())
+        self.clear_fault()
+        return {"state": self.state}
+
+    def clear_fault(self):
+        if self.sup.fault_pin_asserted():
+            raise ProtoError(C.E_FAULT_LATCHED, "FAULT_N still asserted")
+        self.sup.clear_trip()
+        self.fault = None
+        if self.state == C.ST_FAULT:
+            self.state = C.ST_IDLE
+
+    def cmd_telemetry(self, req, now):
+        P.check_keys(req, ("on", "rate_hz"))
+        on = P.get_bool(req, "on", True)
+        rate = P.get_int(req, "rate_hz", 1, C.TELEMETRY_HZ_MAX, 20)
+        applied = min(rate, TELEMETRY_HZ_LOOP_MAX)
+        self.tel_on = on
+        self.tel_ms = 1000 // applied
+        self.tel_next = now
+        return {"on": on, "rate_hz": 1000 // self.tel_ms if on else 0}
+
+    def cmd_audit(self, req, now):
+        P.check_keys(req, ("clear",))
+        if P.get_bool(req, "clear", False):
+            self.audit.clear()
+        return {"entries": self.audit.entries}
+
+    def cmd_selftest(self, req, now):
+        P.check_keys(req, ())
+        if self.state in STIM_STATES:
+            raise ProtoError(C.E_BUSY, "stop stimulation first")
+        checks = []
+
+        def chk(name, ok, detail=""):
+            checks.append({"name": name, "ok": bool(ok), "detail": detail})
+
+        try:
+            B.validate(self.board)
+            chk("board_profile", True)
+        except B.BoardError as e:
+            chk("board_profile", False, str(e))
+        chk("config", self.settings.status != "config_corrupt", self.settings.status)
+        chk("fault_n_idle", not self.sup.fault_pin_asserted())
+        i_idle = self.sup.adc_i.read_u16() >> 4
+        chk("i_sense_idle", B.adc_raw_to_ua(self.board, i_idle) <= 5, "%d uA" % B.adc_raw_to_ua(self.board, i_idle))
+        p = planner.plan(200, 100, 2000, self.sys_hz)
+        chk("planner_balance", p["cc_a"] == p["pair_counts"] - p["cc_b"])
+        try:
+            self.amp.set_ua(self.amp.cap_ua + 1)
+            chk("cap_refused", False, "above-cap amplitude accepted")
+        except AmplitudeError:
+            chk("cap_refused", True)
+        self.amp.force_zero()
+        chk("not_charging", not self.charging_pin.value())
+        return {"passed": all(c["ok"] for c in checks), "checks": checks}
+
+    def cmd_bootloader(self, req, now):
+        P.check_keys(req, ())
+        self.idle_output()
+        self.pending = "bootloader"
+        return {"state": "bootloader"}
+
+    def cmd_reset(self, req, now):
+        P.check_keys(req, ())
+        self.idle_output()
+        self.pending = "reset"
+        return {"state": "reset"}
+
+    # ---------------------------------------------------------------- buttons and telemetry
+    def on_button(self, name, now):
+        self.emit(C.EV_BUTTON, {"button": name})
+        self.ui.buzz(now)
+        try:
+            if name == "power":
+                if self.state in STIM_STATES:
+                    self.stop(C.END_STOP, now)
+                elif self.state == C.ST_FAULT:
+                    self.clear_fault()
+                else:
+                    self.start(self.level, None, None, None, now)
+            elif name in ("up", "down") and self.state in STIM_STATES:
+                lv = self.level + (1 if name == "up" else -1)
+                if 1 <= lv <= len(self.settings.levels) and self.rampdown_t0 is None:
+                    self.level = lv
+                    self.target_ua = self.settings.levels[lv - 1]
+                    if self.state != C.ST_PAUSED:
+                        self.retarget(self.target_ua, now)
+                    self.emit(C.EV_LEVEL, {"level": lv, "target_ua": self.target_ua})
+        except ProtoError as e:
+            self.emit(C.EV_BUTTON, {"button": name, "refused": e.code})
+
+    def telemetry(self, now):
+        if not self.tel_on or time.ticks_diff(now, self.tel_next) < 0:
+            return
+        self.tel_next = time.ticks_add(self.tel_next, self.tel_ms)
+        if time.ticks_diff(now, self.tel_next) > 0:
+            self.tel_next = time.ticks_add(now, self.tel_ms)   # fell behind: skip, seq stays continuous
+        self.tel_seq += 1
+        stim = self.state in STIM_STATES
+        self.emit(C.EV_TELEMETRY, {"seq": self.tel_seq, "i_ua": self.sup.measured_ua() if stim else 0,
+                                   "v_mv": self.sup.measured_mv() if stim else 0,
+                                   "setpoint_ua": self.amp.applied_ua, "state": self.state,
+                                   "samples": self.sup.f[5]})
+
+    # ---------------------------------------------------------------- main loop
+    def run(self):
+        self.pending = None
+        poller = select.poll()
+        poller.register(sys.stdin, select.POLLIN)
+        rd = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
+        self.emit(C.EV_BOOT, {"fw": C.FW_VERSION, "board": self.board.get("name"),
+                              "reset_cause": machine.reset_cause(), "config_status": self.settings.status})
+        if self.settings.status == "config_corrupt":
+            self.emit(C.EV_CONFIG_CORRUPT, {"detail": self.settings.problem})
+        self.wdt = machine.WDT(timeout=self.lim["wdt_timeout_ms"])
+        budget = self.lim["wdt_timeout_ms"] // 2
+        while True:
+            t_start = time.ticks_ms()
+            n = 0
+            while n < MAX_BYTES_PER_LOOP and poller.poll(0):
+                b = rd.read(1)
+                if not b:
+                    break
+                n += 1
+                for line in self.reader.feed(b):
+                    self.handle_line(line, time.ticks_ms())
+            now = time.ticks_ms()
+            for name in self.ui.poll(now):
+                self.on_button(name, now)
+            self.step(now)
+            self.ui.show(now, self.state)
+            self.telemetry(now)
+            if self.pending:
+                self.idle_output()
+                time.sleep_ms(20)
+                if self.pending == "bootloader":
+                    machine.bootloader()
+                machine.reset()
+            # S11: feed only after a whole iteration that finished within half the watchdog period
+            if time.ticks_diff(time.ticks_ms(), t_start) < budget:
+                self.wdt.feed()
+            poller.poll(LOOP_MS)
+
+
+def run(board):
+    app = App(board)
+    app.run()

@@ -1,0 +1,49 @@
+# Runs the application; whatever ends it (Ctrl-C from mpremote, a soft reset, any exception) leaves the
+# output idle first (S14).
+import machine
+
+
+def _force_idle():
+    # Independent of the app's objects (they may not exist): the same safe levels as boot.py.
+    try:
+        import json
+        with open("/board.json") as f:
+            p = json.load(f)["pins"]
+        s = (p["BRIDGE_A"] >> 1) & 7
+        machine.mem32[0x4005000C + 0x14 * s] = 0xFFFF0000      # idle CC word: both bridge inputs low
+        for n in ("BRIDGE_A", "BRIDGE_B", "HV_EN", "ISET"):
+            machine.Pin(p[n], machine.Pin.OUT, value=0)
+    except Exception:
+        for g in range(26):
+            machine.mem32[0x40014004 + 8 * g] = (2 << 8) | 31
+
+
+def _watchdog_off():
+    # The RP2040 watchdog cannot be stopped from MicroPython and survives a soft reset, so a REPL session or
+    # an mpremote deploy after Ctrl-C would be reset mid-transfer. Only here, on a deliberate exit to the REPL
+    # with the output already idle, clear WATCHDOG CTRL.ENABLE (bit 30). A hang never gets here, so S11 holds.
+    machine.mem32[0x40058000] = machine.mem32[0x40058000] & ~(1 << 30)
+
+
+_app = None
+try:
+    import board
+    import app
+    _app = app.App(board.load())
+    _app.run()
+except KeyboardInterrupt:
+    if _app is not None:
+        try:
+            _app.idle_output()
+        except Exception:
+            pass
+    _force_idle()
+    _watchdog_off()
+    print("picostim: stopped, output idle (REPL)")
+except Exception as e:
+    _force_idle()
+    import sys
+    print("picostim: application error, output idle:")
+    sys.print_exception(e)
+finally:
+    _force_idle()
