@@ -330,7 +330,7 @@ class VirtualRig:
         self.board = board
         fe = getattr(board.chip, "analog", None)
         if not isinstance(fe, FrontEnd):
-            fe = FrontEnd(board.chip, board.profile, load=load, seed=seed)
+            fe = FrontEnd(board.profile, board.chip, load, seed=seed)
         self.frontend = fe
         self._seed = seed
         self._cap_ids = itertools.count()

@@ -71,7 +71,7 @@ class Piece:
 class FrontEnd:
     """The analog world around the RP2040: attach to a Chip (sets ``chip.analog = self``)."""
 
-    def __init__(self, chip, profile=None, *, load="2k", seed=0, retention_s: float = 30.0):
+    def __init__(self, profile, chip, load="2k", *, seed=0, retention_s: float = 30.0):
         self.chip = chip
         self.profile = profile if profile is not None else chip.profile
         pins = self.profile["pins"]

@@ -136,6 +136,9 @@ def parse_load(spec) -> Load:
     return Load("resistive", ohms)
 
 
+make_load = parse_load
+
+
 def _load_from_dict(d: dict) -> Load:
     kind = d.get("kind", "resistive")
     if kind == "open":
