@@ -31,9 +31,10 @@ def check_levels(profile: dict, levels) -> list[int]:
         raise SettingsError(codes.E_BAD_TYPE, "levels must be a list of whole microamps")
     if len(levels) != n:
         raise SettingsError(codes.E_OUT_OF_RANGE, f"{profile['name']} has {n} levels, got {len(levels)}")
-    for i, x in enumerate(levels, 1):
+    for i, x in enumerate(levels, 1):   # over-cap first: the message that matters most
         if x > cap:
             raise SettingsError(codes.E_OVER_CAP, f"level {i}: {x} uA is above the {profile['name']} cap of {cap} uA")
+    for i, x in enumerate(levels, 1):
         if x <= 0:
             raise SettingsError(codes.E_OUT_OF_RANGE, f"level {i}: {x} uA must be at least 1 uA")
     for i, (a, b) in enumerate(zip(levels, levels[1:]), 1):
