@@ -142,9 +142,9 @@ class VirtualBoard:
             try:
                 from .rigproto import serve_rig
                 self._rig_server = serve_rig(self.rig, "127.0.0.1", self._rig_port)
-                self.rig_address = f"tcp://127.0.0.1:{self._rig_server.port}"
-            except ImportError:
-                self.rig_address = None
+                self.rig_address = self._rig_server.address
+            except OSError as e:
+                raise BoardError(f"cannot serve the rig on 127.0.0.1:{self._rig_port}: {e}") from e
         self._power_on(PWRON_RESET)
         return self
 
@@ -183,15 +183,11 @@ class VirtualBoard:
             self.chip = self._chip_factory(self.profile, self.seed)
             return
         from .chip import Chip
-        self.chip = Chip(self.profile, seed=self.seed)
-        try:
-            from .chip.frontend import FrontEnd
-            from .chip.load import make_load
-        except ImportError:
-            return
-        self.frontend = FrontEnd(self.profile, self.chip, make_load(self._load_spec), seed=self.seed)
+        from .chip.frontend import FrontEnd
         from .rig import VirtualRig
-        self.rig = VirtualRig(self)
+        self.chip = Chip(self.profile, seed=self.seed)
+        self.frontend = FrontEnd(self.profile, self.chip, self._load_spec, seed=self.seed)
+        self.rig = VirtualRig(self, load=self._load_spec, seed=self.seed)
 
     # ---------------------------------------------------------------------------------------------- power/reset
     def _power_on(self, cause):
