@@ -235,15 +235,12 @@ def monotone_breaks(f, xa: float, xb: float) -> list:
 
 
 def first_above(f, level: float, xa: float, xb: float, resolution: float = 1e-10):
-    """Smallest x in (xa, xb] with f(x) > level (to `resolution` seconds), or None."""
+    """Smallest x in [xa, xb] with f(x) > level (to `resolution` seconds, xa if already above), or None."""
+    if ev(f, xa) > level:
+        return xa                    # already above: the condition holds from xa on
     pts = monotone_breaks(f, xa, xb)
     for lo, hi in zip(pts, pts[1:]):
-        flo, fhi = ev(f, lo), ev(f, hi)
-        if flo > level and lo > xa:
-            return lo
-        if fhi > level:
-            if flo > level:          # lo == xa and already above: the crossing is at xa itself
-                return xa
+        if ev(f, hi) > level:        # monotone on [lo, hi] and not above at lo: one crossing inside
             while hi - lo > resolution:
                 mid = 0.5 * (lo + hi)
                 if ev(f, mid) > level:
