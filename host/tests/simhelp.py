@@ -1,0 +1,41 @@
+"""Helpers for host tests on the virtual board."""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+from picostim import deploy
+
+DATA_FILES = ("/config.bin", "/levels.bin", "/audit.bin")
+
+
+def app_files(flash_dir: Path) -> dict:
+    """Hashes of everything on the virtual flash except the data the firmware writes at run time."""
+    out = {}
+    for p in sorted(Path(flash_dir).rglob("*")):
+        if p.is_file():
+            rel = "/" + str(p.relative_to(flash_dir))
+            if rel not in DATA_FILES and not rel.startswith(tuple(d + ".tmp" for d in DATA_FILES)):
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def expected_files(board: str, firmware_dir=None) -> dict:
+    image = deploy.build_image(board, firmware_dir)
+    image[deploy.MANIFEST] = deploy.make_manifest(image, deploy.firmware_version(firmware_dir), board)
+    return {p: hashlib.sha256(d).hexdigest() for p, d in image.items()}
+
+
+def wait_state(dev, states, timeout=20.0) -> dict:
+    end = time.monotonic() + timeout
+    st = dev.status()
+    while st.get("state") not in states and time.monotonic() < end:
+        time.sleep(0.1)
+        st = dev.status()
+    return st
+
+
+def measured_amp_ua(cap) -> float:
+    amps = [abs(a) for p in cap.active_pulses() if not p.partial for a in p.amp_ua]
+    return sum(amps) / len(amps) if amps else 0.0
