@@ -63,9 +63,9 @@ class VirtualBoard:
         self.speed = float(speed)
         self.seed = seed
         self.heap_kb = heap_kb
-        vclock = self.profile.get("mcu", {}).get("vclock", {})
-        self.cpu_factor = float(vclock.get("cpu_factor", 40.0))
-        self.call_cost_us = float(vclock.get("call_cost_us", {}).get("default", 4))
+        self.vclock = dict(self.profile.get("mcu", {}).get("vclock", {}))
+        self.cpu_factor = None      # measured by the child at each start (host speed → RP2040 speed)
+        self.shim_overhead_us = None
         self._own_flash = flash_dir is None
         self.flash_dir = Path(flash_dir) if flash_dir else Path(tempfile.mkdtemp(prefix="picostim-flash-"))
         self.flash_dir.mkdir(parents=True, exist_ok=True)
@@ -215,8 +215,7 @@ class VirtualBoard:
         env = dict(os.environ)
         env["MICROPYPATH"] = str(paths.SIM_RUNTIME_DIR)
         cmd = [micropython_binary(), "-X", f"heapsize={self.heap_kb}k", str(paths.SIM_RUNTIME_DIR / "_vbmain.py"),
-               self._sock_path, str(self.flash_dir), self.clock, repr(self.cpu_factor), repr(self.call_cost_us),
-               self.repl.mode]
+               self._sock_path, str(self.flash_dir), self.clock, json.dumps(self.vclock), self.repl.mode]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       env=env, start_new_session=True)
         os.set_blocking(self._proc.stdout.fileno(), False)
@@ -357,7 +356,7 @@ class VirtualBoard:
                     else:
                         self._advance(self.chip.now_ns + int(dt * 1e9 * self.speed))
                 elif self._child_state == "running" and now - self._last_rpc_wall > 0.02:
-                    factor = 1.0 if self.clock == "realtime" else self.cpu_factor
+                    factor = 1.0 if self.clock == "realtime" else (self.cpu_factor or 40.0)
                     ns = int(dt * 1e9 * factor)
                     self._credited += ns
                     self._advance(self.chip.now_ns + ns)
@@ -674,6 +673,11 @@ class VirtualBoard:
         self._gen += 1
         self._spawn(self._power_off, "poweroff")
         raise _NoReply()
+
+    def _op_vclock(self, gen, factor, overhead_us):
+        self.cpu_factor = factor
+        self.shim_overhead_us = overhead_us
+        return None
 
     def _op_kbd_intr(self, gen, char):
         self.repl.intr_char = int(char)

@@ -24,26 +24,77 @@ _in_hard = False
 _servicing = False
 
 
-def init(sock, rt, mode, factor, call_us):
-    global _sock, _rt, _mode, _factor, _call_ns, _wall
+def init(sock, rt, mode, vclock):
+    """vclock: the board profile's mcu.vclock: ref_loop_ns (RP2040 ns per iteration of _ref_loop),
+    call_cost_us {op or "default": us}, ticks_cost_us."""
+    global _sock, _rt, _mode, _factor, _call_ns, _wall, _costs, _ticks_ns, _overhead_us
     _sock = sock
     _rt = rt
     _mode = mode
-    _factor = factor
-    _call_ns = int(call_us * 1000)
+    costs = vclock.get("call_cost_us", {})
+    _call_ns = int(costs.get("default", 4) * 1000)
+    _costs = {k: int(v * 1000) for k, v in costs.items()}
+    _ticks_ns = int(vclock.get("ticks_cost_us", 2) * 1000)
     _wall = rt.ticks_us()
+    if mode == "cpu":
+        # Calibrate against this host now, so virtual time does not depend on how fast the host is:
+        # the factor maps host time of a reference loop to the RP2040's time for it.
+        host_ns = _measure_ref_loop()
+        _factor = vclock.get("ref_loop_ns", 4000) / host_ns
+        _overhead_us = _measure_overhead()
+    return _factor
 
 
-def _elapsed():
-    # Virtual ns the firmware spent executing since the last sync.
+def _ref_loop(n):
+    s = 0
+    for i in range(n):
+        s += i
+    return s
+
+
+def _measure_ref_loop():
+    best = None
+    for _ in range(5):
+        t0 = _rt.ticks_us()
+        _ref_loop(4000)
+        dt = _rt.ticks_diff(_rt.ticks_us(), t0)
+        best = dt if best is None or dt < best else best
+    return max(1, best) * 1000 / 4000
+
+
+def _measure_overhead():
+    # Host time our own RPC plumbing spends between two calls with no firmware code in between; it is not the
+    # firmware's time, so it is subtracted (a Pico spends call_cost_us there instead).
+    global _overhead_us
+    _overhead_us = 0
+    gaps = []
+    for _ in range(41):
+        t0 = _rt.ticks_us()
+        call("sync")
+        gaps.append(_rt.ticks_diff(t0, _wall_prev))
+    gaps.sort()
+    return gaps[len(gaps) // 2]
+
+
+_costs = {}
+_FREE = ("sync", "repl_wait", "repl_enter", "vclock", "fs_write", "power_dead", "kbd_intr", "heap")  # board plumbing
+_overhead_us = 0
+_wall_prev = 0
+
+
+def _elapsed(op):
+    # Virtual ns since the last sync: the firmware's own execution (scaled to RP2040 speed) plus what this
+    # peripheral call costs on an RP2040.
     global _local
     loc = _local
     _local = 0
+    cost = 0 if op in _FREE else _costs.get(op, _call_ns)
     if _mode == "cpu":
-        return int(_rt.ticks_diff(_rt.ticks_us(), _wall) * 1000 * _factor) + loc + _call_ns
+        us = _rt.ticks_diff(_rt.ticks_us(), _wall) - _overhead_us
+        return (int(us * 1000 * _factor) if us > 0 else 0) + loc + cost
     if _mode == "realtime":
         return _rt.ticks_diff(_rt.ticks_us(), _wall) * 1000
-    return loc + _call_ns
+    return loc + cost
 
 
 _EXC = {"ValueError": ValueError, "TypeError": TypeError, "OSError": OSError, "MemoryError": MemoryError,
@@ -59,10 +110,11 @@ def _raise(err):
 
 
 def call(op, *args):
-    global _seq, _now, _wall
+    global _seq, _now, _wall, _wall_prev
     _seq += 1
     seq = _seq
-    _sock.write(json.dumps([seq, op, _elapsed()] + list(args)))
+    _wall_prev = _wall
+    _sock.write(json.dumps([seq, op, _elapsed(op)] + list(args)))
     _sock.write(b"\n")
     while True:
         r = json.loads(_sock.readline())
@@ -148,7 +200,9 @@ def now_ns():
         _local += _ticks_ns
         t = _now + _local
     elif _mode == "cpu":
-        t = _now + _local + int(_rt.ticks_diff(_rt.ticks_us(), _wall) * 1000 * _factor)
+        _local += _ticks_ns
+        us = _rt.ticks_diff(_rt.ticks_us(), _wall) - _overhead_us
+        t = _now + _local + (int(us * 1000 * _factor) if us > 0 else 0)
     else:
         t = _now + _rt.ticks_diff(_rt.ticks_us(), _wall) * 1000
     if t - _now > _sync_every and not _servicing:

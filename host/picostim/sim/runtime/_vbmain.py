@@ -1,5 +1,5 @@
 # Entry point of the MicroPython child process: the "CPU" of the virtual board.
-# argv: socket-path flash-dir clock-mode cpu-factor call-cost-us repl-mode(friendly|raw)
+# argv: socket-path flash-dir clock-mode vclock-json repl-mode(friendly|raw)
 import sys
 import _vb_rt
 import binascii
@@ -9,10 +9,13 @@ import socket
 import vfs
 import _vblink
 
-_sock_path, _flash, _mode, _factor, _call_us, _repl = sys.argv[1:7]
+_sock_path, _flash, _mode, _vclock, _repl = sys.argv[1:6]
 _s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 _s.connect(b"\x01\x00" + _sock_path.encode() + b"\x00")
-_vblink.init(_s, _vb_rt, _mode, float(_factor), float(_call_us))
+import json  # noqa: E402
+
+_factor = _vblink.init(_s, _vb_rt, _mode, json.loads(_vclock))
+_vblink.call("vclock", _factor, _vblink._overhead_us)
 
 import _vb_time
 import _vb_select
