@@ -11,7 +11,7 @@ from pscodes import E_OVER_CAP, E_BAD_TYPE, FIRMWARE_CEILING_UA, CONTACT_PROBE_U
 
 class AmplitudeError(ValueError):
     def __init__(self, code, detail):
-        ValueError.__init__(self, detail)
+        super().__init__(detail)
         self.code = code
         self.detail = detail
 

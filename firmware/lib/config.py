@@ -13,7 +13,7 @@ STATUS_CORRUPT = "config_corrupt"
 
 class ConfigError(ValueError):
     def __init__(self, code, detail):
-        ValueError.__init__(self, detail)
+        super().__init__(detail)
         self.code = code
         self.detail = detail
 

@@ -22,7 +22,7 @@ MIN_IDLE_US = 2           # shorter idle remainders are dropped (rate rounds to 
 
 class PlanError(ValueError):
     def __init__(self, code, detail):
-        ValueError.__init__(self, detail)
+        super().__init__(detail)
         self.code = code
         self.detail = detail
 

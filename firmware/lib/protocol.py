@@ -7,7 +7,7 @@ from pscodes import (MAX_LINE, E_BAD_JSON, E_LINE_TOO_LONG, E_BAD_REQUEST, E_BAD
 
 class ProtoError(ValueError):
     def __init__(self, code, detail, rid=None):
-        ValueError.__init__(self, detail)
+        super().__init__(detail)
         self.code = code
         self.detail = detail
         self.rid = rid
@@ -56,9 +56,7 @@ def parse(line):
         raise ProtoError(E_BAD_JSON, "line is not UTF-8")
     try:
         req = json.loads(text)
-    except (ValueError, TypeError, RecursionError, MemoryError):
-        raise ProtoError(E_BAD_JSON, "line is not JSON")
-    except Exception:  # MicroPython raises other errors for deep nesting
+    except Exception:  # ValueError, or RuntimeError/MemoryError for deep nesting (no RecursionError on MicroPython)
         raise ProtoError(E_BAD_JSON, "line is not JSON")
     if not isinstance(req, dict):
         raise ProtoError(E_BAD_REQUEST, "request must be a JSON object")

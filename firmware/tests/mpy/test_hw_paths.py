@@ -1,0 +1,141 @@
+# Firmware modules that touch hardware, on the unix port with recording stand-ins for machine/rp2
+# (fakes/): the choke point refuses over-cap requests without writing, and the hard-IRQ paths (sample
+# callback, FAULT_N handler, engine kill) run under micropython.heap_lock(), i.e. they allocate nothing.
+import json
+import micropython
+import machine
+import rp2
+from mpytest import check, raises, done
+
+with open("boards/handheld-home.json") as f:
+    BOARD = json.load(f)
+
+import board as B
+import planner
+import rp2regs as R
+from amplitude import Amplitude, AmplitudeError
+from engine import PulseEngine
+from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES
+import pscodes as C
+
+pins = BOARD["pins"]
+amp = Amplitude(BOARD)
+w0 = amp.pwm.writes
+e = raises("over_cap_refused", AmplitudeError, amp.set_ua, 401)
+check("over_cap_code", e is not None and e.code == C.E_OVER_CAP)
+raises("over_ceiling_refused", AmplitudeError, amp.set_ua, 1001)
+raises("float_refused", AmplitudeError, amp.set_ua, 100.0)
+check("over_cap_no_iset_write", amp.pwm.writes == w0 and amp.pwm.d == 0)
+raises("ramp_over_cap_refused", AmplitudeError, amp.ramp_to_ua, 450, 300, 0)
+check("ramp_over_cap_no_write", amp.pwm.writes == w0)
+worst = 0
+for ua in range(0, 401):
+    got = amp.set_ua(ua)
+    cc = (amp.pwm.d * (amp.top + 1) + 32767) // 65535       # what rp2 machine_pwm writes to CC
+    i_out = cc * 1000 // (amp.top + 1)
+    worst = max(worst, abs(got - ua), abs(i_out - got))
+    if i_out > 400:
+        worst = 999
+check("iset_resolution_le_1ua_and_never_above_cap", worst <= 1, "worst %d" % worst)
+amp.set_ua(0)
+amp.ramp_to_ua(400, 1500, 1000)
+amp.tick(1000 + 750)
+check("ramp_midway", 195 <= amp.applied_ua <= 205, amp.applied_ua)
+amp.tick(1000 + 1500)
+check("ramp_done", amp.applied_ua == 400)
+amp.ramp_to_ua(80, 300, 3000)
+check("decrease_immediate", amp.applied_ua == 80 and not amp.ramping())
+
+# engine: idle state and DMA chains
+eng = PulseEngine(BOARD)
+cc_addr = R.pwm_reg(0, R.PWM_CC)
+check("engine_idle_word", machine.mem32[cc_addr] == planner.IDLE_WORD)
+check("engine_funcsel_pwm", machine.mem32[R.gpio_ctrl(pins["BRIDGE_A"])] == R.FUNCSEL_PWM)
+p = planner.plan(250, 50, 2000, 125000000)
+eng.load(p)
+eng.gate(True)
+ch = [d for d in rp2.made if not d.closed]
+check("dma_channels", len(ch) == len(p["cc_segments"]) + len(p["top_segments"]), len(ch))
+treq_ok = all(((d.ctrl >> 15) & 0x3F) == R.DREQ_PWM_WRAP0 for d in ch)
+check("dma_paced_by_pwm_wrap", treq_ok)
+check("dma_cc_chain_loops", ((ch[0].ctrl >> 11) & 15) == ch[1].channel and ((ch[1].ctrl >> 11) & 15) == ch[0].channel)
+check("dma_no_increment", all((d.ctrl >> 4) & 3 == 0 for d in ch))
+check("dma_cc_targets", ch[0].cfg[1] == cc_addr and ch[0].cfg[2] == 1 and ch[1].cfg[2] == p["idle_periods"])
+check("slice_enabled", machine.mem32[R.PWM_EN + R.ALIAS_SET] & 1 == 1)
+
+# supervisor hard-IRQ paths under heap_lock
+hv = machine.Pin(pins["HV_EN"], machine.Pin.OUT, value=1)
+sup = Supervisor(BOARD, eng, amp, hv)
+machine.preset([R.pwm_reg(0, R.PWM_CTR)])
+amp.set_ua(400)
+sup.set_setpoint(400)
+sup.f[ARMED] = 1
+sup.f[10] = p["phase_counts"]
+i_pin, v_pin = pins["I_SENSE"], pins["V_ELECTRODE"]
+machine.ADC.values[i_pin] = B.ua_to_adc_raw(BOARD, 400) << 4
+machine.ADC.values[v_pin] = (400 * 2000 // 1000 * 4096 // 3300 // 5) << 4     # 2 kOhm load
+machine._locked[0] = True
+micropython.heap_lock()
+err = None
+try:
+    sup._sample(None)
+except Exception as ex:
+    err = ex
+micropython.heap_unlock()
+machine._locked[0] = False
+check("sample_no_alloc", err is None, repr(err))
+check("sample_normal_no_trip", sup.f[TRIPPED] == 0 and sup.f[PAUSED] == 0 and sup.f[SAMPLES] == 1)
+
+# contact lost (open load: no current at 400 uA setpoint) -> probe current, paused
+machine.ADC.values[i_pin] = 0
+machine.ADC.values[v_pin] = 4000 << 4
+machine._locked[0] = True
+micropython.heap_lock()
+try:
+    sup._sample(None)
+except Exception as ex:
+    err = ex
+micropython.heap_unlock()
+machine._locked[0] = False
+check("no_contact_no_alloc", err is None, repr(err))
+check("no_contact_paused_to_probe", sup.f[PAUSED] == 1 and amp.applied_ua == C.CONTACT_PROBE_UA)
+
+# over-current -> trip: idle word, ISET 0, HV off, DMA channels disabled
+sup.clear_pause()
+machine.ADC.values[i_pin] = (B.ua_to_adc_raw(BOARD, sup.trip_ua) + 3) << 4
+eng_ctrl_before = [d.ctrl for d in ch]
+machine._locked[0] = True
+micropython.heap_lock()
+try:
+    sup._sample(None)
+except Exception as ex:
+    err = ex
+micropython.heap_unlock()
+machine._locked[0] = False
+check("trip_no_alloc", err is None, repr(err))
+check("trip_latched", sup.f[TRIPPED] == 1)
+check("trip_idle_word", machine.mem32[cc_addr] == planner.IDLE_WORD)
+check("trip_iset_zero", amp.pwm.d == 0 and amp.applied_ua == 0)
+check("trip_hv_off", machine.Pin.levels[pins["HV_EN"]] == 0)
+check("trip_dma_disabled", all(d.ctrl & 1 == 0 for d in ch))
+
+# FAULT_N hard IRQ
+sup.clear_trip()
+hv.value(1)
+machine._locked[0] = True
+micropython.heap_lock()
+try:
+    sup._fault(None)
+except Exception as ex:
+    err = ex
+micropython.heap_unlock()
+machine._locked[0] = False
+check("fault_n_no_alloc", err is None, repr(err))
+check("fault_n_trip", sup.f[TRIPPED] == 2 and machine.Pin.levels[pins["HV_EN"]] == 0)
+
+# stop closes every channel and leaves the idle word
+eng.stop()
+check("stop_closes_dma", all(d.closed for d in ch))
+check("stop_idle_word", machine.mem32[cc_addr] == planner.IDLE_WORD)
+check("stop_slice_disabled", machine.mem32[R.PWM_EN + R.ALIAS_CLR] & 1 == 1)
+done()

