@@ -1,0 +1,142 @@
+"""RP2040 register addresses and bit fields the virtual silicon models (pico-sdk hardware_regs, RP2040 datasheet).
+
+Only what the blocks in this package decode. Addresses are plain ints; the atomic aliases are offsets on a block.
+"""
+
+# Atomic register access aliases on APB/AHB peripherals (addressmap.h): base + alias offset
+ALIAS_NORMAL = 0x0000
+ALIAS_XOR = 0x1000
+ALIAS_SET = 0x2000
+ALIAS_CLR = 0x3000
+
+SRAM_BASE = 0x20000000
+SRAM_END = 0x20042000
+
+# ---- IO_BANK0 (GPIO function select and overrides)
+IO_BANK0_BASE = 0x40014000
+GPIO_CTRL_OFFSET = 0x004   # GPIOn_CTRL = base + 0x004 + 8*n ; GPIOn_STATUS = base + 8*n
+GPIO_STRIDE = 8
+CTRL_FUNCSEL_MASK = 0x1F
+CTRL_OUTOVER_SHIFT = 8
+CTRL_OEOVER_SHIFT = 12
+CTRL_INOVER_SHIFT = 16
+CTRL_IRQOVER_SHIFT = 28
+OVER_NORMAL, OVER_INVERT, OVER_LOW, OVER_HIGH = 0, 1, 2, 3
+FUNC_SPI, FUNC_UART, FUNC_I2C, FUNC_PWM, FUNC_SIO, FUNC_PIO0, FUNC_PIO1, FUNC_GPCK, FUNC_USB = 1, 2, 3, 4, 5, 6, 7, 8, 9
+FUNC_NULL = 0x1F
+NUM_GPIO = 30
+
+# ---- PADS_BANK0 (pulls, input enable, output disable)
+PADS_BANK0_BASE = 0x4001C000
+PADS_GPIO_OFFSET = 0x004    # GPIOn = base + 4 + 4*n
+PAD_SLEWFAST = 1 << 0
+PAD_SCHMITT = 1 << 1
+PAD_PDE = 1 << 2
+PAD_PUE = 1 << 3
+PAD_DRIVE_SHIFT = 4
+PAD_IE = 1 << 6
+PAD_OD = 1 << 7
+PAD_RESET = PAD_IE | (1 << PAD_DRIVE_SHIFT) | PAD_PDE | PAD_SCHMITT   # 0x56: pull-down on, input enabled, 4 mA
+
+# ---- SIO (single-cycle IO: GPIO out/oe/in)
+SIO_BASE = 0xD0000000
+SIO_GPIO_IN = 0x004
+SIO_GPIO_OUT = 0x010
+SIO_GPIO_OUT_SET = 0x014
+SIO_GPIO_OUT_CLR = 0x018
+SIO_GPIO_OUT_XOR = 0x01C
+SIO_GPIO_OE = 0x020
+SIO_GPIO_OE_SET = 0x024
+SIO_GPIO_OE_CLR = 0x028
+SIO_GPIO_OE_XOR = 0x02C
+
+# ---- PWM
+PWM_BASE = 0x40050000
+PWM_SLICE_STRIDE = 0x14
+PWM_CSR, PWM_DIV, PWM_CTR, PWM_CC, PWM_TOP = 0x00, 0x04, 0x08, 0x0C, 0x10
+PWM_EN = 0xA0
+PWM_INTR = 0xA4
+PWM_INTE = 0xA8
+PWM_INTF = 0xAC
+PWM_INTS = 0xB0
+PWM_NUM_SLICES = 8
+CSR_EN = 1 << 0
+CSR_PH_CORRECT = 1 << 1
+CSR_A_INV = 1 << 2
+CSR_B_INV = 1 << 3
+CSR_DIVMODE_SHIFT = 4
+CSR_DIVMODE_MASK = 3 << 4
+CSR_PH_RET = 1 << 6
+CSR_PH_ADV = 1 << 7
+CSR_WRITABLE = 0xFF
+DIV_RESET = 0x10
+TOP_RESET = 0xFFFF
+
+
+def pwm_reg(slice_num, offset):
+    """Address of a per-slice PWM register (normal alias)."""
+    return PWM_BASE + PWM_SLICE_STRIDE * slice_num + offset
+
+
+# ---- DMA
+DMA_BASE = 0x50000000
+DMA_NUM_CHANNELS = 12
+DMA_CH_STRIDE = 0x40
+DMA_MULTI_CHAN_TRIGGER = 0x430
+DMA_CHAN_ABORT = 0x444
+DMA_INTR = 0x400
+CTRL_EN = 1 << 0
+CTRL_HIGH_PRIORITY = 1 << 1
+CTRL_DATA_SIZE_SHIFT = 2
+CTRL_INCR_READ = 1 << 4
+CTRL_INCR_WRITE = 1 << 5
+CTRL_RING_SIZE_SHIFT = 6
+CTRL_RING_SEL = 1 << 10
+CTRL_CHAIN_TO_SHIFT = 11
+CTRL_TREQ_SHIFT = 15
+CTRL_IRQ_QUIET = 1 << 21
+CTRL_BSWAP = 1 << 22
+CTRL_SNIFF_EN = 1 << 23
+CTRL_BUSY = 1 << 24
+CTRL_WRITABLE = 0x00FFFFFF | (7 << 29)
+TREQ_PWM_WRAP0 = 24           # DREQ_PWM_WRAP0..7 = 24..31
+TREQ_PERMANENT = 0x3F         # unpaced
+
+# ---- WATCHDOG
+WATCHDOG_BASE = 0x40058000
+WDT_CTRL, WDT_LOAD, WDT_REASON = 0x00, 0x04, 0x08
+WDT_SCRATCH0 = 0x0C           # SCRATCH0..7 at 0x0C..0x28
+WDT_TICK = 0x2C
+WDT_CTRL_ENABLE = 1 << 30
+WDT_CTRL_TRIGGER = 1 << 31
+WDT_CTRL_TIME_MASK = 0xFFFFFF
+WDT_REASON_TIMER = 1 << 0
+WDT_REASON_FORCE = 1 << 1
+WDT_TICKS_PER_US = 2          # RP2040-E1: the counter decrements twice per microsecond
+WDT_TIMEOUT_MAX_MS = 8388     # 0xFFFFFF / 2 / 1000 (ports/rp2/machine_wdt.c)
+
+# ---- TIMER (the 1 MHz system timer; reads give virtual time)
+TIMER_BASE = 0x40054000
+TIMER_TIMEHR = 0x08
+TIMER_TIMELR = 0x0C
+TIMER_TIMERAWH = 0x24
+TIMER_TIMERAWL = 0x28
+
+# ---- ADC
+ADC_BASE = 0x4004C000
+ADC_CS, ADC_RESULT = 0x00, 0x04
+ADC_CS_EN = 1 << 0
+ADC_CS_TS_EN = 1 << 1
+ADC_CS_START_ONCE = 1 << 2
+ADC_CS_READY = 1 << 8
+ADC_CS_AINSEL_SHIFT = 12
+ADC_BASE_PIN = 26
+ADC_NUM_CHANNELS = 5
+ADC_TEMP_CHANNEL = 4
+
+# ---- SYSINFO / misc
+SYSINFO_CHIP_ID = 0x40000000
+
+# Peripheral space: narrow (8/16-bit) writes are replicated across the 32-bit bus word on RP2040 APB/AHB-lite
+PERIPH_START = 0x40000000
+PERIPH_END = 0x60000000
