@@ -1,0 +1,381 @@
+"""The firmware on the virtual board: every assertion is on what the virtual rig measures at the electrodes
+(or on the device's protocol replies), never on firmware variables.
+
+Each test boots a fresh virtual board from a flash directory holding boot.py, main.py, lib/, /board.json and
+/programs.json (what the host deploy writes).
+"""
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+FW = Path(__file__).resolve().parent.parent
+REPO = FW.parent
+SIM_RUNTIME = REPO / "host" / "picostim" / "sim" / "runtime"
+
+pytestmark = pytest.mark.skipif(not (SIM_RUNTIME / "machine.py").exists(),
+                                reason="virtual board runtime shims (machine.py) not available yet")
+
+TICK_NS = 8
+HOME_LEVELS = [80, 160, 240, 320, 400]
+CAP = 400
+
+
+def make_flash(d: Path, board: str = "handheld-home") -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(FW / "boot.py", d / "boot.py")
+    shutil.copy(FW / "main.py", d / "main.py")
+    (d / "lib").mkdir(exist_ok=True)
+    for p in (FW / "lib").glob("*.py"):
+        shutil.copy(p, d / "lib" / p.name)
+    shutil.copy(REPO / "boards" / f"{board}.json", d / "board.json")
+    shutil.copy(REPO / "boards" / "programs.json", d / "programs.json")
+    return d
+
+
+@contextmanager
+def board_running(tmp_path, board="handheld-home", load="2k", clock="model", flash=None):
+    from picostim.device import Device
+    from picostim.sim import VirtualBoard
+    flash = flash or make_flash(tmp_path / "flash", board)
+    with VirtualBoard(board=board, load=load, flash_dir=flash, clock=clock) as vb:
+        dev = Device(vb.port, timeout=10)
+        try:
+            dev.hello(timeout=30)
+            yield vb, dev
+        finally:
+            dev.close()
+
+
+def wait_v(vb, seconds):
+    vb.rig.wait(seconds)
+
+
+def events_of(dev, name, timeout=2.0):
+    return [e for e in dev.poll_events(timeout) if e.get("ev") == name]
+
+
+def amps(cap):
+    return [abs(a) for p in cap.active_pulses() for a in p.amp_ua]
+
+
+# ------------------------------------------------------------------------------------------------- waveform
+def test_levels_amplitude_timing_and_balance_on_2k(tmp_path):
+    with board_running(tmp_path) as (vb, dev):
+        r = dev.start(1, phase_us=200, gap_us=100, rate_hz=50.0, duration_s=600)
+        assert r["phase_us"] == 200 and r["gap_us"] == 100 and r["level"] == 1
+        period_ns = r["period_ticks"] * 1000 // r["clk_per_us"]
+        for lv, ua in enumerate(HOME_LEVELS, start=1):
+            if lv > 1:
+                dev.set_level(lv)
+            wait_v(vb, 0.4 + 0.05)            # one level step ramps over >= 300 ms
+            cap = vb.rig.capture(1.0)
+            a = amps(cap)
+            assert len(cap.active_pulses()) >= 45, cap.summary()
+            tol = max(0.05 * ua, 10)
+            assert all(abs(x - ua) <= tol for x in a), (lv, ua, min(a), max(a))
+            # phases equal to the tick, the requested widths and gap, one period between pairs
+            for p in cap.active_pulses():
+                if p.partial:
+                    continue
+                wp, wn = p.widths_ns
+                assert abs(wp - wn) <= TICK_NS and abs(wp - 200_000) <= TICK_NS, p.widths_ns
+                assert abs(p.gap_ns - 100_000) <= TICK_NS, p.gap_ns
+            starts = [p.t_ns for p in cap.active_pulses()]
+            diffs = [b - a for a, b in zip(starts, starts[1:])]
+            assert diffs and all(abs(d - period_ns) <= TICK_NS for d in diffs), (period_ns, diffs[:5])
+            # S6: net DC at the electrodes over 1 s
+            assert abs(cap.dc_ua) <= 1.0, cap.dc_ua
+            assert cap.n_unbalanced == 0 and cap.n_shoot_through == 0
+
+
+@pytest.mark.parametrize("rate_hz,phase_us,gap_us", [(0.5, 250, 50), (8.0, 250, 50), (500.0, 300, 100)])
+def test_low_and_high_rates_exact(tmp_path, rate_hz, phase_us, gap_us):
+    with board_running(tmp_path) as (vb, dev):
+        r = dev.start(2, phase_us=phase_us, gap_us=gap_us, rate_hz=rate_hz, duration_s=600)
+        period_ns = r["period_ticks"] * 1000 // r["clk_per_us"]
+        assert abs(r["rate_hz"] - rate_hz) / rate_hz < 0.001
+        wait_v(vb, 0.7)
+        cap = vb.rig.capture(max(4.5 / rate_hz, 0.2))
+        act = [p for p in cap.active_pulses() if not p.partial]
+        assert len(act) >= 3
+        starts = [p.t_ns for p in act]
+        assert all(abs((b - a) - period_ns) <= TICK_NS for a, b in zip(starts, starts[1:]))
+        assert all(abs(p.widths_ns[0] - p.widths_ns[1]) <= TICK_NS for p in act)
+        assert cap.n_unbalanced == 0
+
+
+# ------------------------------------------------------------------------------------------------- S1 / S13 / S14
+def test_s1_boot_and_s13_idle_outputs_quiet(tmp_path):
+    with board_running(tmp_path) as (vb, dev):
+        cap = vb.rig.capture(0.5)
+        assert cap.max_abs_ua < 1.0 and cap.hv_on_ns == 0 and cap.n_active == 0
+        dev.start(3, phase_us=200, gap_us=100, rate_hz=20.0)
+        wait_v(vb, 1.0)
+        dev.stop()
+        t_stop = vb.now_ns()
+        cap = vb.rig.capture(0.5)
+        assert cap.n_active == 0 and cap.hv_on_ns == 0, cap.summary()
+
+
+def test_s1_unreadable_profile_forces_outputs_safe(tmp_path):
+    flash = make_flash(tmp_path / "flash")
+    (flash / "board.json").write_text("{ not json")
+    from picostim.sim import VirtualBoard
+    with VirtualBoard(board="handheld-home", load="2k", flash_dir=flash, clock="model") as vb:
+        vb.rig.wait(0.5)
+        cap = vb.rig.capture(0.5)
+        assert cap.max_abs_ua < 1.0 and cap.hv_on_ns == 0
+
+
+def test_s14_ctrl_c_leaves_output_idle_and_repl_usable(tmp_path):
+    with board_running(tmp_path) as (vb, dev):
+        dev.start(5, phase_us=200, gap_us=100, rate_hz=50.0)
+        wait_v(vb, 2.0)
+        assert vb.rig.capture(0.2).n_active > 0
+        dev.t.write(b"\x03")
+        time.sleep(0.5)
+        wait_v(vb, 0.05)
+        cap = vb.rig.capture(2.0)      # 2 s: the watchdog (500 ms) would have reset a REPL left with it running
+        assert cap.n_active == 0 and cap.hv_on_ns == 0, cap.summary()
+        assert vb.boot_count == 1, "the watchdog reset the board at the REPL"
+
+
+# ------------------------------------------------------------------------------------------------- S2 / S3 / S8
+def test_s3_over_cap_refused_and_iset_untouched(tmp_path):
+    from picostim.device import DeviceError
+    with board_running(tmp_path) as (vb, dev):
+        dev.start(2, phase_us=200, gap_us=100, rate_hz=50.0)
+        wait_v(vb, 1.0)
+        t = vb.now_ns()
+        for call in (lambda: dev.set_level(2, ua=CAP + 1), lambda: dev.set_level(2, ua=1000),
+                     lambda: dev.levels_set(level=5, ua=CAP + 1), lambda: dev.levels_set([80, 160, 240, 320, 999])):
+            with pytest.raises(DeviceError) as ei:
+                call()
+            assert ei.value.code == "over_cap"
+        wait_v(vb, 0.3)
+        assert vb.rig.iset_log(t) == []                  # nothing written to the amplitude DAC
+        assert dev.levels_get() == HOME_LEVELS
+        a = amps(vb.rig.capture(0.5))
+        assert a and max(a) <= 160 * 1.05 + 1
+
+
+def test_s8_increase_ramped_decrease_immediate(tmp_path):
+    with board_running(tmp_path) as (vb, dev):
+        dev.start(1, phase_us=200, gap_us=100, rate_hz=200.0)
+        wait_v(vb, 0.6)
+        t0 = vb.now_ns()
+        dev.set_level(5)                     # 80 -> 400 uA: four level steps, >= 1.2 s
+        cap = vb.rig.capture(2.0, start_s=t0 / 1e9)
+        reach = [p.t_ns for p in cap.active_pulses() if min(abs(a) for a in p.amp_ua) >= 0.95 * 400]
+        assert reach, cap.summary()
+        ramp_s = (reach[0] - t0) / 1e9
+        assert ramp_s >= 0.95 * 4 * 0.3 * (400 - 80) / 320, ramp_s
+        t1 = vb.now_ns()
+        dev.set_level(1)
+        cap = vb.rig.capture(0.1, start_s=t1 / 1e9 + 0.02)
+        assert max(amps(cap)) <= 80 * 1.05 + 1
+
+
+# ------------------------------------------------------------------------------------------------- S4 / S5
+def test_s4_over_current_trips_and_latches(tmp_path):
+    from picostim.device import DeviceError
+    with board_running(tmp_path) as (vb, dev):
+        dev.start(5, phase_us=200, gap_us=100, rate_hz=100.0)
+        wait_v(vb, 2.0)
+        t_inj = vb.now_ns()
+        vb.rig.inject("overcurrent", factor=1.3)        # 400 uA set -> 520 uA delivered (limit 420)
+        cap = vb.rig.capture(0.5, start_s=t_inj / 1e9)
+        over = [p for p in cap.active_pulses() if max(abs(a) for a in p.amp_ua) > 420]
+        assert len(over) <= 1, "more than one over-current pulse"
+        assert cap.n_unbalanced == 0
+        ev = events_of(dev, "trip")
+        assert ev and ev[0]["reason"] == "over_current" and ev[0]["measured_ua"] > 420, ev
+        # output off within 1 ms of the over-current onset (first pulse above the limit)
+        if over:
+            later = [p for p in cap.active_pulses() if p.t_ns > over[0].t_ns]
+            assert not later
+            assert cap.t1_ns > over[0].t_ns
+        vb.rig.inject("clear")
+        assert dev.status()["state"] == "fault"
+        with pytest.raises(DeviceError) as ei:
+            dev.start(1, phase_us=200, gap_us=100, rate_hz=100.0)
+        assert ei.value.code == "fault_latched"
+        assert vb.rig.capture(0.3).n_active == 0
+        dev.clear_fault()
+        dev.start(1, phase_us=200, gap_us=100, rate_hz=100.0)
+        wait_v(vb, 0.6)
+        assert vb.rig.capture(0.2).n_active > 0
+
+
+def test_s5_fault_n_trips_output_off_fast(tmp_path):
+    with board_running(tmp_path) as (vb, dev):
+        dev.start(3, phase_us=1000, gap_us=0, rate_hz=400.0)     # near-continuous so latency is visible
+        wait_v(vb, 1.5)
+        t_inj = vb.now_ns()
+        vb.rig.inject("fault_n", ms=5)
+        cap = vb.rig.capture(0.2, start_s=t_inj / 1e9)
+        tr = cap.trace(20000)
+        import numpy as np
+        on = np.nonzero(np.abs(tr.i_ua) > 2.0)[0]
+        last_on_ns = int(tr.t_ns[on[-1]]) if len(on) else t_inj
+        latency_us = (last_on_ns - t_inj) / 1000
+        print(f"FAULT_N -> output off latency: {latency_us:.1f} us")
+        assert latency_us <= 1000
+        ev = events_of(dev, "trip")
+        assert ev and ev[0]["reason"] == "fault_n"
+
+
+# ------------------------------------------------------------------------------------------------- S7
+def test_s7_contact_loss_pauses_and_recontact_ramps_from_zero(tmp_path):
+    with board_running(tmp_path) as (vb, dev):
+        dev.start(5, phase_us=200, gap_us=100, rate_hz=100.0)
+        wait_v(vb, 2.0)
+        vb.rig.inject("contact_loss")
+        wait_v(vb, 0.3)
+        ev = events_of(dev, "pause")
+        assert ev and ev[0]["reason"] == "no_contact", ev
+        assert dev.status()["state"] == "paused"
+        t_ret = vb.now_ns()
+        vb.rig.inject("contact_return")
+        cap = vb.rig.capture(2.0, start_s=t_ret / 1e9)
+        act = cap.active_pulses()
+        assert act
+        first = [max(abs(a) for a in p.amp_ua) for p in act[:3]]
+        assert max(first) <= 0.2 * 400, first          # starts near zero (probe current at most)
+        reach = [p.t_ns for p in act if min(abs(a) for a in p.amp_ua) >= 0.95 * 400]
+        assert reach and (reach[0] - t_ret) / 1e9 >= 0.95, "re-contact ramp shorter than 1 s"
+        assert any(e.get("ev") == "resume" for e in dev.poll_events(0.5))
+
+
+# ------------------------------------------------------------------------------------------------- S9 / S10
+def test_s9_session_limit_ramps_down_over_2s(tmp_path):
+    with board_running(tmp_path) as (vb, dev):
+        t0 = vb.now_ns()
+        dev.start(3, phase_us=200, gap_us=100, rate_hz=100.0, duration_s=3)
+        cap = vb.rig.capture(6.0, start_s=t0 / 1e9)
+        act = cap.active_pulses()
+        last = act[-1].t_ns
+        assert 4.6 <= (last - t0) / 1e9 <= 5.3, (last - t0) / 1e9    # 3 s session + 2 s ramp-down
+        mid = [max(abs(a) for a in p.amp_ua) for p in act if 3.9e9 <= p.t_ns - t0 <= 4.1e9]
+        assert mid and 0.3 * 240 <= sum(mid) / len(mid) <= 0.7 * 240, mid
+        assert any(e.get("ev") == "session_end" for e in dev.poll_events(1.0))
+
+
+def test_s10_no_stimulation_while_charging(tmp_path):
+    from picostim.device import DeviceError
+    with board_running(tmp_path) as (vb, dev):
+        dev.start(2, phase_us=200, gap_us=100, rate_hz=100.0)
+        wait_v(vb, 1.0)
+        vb.rig.inject("charging", on=True)
+        wait_v(vb, 0.1)
+        assert vb.rig.capture(0.5).n_active == 0
+        with pytest.raises(DeviceError) as ei:
+            dev.start(2, phase_us=200, gap_us=100, rate_hz=100.0)
+        assert ei.value.code == "charging"
+        vb.rig.press("power")
+        wait_v(vb, 0.5)
+        assert vb.rig.capture(0.5).n_active == 0
+
+
+# ------------------------------------------------------------------------------------------------- S11 / S12
+def test_s11_hang_resets_into_safe_boot(tmp_path):
+    with board_running(tmp_path) as (vb, dev):
+        dev.start(4, phase_us=200, gap_us=100, rate_hz=100.0)
+        wait_v(vb, 2.0)
+        t_h = vb.now_ns()
+        vb.rig.inject("hang")
+        cap = vb.rig.capture(1.5, start_s=t_h / 1e9)
+        act = cap.active_pulses()
+        last = act[-1].t_ns if act else t_h
+        assert (last - t_h) / 1e9 <= 1.0, "stimulation continued more than 1 s into a hang"
+        assert vb.rig.capture(0.5).n_active == 0
+        info = dev.hello(timeout=30)
+        assert info["reset_cause"] == 3
+
+
+def test_s12_corrupt_and_over_cap_files_rejected(tmp_path):
+    flash = make_flash(tmp_path / "flash")
+    with board_running(tmp_path, flash=flash) as (vb, dev):
+        dev.levels_set([70, 150, 230, 310, 390], operator="tech1")
+        dev.config_set({"session_s": 600})
+        assert dev.audit()[-1]["operator"] == "tech1"
+    # corrupt the config record on the flash (a bit flip), and write an over-cap level table with a valid CRC
+    blob = bytearray((flash / "config.bin").read_bytes())
+    blob[-3] ^= 0x01
+    (flash / "config.bin").write_bytes(bytes(blob))
+    with board_running(tmp_path, flash=flash) as (vb, dev):
+        info = dev.hello()
+        assert info["config_status"] == "config_corrupt"
+        assert info["levels_ua"] == HOME_LEVELS
+        dev.start(5, phase_us=200, gap_us=100, rate_hz=100.0)
+        wait_v(vb, 2.0)
+        a = amps(vb.rig.capture(0.3))
+        assert a and max(a) <= 400 * 1.05
+
+
+def test_s12_power_cut_mid_write_leaves_old_or_new(tmp_path):
+    flash = make_flash(tmp_path / "flash")
+    with board_running(tmp_path, flash=flash) as (vb, dev):
+        old = dev.levels_set([70, 150, 230, 310, 390])
+        new = [60, 140, 220, 300, 380]
+        vb.rig.inject("power_loss", during_write=True, seed=3)
+        try:
+            dev.levels_set(new)
+        except Exception:
+            pass
+        vb.rig.inject("power_restore")
+        info = dev.hello(timeout=30)
+        assert info["levels_ua"] in (old, new), info
+        assert info["config_status"] in ("ok", "defaults")
+
+
+# ------------------------------------------------------------------------------------------------- protocol
+def test_protocol_garbage_changes_nothing(tmp_path):
+    from hypothesis import given, settings, strategies as st, HealthCheck
+    with board_running(tmp_path) as (vb, dev):
+        dev.start(2, phase_us=200, gap_us=100, rate_hz=50.0)
+        wait_v(vb, 1.0)
+        before = dev.status()
+
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(st.one_of(
+            st.binary(min_size=1, max_size=200).filter(lambda b: b"\x03" not in b and b"\x04" not in b
+                                                       and b"\x01" not in b and b"\x02" not in b),
+            st.builds(lambda n: b"x" * n, st.integers(1025, 5000)),
+            st.sampled_from([b'{"id":1,"cmd":"set_level","level":"5"}', b'{"id":2,"cmd":"start","level":99}',
+                             b'{"id":3,"cmd":"levels_set","levels_ua":[1,2,"x",4,5]}', b'{"id":4,"cmd":"nope"}',
+                             b'{"id":5,"cmd":"set_level","level":5,"ua":1e9}', b"[1,2,3]",
+                             b'{"id":6,"cmd":"config_set","config":{"session_s":-1}}'])))
+        def fuzz(line):
+            dev.send_raw(line.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n")
+            deadline = time.monotonic() + 5
+            got = None
+            while time.monotonic() < deadline and got is None:
+                obj = dev._read_message(0.5)
+                if obj and "ok" in obj:
+                    got = obj
+            assert got is not None and got["ok"] is False and got["error"], line
+
+        fuzz()
+        after = dev.status()
+        for k in ("state", "level", "target_ua"):
+            assert after[k] == before[k]
+        assert dev.levels_get() == HOME_LEVELS
+        a = amps(vb.rig.capture(0.3))
+        assert a and max(a) <= 160 * 1.05 + 1
+
+
+def test_heap_peak_reported(tmp_path):
+    with board_running(tmp_path) as (vb, dev):
+        dev.start(3, program="ems")
+        wait_v(vb, 5.0)
+        dev.stop()
+        peak = getattr(vb, "heap_peak", None)
+        print("heap peak:", peak)
+        if peak is None:
+            pytest.skip("virtual board does not expose heap_peak")
+        assert peak < 192 * 1024
