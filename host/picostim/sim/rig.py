@@ -233,9 +233,15 @@ def analyse(pieces, t0: int, t1: int, *, trace_bins: int = 2000, keep_pieces: bo
 
     # group phases into pulses: a phase followed closely by one of opposite polarity is a pair
     groups = []
+    cut = None
     for ph in phases:
         if ph[5]:
-            continue                  # started before the window: belongs to a pulse we did not see begin
+            cut = ph                  # started before the window: belongs to a pulse we did not see begin
+            continue
+        if cut is not None and cut[0] == -ph[0] and ph[1] - cut[2] <= MAX_PAIR_GAP_NS:
+            cut = None                # ... and so does its second phase
+            continue
+        cut = None
         last = groups[-1] if groups else None
         if (last is not None and len(last) == 1 and last[0][0] == -ph[0]
                 and ph[1] - last[0][2] <= MAX_PAIR_GAP_NS):

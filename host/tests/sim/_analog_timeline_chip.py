@@ -56,6 +56,9 @@ class TimelineChip:
 
     def pwm_duty_timeline(self, gpio, t0, t1):
         lst = self._duty.get(gpio, ())
+        if not lst:                           # not a PWM pin: its level is its duty (as the Chip reports it)
+            level0, edges = self.pin_edges(gpio, t0, t1)
+            return [(int(t0), float(level0))] + [(t, float(lv)) for t, lv in edges]
         k = bisect.bisect_right(lst, (int(t0), 2.0)) - 1
         out = [(int(t0), lst[k][1] if k >= 0 else 0.0)]
         hi = bisect.bisect_right(lst, (int(t1), 2.0))
