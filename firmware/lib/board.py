@@ -75,15 +75,16 @@ def validate_levels(levels, cap):
     _need(all(levels[i] < levels[i + 1] for i in range(len(levels) - 1)), "levels_ua must increase")
 
 
-def load(path=BOARD_PATH):
-    with open(path) as f:
+def load(path=None):
+    with open(path or BOARD_PATH) as f:
         b = json.load(f)
     validate(b)
     return b
 
 
-def load_programs(board, path=PROGRAMS_PATH):
+def load_programs(board, path=None):
     """Programs this board allows, from /programs.json; a missing or bad file gives none (manual waveforms only)."""
+    path = path or PROGRAMS_PATH
     try:
         with open(path) as f:
             allp = json.load(f)["programs"]

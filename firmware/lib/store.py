@@ -71,8 +71,11 @@ def read(path):
         except OSError:
             pass
     try:
-        with open(path, "rb") as f:
-            data = f.read(HEADER_LEN + MAX_PAYLOAD + 1)
+        size = os.stat(path)[6]
     except OSError:
         return None
+    if size > HEADER_LEN + MAX_PAYLOAD:
+        raise StoreError("record too large")
+    with open(path, "rb") as f:
+        data = f.read(size)
     return decode(data)

@@ -36,7 +36,8 @@ for ph in (20, 21, 99, 250, 300, 777, 1000):
 check("planner_grid_%d_plans" % count, bad == 0)
 
 # store on the unix VFS: round trip, corruption, stale temp file
-d = "/tmp/pst_%d" % (os.getpid() if hasattr(os, "getpid") else 1)
+import time
+d = "/tmp/pst_%d" % (time.ticks_us() & 0xFFFFFF)
 try:
     os.mkdir(d)
 except OSError:

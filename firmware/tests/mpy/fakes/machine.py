@@ -47,7 +47,7 @@ class Pin:
             return Pin.levels.get(self.n, 0)
         Pin.levels[self.n] = v
         if not _locked[0]:
-            log.append(("pin", self.n, v))
+            pass
 
     def irq(self, handler=None, trigger=0, hard=False):
         self.handler = handler
