@@ -246,3 +246,75 @@ def test_analysis_of_one_second_at_500_pulses_is_fast():
     elapsed = time.perf_counter() - t
     assert cap.n_pulses == 500
     assert elapsed < 0.25
+
+
+# ---- with the real Chip model: register timeline -> front end -> electrodes ------------------------------------------
+
+class ChipBoard:
+    """The BoardProcess subset the rig uses, around the real Chip (no firmware process)."""
+
+    def __init__(self, profile, load="2k", seed=0):
+        from picostim.sim.chip import Chip
+        from picostim.sim.chip.frontend import FrontEnd
+        self.profile = profile
+        self.chip = Chip(profile, seed=seed)
+        FrontEnd(profile, self.chip, load, seed=seed)
+
+    def now_ns(self):
+        return self.chip.now_ns
+
+    def wait_until(self, t_ns):
+        while self.chip.now_ns < t_ns:                     # RPC-sized steps, as a running firmware advances it
+            self.chip.advance_to(min(t_ns, self.chip.now_ns + 20 * US))
+
+
+def _pulse_setup(chip, pins, iset_u16):
+    chip.rpc_pin_init(pins["HV_EN"], 1, None, 1, None)                         # Pin.OUT, value 1
+    chip.rpc_pwm_new(pins["ISET"], {"freq": 100_000, "duty_u16": iset_u16})
+    chip.rpc_pwm_new(pins["BRIDGE_A"], {"freq": 2000, "duty_u16": 0})
+    chip.rpc_pwm_new(pins["BRIDGE_B"], {"freq": 2000, "duty_u16": 65535, "invert": True})
+
+
+def test_real_chip_pwm_pair_measured_at_the_electrodes():
+    board = ChipBoard(HOME, "2k")
+    chip, pins = board.chip, HOME["pins"]
+    rig = VirtualRig(board)
+    _pulse_setup(chip, pins, 26214)                            # 0.4 x 1000 uA, CC 500 of TOP 1249
+    board.wait_until(5 * MS)
+    assert rig.capture(0.002).n_pulses == 0                    # idle word: both bridge inputs low
+    chip.rpc_mem_w(0x4005000C, 32, 0x927C61A8)                 # +200 us, gap 100 us, -200 us in a 500 us period
+    cap = rig.capture(0.01)
+    assert cap.n_pulses == 19 and cap.n_unbalanced == 0 and cap.n_shoot_through == 0
+    assert cap.rate_hz == pytest.approx(2000.0)
+    for p in cap.pulses:
+        assert p.widths_ns == [200_000, 200_000] and p.gap_ns == 100_000 and p.polarity == "+-"
+        assert p.amp_ua == pytest.approx([400.0, -400.0], rel=1e-4)
+    # the ADC reads the sense amplifier at the instant of the read: inside a + phase, then in the gap
+    ch = chip.rpc_adc_new(["pin", pins["I_SENSE"]])
+    t_phase = cap.pulses[-1].t_ns + 2 * 500 * US + 100 * US
+    board.wait_until(t_phase)
+    u16 = chip.rpc_adc_r(ch)
+    raw = u16 >> 4
+    assert u16 == (raw << 4) | (raw >> 8) and abs(raw - 496) <= 4
+    board.wait_until(t_phase + 150 * US)
+    assert chip.rpc_adc_r(ch) >> 4 <= 4
+
+
+def test_real_chip_fault_n_irq_from_a_short():
+    from picostim.sim.chip.gpio import FALL
+    board = ChipBoard(HOME, "500")
+    chip, pins = board.chip, HOME["pins"]
+    rig = VirtualRig(board)
+    chip.rpc_pin_init(pins["FAULT_N"], 0, 1, None, None)       # input, pull-up
+    chip.rpc_pin_irq(pins["FAULT_N"], FALL, True)
+    _pulse_setup(chip, pins, 26214)
+    chip.rpc_mem_w(0x4005000C, 32, 0x927C61A8)
+    board.wait_until(3 * MS)
+    chip.pop_events()
+    assert chip.rpc_pin_v(pins["FAULT_N"]) == 1
+    rig.inject("short")
+    cap = rig.capture(0.001)
+    first = cap.pulses[0].t_ns
+    assert cap.max_abs_ua == pytest.approx(12.0 / 600 * 1e6)
+    assert ["irq", pins["FAULT_N"], FALL] in chip.pop_events()
+    assert chip.pin_level(pins["FAULT_N"], first) == 0 and chip.pin_level(pins["FAULT_N"], first - 1) == 1
