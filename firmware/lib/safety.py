@@ -123,8 +123,14 @@ class Supervisor:
         e = self.engine
         p = e.plan
         self.f[CC_A] = p["phase_counts"]
-        # wait for the middle of the first +phase, then start the periodic timer there (it fires one period on)
-        wait = time.ticks_diff(e.first_mid_us, time.ticks_us())
+        # wait for the middle of the next +phase still ahead, then start the periodic timer there (its first
+        # callback comes one period later, in the middle of a +phase again)
+        per = p["period_us"]
+        mid = e.first_mid_us
+        wait = time.ticks_diff(mid, time.ticks_us())
+        while wait < 0:
+            mid = time.ticks_add(mid, per)
+            wait += per
         if wait > 0:
             time.sleep_us(wait)
         self.timer = Timer(mode=Timer.PERIODIC, period=p["period_us"], tick_hz=1000000, callback=self._sample_cb,
