@@ -164,8 +164,8 @@ class FrontEnd:
         self._flush_drives()
 
     def next_event_ns(self):
-        """Earliest scheduled input change (button release, FAULT_N release, ...) or None: a board that jumps
-        virtual time ahead must not jump past it."""
+        """Earliest scheduled front-end change (the end of an injected FAULT_N assertion) or None: a board that
+        jumps virtual time ahead should not jump past it."""
         with self._lock:
             return self._sched[0][0] if self._sched else None
 
@@ -247,12 +247,13 @@ class FrontEnd:
         self._flush_drives()
 
     def press(self, gpio: int, ms: float) -> None:
-        """Drive an (active-low) input low now and release it after `ms` of virtual time."""
+        """Drive an (active-low) input low now and let go of it (None: the pad's pull decides) after `ms` of
+        virtual time. The release is scheduled on the Chip, so its next_event_ns() bounds time jumps."""
         if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 < ms <= 60_000:
             raise ValueError(f"press duration must be 0 < ms <= 60000, got {ms!r}")
         with self._lock:
             self._pending_drives.append((gpio, 0, self.t))
-            self._schedule(self.t + int(ms * 1e6), "drive", (gpio, 1))
+            self._pending_drives.append((gpio, None, self.t + int(ms * 1e6)))
         self._flush_drives()
 
     def clear_faults(self) -> None:
@@ -349,8 +350,6 @@ class FrontEnd:
                         restart = True
                     elif kind == "fault_forced":
                         self.fault_forced = val
-                    elif kind == "drive":
-                        chip.drive_input(val[0], val[1], t)
                 if restart:
                     self._restart(t)
                 self._update_fault_pin(t)

@@ -180,7 +180,9 @@ class MachinePwm:
         for k in kw:
             if k not in self.KEYWORDS:
                 raise TypeError(f"unexpected keyword argument '{k}'")
+        # MP_ARG_INT defaults are VALUE_NOT_SET = -1, so an explicit -1 means "not given" on a Pico too
         args = {k: as_c_int(k, v) for k, v in kw.items()}
+        args = {k: v for k, v in args.items() if v != -1}
         # As in C: defer_start stays set if a setter raises (a following duty call then never starts the slice).
         self.defer_start = True
         if "freq" in args:
