@@ -96,6 +96,26 @@ def _gpio(p):
     raise ValueError("invalid pin")
 
 
+# The link queues pin IRQ events by GPIO; the edge flags of each ["irq", gpio, flags] event are kept here (in
+# order, per GPIO) so Pin.irq().flags() reports the edge that fired.
+_irq_flags = {}
+_link_events = _vblink._events
+
+
+def _events(evs):
+    for ev in evs:
+        if ev[0] == "irq" and len(ev) > 2:
+            q = _irq_flags.get(ev[1])
+            if q is None:
+                q = _irq_flags[ev[1]] = []
+            if len(q) < 16:
+                q.append(ev[2])
+    _link_events(evs)
+
+
+_vblink._events = _events
+
+
 class _PinIRQ:
     def __init__(self, pin):
         self._pin = pin
@@ -117,12 +137,9 @@ class _PinIRQ:
         return 0
 
     def _fire(self, flags=None):
-        t = self._trigger
-        if flags is None:
-            flags = t
-            if t == 12:
-                flags = 8 if _r2("pin_v", self._pin._id, None) else 4
-        self._flags = flags
+        q = _irq_flags.get(self._pin._id)
+        f = q.pop(0) if q else self._trigger
+        self._flags = f if flags is None else flags
         h = self._handler
         if h is None:
             return
