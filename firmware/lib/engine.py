@@ -147,8 +147,9 @@ class PulseEngine:
             treq = R.DREQ_PWM_WRAP0 + self.slice
             self._chain(p["cc_segments"], self.cc, treq)
             self._chain(p["top_segments"], self.top, treq)
-            # first period idle (TOP = pair); the chains write at its wrap, so the first pair is the 2nd period
-            lead_counts = p["pair_counts"]
+            # periods 1 and 2 are idle (TOP = pair): the chains' first words are written at the wrap ending
+            # period 1 and latch at the wrap ending period 2, so the first pair is period 3
+            lead_counts = 2 * p["pair_counts"]
         mem32[self.csr] = R.CSR_B_INV
         mem32[self.en_set] = self.mask
         t = time.ticks_us()

@@ -63,6 +63,7 @@ class Supervisor:
         self.z_max = lim["z_max_ohm"]
         self.ctr = engine.ctr
         self.timer = None
+        self.t_armed_us = 0
         self._sample_cb = self._sample
         self._fault_cb = self._fault
         self._mem32 = mem32
@@ -133,6 +134,7 @@ class Supervisor:
             wait += per
         if wait > 0:
             time.sleep_us(wait)
+        self.t_armed_us = time.ticks_us()
         self.timer = Timer(mode=Timer.PERIODIC, period=p["period_us"], tick_hz=1000000, callback=self._sample_cb,
                            hard=True)
         self.f[ARMED] = 1
