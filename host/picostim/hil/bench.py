@@ -192,7 +192,9 @@ class Bench:
     def rig_identity(self) -> dict:
         ident = {}
         try:
-            ident = dict(self.rig.identify()) if hasattr(self.rig, "identify") else {}
+            ident = dict(self.rig.info())
+            ident.pop("faults", None)
+            ident.pop("now_s", None)
         except Exception as e:  # identity is informative; never fail a test over it
             ident = {"error": str(e)}
         ident.setdefault("addr", "sim" if self.vb is not None else self.settings.rig)
@@ -209,7 +211,7 @@ class Bench:
             self.recover()
 
     def rig_defaults(self):
-        self.rig.clear_faults()
+        self.rig.inject("clear")
         self.rig.set_load(self.settings.load)
 
     def _dut_idle(self):
@@ -228,18 +230,13 @@ class Bench:
 
     def recover(self):
         """The DUT stopped answering (a test hung or cut it): power-cycle it and reconnect."""
-        if self.vb is not None:
-            self.vb.power_restore()
-            self.vb.reset()
-        else:
-            self.rig.power_cycle()
-        self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
+        self.power_cycle()
         self._dut_idle()
 
     def power_cycle(self):
-        if self.vb is not None:
-            self.vb.reset()
-        else:
-            self.rig.power_cycle()
+        """Power off and on through the rig (the DUT's supply switch), then wait for the application."""
+        self.rig.inject("power_loss")
+        self.rig.wait(0.05)
+        self.rig.inject("power_restore")
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
         return self.hello
