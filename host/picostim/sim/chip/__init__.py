@@ -140,12 +140,16 @@ class Chip:
             if prio == 0:
                 obj.do_latch()
             elif prio == 1:
-                limit = t if len(cands) == 1 else min(t, cands[1][0] - 1)
-                n, t_last = self.dma.idle_run(obj, te, limit)
+                sl = self.dma.paced_slice(obj)
+                group = [x[3] for x in cands if x[1] == 1 and x[0] == te and self.dma.paced_slice(x[3]) is sl]
+                rest = [x[0] for x in cands if not (x[1] == 1 and x[0] == te and x[3] in group)]
+                limit = min(t, min(rest) - 1) if rest else t
+                n, t_last = self.dma.idle_run(group, te, limit) if sl is not None else (0, None)
                 if n:
-                    obj.count -= n
-                    obj.ref_t = t_last
-                    obj.cache = None
+                    for ch in group:
+                        ch.count -= n
+                        ch.ref_t = t_last
+                        ch.cache = None
                 else:
                     self.dma.transfer(obj, te)
             elif prio == 2:

@@ -152,32 +152,32 @@ class DmaBlock:
         c.cache = (sl.version, nt)
         return nt
 
-    def idle_run(self, c, t_first, t_limit):
-        """Transfers of c that would only rewrite the value already in place, from t_first (a wrap) up to t_limit.
+    def idle_run(self, group, t_first, t_limit):
+        """Transfers that would only rewrite values already in place.
 
-        Returns how many can be skipped (never the last one, which completes the channel) and the time of the last
-        skipped one, or (0, None). Only for fixed-address RAM -> PWM register channels.
+        `group` are the channels paced by one slice that are due at the wrap t_first. If every one of them only
+        rewrites its target's current value (fixed RAM -> PWM register addresses), the next n wraps up to t_limit
+        change nothing and can be skipped together (never a channel's last transfer, which completes it and may
+        chain). Returns (n, time of the last skipped wrap) or (0, None).
         """
-        if c.ctrl & (regs.CTRL_INCR_READ | regs.CTRL_INCR_WRITE) or c.count <= 1:
-            return 0, None
-        if not (regs.SRAM_BASE <= c.read < regs.SRAM_END):
-            return 0, None
-        base = regs.PWM_BASE
-        if not (base <= c.write < base + 0x4000):
-            return 0, None
-        bits = c.size * 8
-        if self.chip.bus_read(c.read, bits, t_first) != self.chip.bus_read(c.write, bits, t_first):
-            return 0, None
-        sl = self.paced_slice(c)
+        sl = self.paced_slice(group[0])
         seg = sl.seg
         if seg.t0 > t_first or sl.latch_t is not None:
             return 0, None
-        n = 1 + seg.wraps_in(t_first, t_limit)
-        n = min(n, c.count - 1)
+        n = None
+        for c in group:
+            if c.ctrl & (regs.CTRL_INCR_READ | regs.CTRL_INCR_WRITE) or c.count <= 1:
+                return 0, None
+            if not (regs.SRAM_BASE <= c.read < regs.SRAM_END and regs.PWM_BASE <= c.write < regs.PWM_BASE + 0xB4):
+                return 0, None
+            bits = c.size * 8
+            if self.chip.bus_read(c.read, bits, t_first) != self.chip.bus_read(c.write, bits, t_first):
+                return 0, None
+            n = c.count - 1 if n is None else min(n, c.count - 1)
+        n = min(n, 1 + seg.wraps_in(t_first, t_limit))
         if n <= 0:
             return 0, None
-        k_first = seg.count_at(t_first)
-        return n, seg.time_of(k_first + (n - 1) * seg.L)
+        return n, seg.time_of(seg.count_at(t_first) + (n - 1) * seg.L)
 
     # ------------------------------------------------------------------ registers (offset within DMA block)
     def read_reg(self, off):
