@@ -153,7 +153,8 @@ class RigServer:
         self._srv.rig = rig
         self.host, self.port = self._srv.server_address[:2]
         self.address = f"tcp://{self.host}:{self.port}"
-        self._thread = threading.Thread(target=self._srv.serve_forever, name="rig-server", daemon=True)
+        self._thread = threading.Thread(target=self._srv.serve_forever, args=(0.05,), name="rig-server",
+                                        daemon=True)
         self._thread.start()
 
     def close(self):

@@ -66,8 +66,9 @@ class TimelineChip:
         return out
 
     def drive_input(self, gpio, level, t):
-        self.driven.append((gpio, int(level), int(t)))
-        self.input_level[gpio] = int(level)
+        level = None if level is None else int(level)
+        self.driven.append((gpio, level, int(t)))
+        self.input_level[gpio] = level
 
     def advance_to(self, t):
         t = int(t)

@@ -229,7 +229,7 @@ def test_press_leds_iset_log_and_clock():
     out = rig.press("power", 50)
     assert out["t_ns"] == 10 * MS
     rig.wait(0.1)
-    assert [(lvl, t) for g, lvl, t in chip.driven if g == pins["BTN_POWER"]] == [(0, 10 * MS), (1, 60 * MS)]
+    assert [(lvl, t) for g, lvl, t in chip.driven if g == pins["BTN_POWER"]] == [(0, 10 * MS), (None, 60 * MS)]
     assert rig.leds() == {"status": 0.25, "red": 0.0, "vibration": 1.0}
     assert [e["duty"] for e in rig.iset_log(since_ns=20 * MS)] == [0.5]
     assert rig.now_s() == pytest.approx(0.11)
@@ -318,3 +318,21 @@ def test_real_chip_fault_n_irq_from_a_short():
     assert cap.max_abs_ua == pytest.approx(12.0 / 600 * 1e6)
     assert ["irq", pins["FAULT_N"], FALL] in chip.pop_events()
     assert chip.pin_level(pins["FAULT_N"], first) == 0 and chip.pin_level(pins["FAULT_N"], first - 1) == 1
+
+
+def test_real_chip_button_press_is_seen_by_the_firmware_side():
+    from picostim.sim.chip.gpio import FALL, RISE
+    board = ChipBoard(HOME, "2k")
+    chip, pins = board.chip, HOME["pins"]
+    rig = VirtualRig(board)
+    btn = pins["BTN_UP"]
+    chip.rpc_pin_init(btn, 0, 1, None, None)                   # input with pull-up, as the firmware sets it
+    chip.rpc_pin_irq(btn, FALL | RISE, True)
+    board.wait_until(1 * MS)
+    rig.press("up", 30)
+    assert chip.next_event_ns() == 31 * MS                     # the release is on the Chip's schedule
+    board.wait_until(10 * MS)
+    assert chip.rpc_pin_v(btn) == 0 and chip.pop_events() == [["irq", btn, FALL]]
+    board.wait_until(40 * MS)
+    assert chip.rpc_pin_v(btn) == 1 and chip.pop_events() == [["irq", btn, RISE]]
+    assert chip.pin_level(btn, 31 * MS - 1) == 0 and chip.pin_level(btn, 31 * MS) == 1
