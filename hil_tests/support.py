@@ -63,6 +63,13 @@ def stop_quietly(dut):
         pass
 
 
+def reconnect(dut, timeout_s: float = 30.0) -> dict:
+    """The port went away (power cycle, reset): reopen it and wait for the application's `hello`."""
+    dut.t.reconnect(timeout_s)
+    dut.poll_events()
+    return dut.hello(timeout=timeout_s)
+
+
 def full_pulses(cap) -> list:
     """Complete biphasic pulses that carry current (both phases inside the window)."""
     return [p for p in cap.pulses if p.active and not p.partial and len(p.widths_ns) == 2]

@@ -212,6 +212,8 @@ class Bench:
 
     def rig_defaults(self):
         self.rig.inject("clear")
+        if self.rig.faults().get("charging"):
+            self.rig.inject("charging", on=False)
         self.rig.set_load(self.settings.load)
 
     def _dut_idle(self):
@@ -229,8 +231,11 @@ class Bench:
         pass
 
     def recover(self):
-        """The DUT stopped answering (a test hung or cut it): power-cycle it and reconnect."""
-        self.power_cycle()
+        """The DUT stopped answering (a test hung, cut or reset it): reconnect, else power-cycle it."""
+        try:
+            self.reconnect()
+        except Exception:
+            self.power_cycle()
         self._dut_idle()
 
     def power_cycle(self):
@@ -238,5 +243,11 @@ class Bench:
         self.rig.inject("power_loss")
         self.rig.wait(0.05)
         self.rig.inject("power_restore")
+        return self.reconnect()
+
+    def reconnect(self) -> dict:
+        """After a power cycle or reset the USB port goes away and comes back: reopen it, wait for `hello`."""
+        self.device.t.reconnect(BOOT_TIMEOUT_S)
+        self.device.poll_events()
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
         return self.hello
