@@ -1,0 +1,192 @@
+"""Safety latencies on the virtual board, measured by the rig (electrode current, ISET register log), in virtual
+RP2040 time: over-current onset -> output off (S4), contact loss -> pause (S7), FAULT_N -> off (S5),
+firmware hang -> watchdog reset (S11). Distributions over many trials.
+
+Definitions (all from rig measurements, never firmware variables):
+* output off = the later of (a) the first ISET write to 0 after the onset and (b) the end of the last phase that
+  carries current (|i| > 2 uA) after the onset.
+* over-current onset = start of the first phase whose measured peak exceeds cap + max(5 %, 20 uA).
+* pause = the first ISET write at or below the contact-probe amplitude after the contact is lost.
+
+Baseline (same run): the firmware's main-loop polling period measured from telemetry timestamps — what a
+loop-polled (no IRQ, no hardware gating) safety check could at best achieve."""
+from __future__ import annotations
+
+import random
+import time
+
+from benchlib import Figure, board_profile, dist, provisioned_board, trip_limit_ua, wait_state, wait_virtual
+
+CLOCK = "cpu"
+WAVE = {"phase_us": 200, "gap_us": 50, "rate_hz": 200}
+
+
+def _ps():
+    from picostim.shared import codes
+    return codes
+
+
+def _iset_ua(e, i_fs):
+    return e["duty"] * i_fs
+
+
+def output_off_ns(vb, cap, t_on, i_fs):
+    """Rig-measured instant the output is off after t_on (None if it never went off in the capture)."""
+    log = vb.rig.iset_log(since_ns=t_on)
+    zero = next((e["t_ns"] for e in log if _iset_ua(e, i_fs) < 0.5), None)
+    if zero is None:
+        return None
+    last_end = t_on
+    for p in cap.pulses:
+        for k, (w, pk) in enumerate(zip(p.widths_ns, p.peak_ua)):
+            start = p.t_ns if k == 0 else p.t_ns + p.widths_ns[0] + (p.gap_ns or 0)
+            if abs(pk) > 2.0 and start + w > t_on:
+                last_end = max(last_end, start + w)
+    return max(zero, last_end)
+
+
+def _start(vb, dev, level, timeout=30):
+    dev.start(level=level, duration_s=600, **WAVE)
+    return wait_state(dev, ("running",), timeout=timeout)
+
+
+def _recover(vb, dev):
+    vb.rig.inject("clear")
+    wait_virtual(vb, 0.02)
+    try:
+        dev.stop()
+    except Exception:       # noqa: BLE001
+        pass
+    try:
+        dev.clear_fault()
+    except Exception:       # noqa: BLE001
+        pass
+
+
+def trial_overcurrent(vb, dev, prof, rnd):
+    i_fs = prof["analog"]["i_fs_ua"]
+    limit = trip_limit_ua(prof)
+    n_levels = len(prof["levels_ua"])
+    _start(vb, dev, n_levels)
+    wait_virtual(vb, rnd.uniform(0.0, 0.01))           # random phase of the pulse train
+    t_inj = vb.now_ns()
+    vb.rig.inject("overcurrent", factor=1.3)
+    cap = vb.rig.capture(0.05, start_s=t_inj / 1e9, keep_pieces=False, trace_bins=10)
+    onset = None
+    for p in cap.pulses:
+        t = p.t_ns
+        for k, pk in enumerate(p.peak_ua):
+            if k == 1:
+                t = p.t_ns + p.widths_ns[0] + (p.gap_ns or 0)
+            if abs(pk) > limit:
+                onset = t
+                break
+        if onset is not None:
+            break
+    off = output_off_ns(vb, cap, onset, i_fs) if onset is not None else None
+    _recover(vb, dev)
+    return None if onset is None or off is None else (off - onset) / 1e6
+
+
+def trial_contact(vb, dev, prof, rnd):
+    i_fs = prof["analog"]["i_fs_ua"]
+    probe = min(_ps().CONTACT_PROBE_UA, prof["limits"]["cap_ua"])
+    _start(vb, dev, 3)
+    wait_virtual(vb, rnd.uniform(0.0, 0.01))
+    t_inj = vb.now_ns()
+    vb.rig.inject("contact_loss")
+    wait_virtual(vb, 0.05)
+    log = vb.rig.iset_log(since_ns=t_inj)
+    paused = next((e["t_ns"] for e in log if _iset_ua(e, i_fs) <= probe + 0.5), None)
+    vb.rig.inject("contact_return")
+    _recover(vb, dev)
+    return None if paused is None else (paused - t_inj) / 1e6
+
+
+def trial_fault_n(vb, dev, prof, rnd):
+    i_fs = prof["analog"]["i_fs_ua"]
+    _start(vb, dev, 3)
+    wait_virtual(vb, rnd.uniform(0.0, 0.01))
+    t_inj = vb.now_ns()
+    vb.rig.inject("fault_n", ms=5)
+    cap = vb.rig.capture(0.02, start_s=t_inj / 1e9, keep_pieces=False, trace_bins=10)
+    off = output_off_ns(vb, cap, t_inj, i_fs)
+    _recover(vb, dev)
+    return None if off is None else (off - t_inj) / 1e6
+
+
+def trial_hang(vb, dev, prof, rnd):
+    """Hang while stimulating; the watchdog must reset the board (output off by the reset)."""
+    i_fs = prof["analog"]["i_fs_ua"]
+    _start(vb, dev, 3)
+    wait_virtual(vb, rnd.uniform(0.0, 0.01))
+    boots = vb.boot_count
+    t_inj = vb.now_ns()
+    vb.rig.inject("hang")
+    wdt_ms = prof["limits"]["wdt_timeout_ms"]
+    cap = vb.rig.capture(wdt_ms * 2.5 / 1000, start_s=t_inj / 1e9, keep_pieces=False, trace_bins=10)
+    off = output_off_ns(vb, cap, t_inj, i_fs)
+    reset = vb.boot_count > boots and vb.reset_cause == 3
+    dev.hello(timeout=30)
+    return None if off is None or not reset else (off - t_inj) / 1e6
+
+
+def loop_period_baseline(dev, seconds=1.0):
+    """Main-loop period from telemetry at the highest rate: device ms between consecutive samples."""
+    ts = [s["t_ms"] for s in dev.telemetry(rate_hz=1000, duration_s=seconds)]
+    d = [b - a for a, b in zip(ts, ts[1:]) if b > a]
+    return min(d) if d else None
+
+
+def run(quick: bool = False) -> dict:
+    prof = board_profile()
+    n = {"overcurrent": 5, "contact": 5, "fault_n": 5, "hang": 2} if quick else \
+        {"overcurrent": 40, "contact": 40, "fault_n": 40, "hang": 8}
+    fns = {"overcurrent": trial_overcurrent, "contact": trial_contact, "fault_n": trial_fault_n, "hang": trial_hang}
+    rnd = random.Random(7)
+    out, failed_trials = {}, {}
+    t0 = time.monotonic()
+    with provisioned_board(clock=CLOCK) as (vb, dev):
+        factor = vb.cpu_factor
+        base = loop_period_baseline(dev)
+        for kind, count in n.items():
+            vals, bad = [], 0
+            for _ in range(count):
+                try:
+                    v = fns[kind](vb, dev, prof, rnd)
+                except Exception as e:  # noqa: BLE001 — a trial that breaks is counted, the campaign goes on
+                    v = None
+                    failed_trials.setdefault(kind, []).append(f"{type(e).__name__}: {e}"[:200])
+                    try:
+                        dev.hello(timeout=20)
+                        _recover(vb, dev)
+                    except Exception:  # noqa: BLE001
+                        pass
+                if v is None:
+                    bad += 1
+                else:
+                    vals.append(v)
+            out[kind] = {"dist_ms": dist(vals), "not_measured": bad, "values_ms": vals}
+    wdt = prof["limits"]["wdt_timeout_ms"]
+    goals = {"overcurrent": ("over-current onset -> output off", 1.0),
+             "contact": ("contact loss -> pause", 2.0),
+             "fault_n": ("FAULT_N -> output off", 1.0),
+             "hang": ("hang -> watchdog reset, output off", float(wdt))}
+    figs = []
+    for kind, (label, goal) in goals.items():
+        d = out[kind]["dist_ms"]
+        nb = out[kind]["not_measured"]
+        note = f"p50 {d['p50']:.3f} ms, max {d['max']:.3f} ms" if d["n"] else "no trial measured"
+        if nb:
+            note += f"; {nb} trial(s) not measured (counted as failures)"
+        figs.append(Figure(f"{label}, p99", "ms", d["p99"] if d["n"] else None,
+                           goal=("<=", goal), baseline=base if kind != "hang" else wdt,
+                           baseline_label="main-loop period" if kind != "hang" else "WDT timeout",
+                           n=d["n"], note=note, passed=None if d["n"] and not nb else False))
+        figs.append(Figure(f"{label}, max", "ms", d["max"], goal=("<=", goal), n=d["n"]))
+    return {"figures": figs, "clock": CLOCK, "cpu_factor": factor,
+            "counts": {k: v["dist_ms"]["n"] for k, v in out.items()},
+            "setup": f"handheld-home, 2 kOhm, waveform {WAVE}, random injection phase; over-current = gain error "
+                     "x1.3 at the top level; FAULT_N held 5 ms",
+            "details": {"trials": out, "failed_trials": failed_trials, "loop_period_ms": base,
+                        "wall_s": time.monotonic() - t0}}
