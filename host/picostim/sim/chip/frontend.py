@@ -71,7 +71,7 @@ class Piece:
 class FrontEnd:
     """The analog world around the RP2040: attach to a Chip (sets ``chip.analog = self``)."""
 
-    def __init__(self, profile, chip, load="2k", *, seed=0, retention_s: float = 30.0):
+    def __init__(self, profile, chip, load="2k", *, seed=0, retention_s: float = 10.0):
         self.chip = chip
         self.profile = profile if profile is not None else chip.profile
         pins = self.profile["pins"]
@@ -108,6 +108,7 @@ class FrontEnd:
         self._pending_drives = []       # (gpio, level, t) queued by rig-side calls, flushed outside the lock
         self._holds = {}                # capture holds: id -> t_ns kept from pruning
         self._pieces: list[Piece] = []
+        self._tuples = {}
         self._t0s: list[int] = []
         self._since_prune = 0
 
@@ -399,6 +400,12 @@ class FrontEnd:
             p.mode = GROUND
             p.i, p.v, p.vc = ld.response(load, GROUND, 0, vc0)
         p.src = p.mode in (DRIVE, LIMIT)
+        # steady pulse trains repeat the same closed forms: share the tuples (memory for long retention)
+        tup = self._tuples
+        if len(tup) > 20000:
+            tup.clear()
+        p.i, p.v, p.vc, p.iset = (tup.setdefault(p.i, p.i), tup.setdefault(p.v, p.v), tup.setdefault(p.vc, p.vc),
+                                  tup.setdefault(p.iset, p.iset))
         if self._pieces and self._pieces[-1].t0 == t:      # zero-length predecessor: replace it
             self._pieces[-1] = p
         else:
