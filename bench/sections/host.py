@@ -1,0 +1,112 @@
+"""Host figures on the virtual board: deploy vs stock `mpremote fs cp -r` (bench/deploy_bench.py, same files, same
+run), every deployed file verified against the image, protocol round trip p50/p99 and telemetry throughput with
+sequence numbers checked."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchlib import BENCH_DIR, REPO, RESULTS_DIR, Figure, dist, provisioned_board
+
+CLOCK = "cpu"
+ANCHOR_RTT_MS = 4.2      # real RP2040 USB round trip (belay measurement, reference/host-tooling.md)
+
+
+def deploy_figures(quick: bool):
+    raw = RESULTS_DIR / "deploy.json"
+    r = subprocess.run([sys.executable, str(BENCH_DIR / "deploy_bench.py"), "--repeat", "1" if quick else "2",
+                        "--out", str(raw)], capture_output=True, text=True, timeout=400, cwd=str(REPO))
+    if r.returncode != 0:
+        raise RuntimeError(f"deploy_bench.py failed: {(r.stderr or r.stdout)[-1500:]}")
+    d = json.loads(raw.read_text())
+    med = d["median_s"]
+    return d, [
+        Figure("full deploy (compile, send, verify, manifest)", "s wall", med["picostim_full_s"],
+               goal=("<", med["mpremote_cp_full_s"]), baseline=med["mpremote_cp_full_s"],
+               baseline_label="mpremote fs cp -r", n=d["repeat"], note=f"{d['files']} files, {d['image_bytes']} bytes"),
+        Figure("full deploy speed-up over mpremote", "x", d["speedup_full"], goal=(">", 1.0), n=d["repeat"]),
+        Figure("no-change redeploy", "s wall", med["picostim_nochange_s"], baseline=med["mpremote_cp_nochange_s"],
+               baseline_label="mpremote fs cp -r, 2nd run", n=d["repeat"]),
+        Figure("no-change redeploy speed-up over mpremote", "x", d["speedup_nochange"], goal=(">=", 5.0),
+               n=d["repeat"]),
+        Figure("one file changed redeploy", "s wall", med.get("picostim_onefile_s"), n=d["repeat"]),
+    ]
+
+
+def verify_deploy():
+    """Deploy over the REPL ourselves and compare every file on the virtual flash with the image."""
+    from picostim import deploy
+    from picostim.sim import VirtualBoard
+    from picostim.transport import SerialTransport
+    board = "handheld-home"
+    image = deploy.build_image(board)
+    with VirtualBoard(board=board, rig_port=None) as vb:
+        with SerialTransport(vb.port) as t:
+            deploy.deploy(t, board)
+        bad, n = [], 0
+        for p, data in image.items():
+            f = Path(vb.flash_dir) / p.lstrip("/")
+            n += 1
+            if not f.exists() or hashlib.sha256(f.read_bytes()).digest() != hashlib.sha256(data).digest():
+                bad.append(p)
+    return n, bad
+
+
+def round_trip(dev, n):
+    rt = []
+    for _ in range(n):
+        t = time.perf_counter()
+        dev.status()
+        rt.append((time.perf_counter() - t) * 1000)
+    return rt
+
+
+def telemetry(dev, seconds):
+    dev.telemetry_stats.received = dev.telemetry_stats.lost = dev.telemetry_stats.gaps = 0
+    dev.telemetry_stats.last_seq = None
+    applied = dev.telemetry_enable(True, 1000)
+    t0 = time.monotonic()
+    samples = list(dev.telemetry(rate_hz=1000, duration_s=seconds, enable=False))
+    wall = time.monotonic() - t0
+    dev.telemetry_enable(False)
+    st = dev.telemetry_stats
+    span_ms = samples[-1]["t_ms"] - samples[0]["t_ms"] if len(samples) > 1 else 0
+    return {"applied_hz": applied, "received": st.received, "lost": st.lost, "gaps": st.gaps, "wall_s": wall,
+            "device_span_s": span_ms / 1000, "per_wall_s": st.received / wall if wall else 0,
+            "per_device_s": (len(samples) - 1) / (span_ms / 1000) if span_ms else 0}
+
+
+def run(quick: bool = False) -> dict:
+    figs = []
+    notes = []
+    dep, f = deploy_figures(quick)
+    figs += f
+    n, bad = verify_deploy()
+    figs.append(Figure("deployed files verified against the image (by hash, read back from flash)", "files",
+                       n - len(bad), goal=(">=", n), n=n, note=f"mismatched: {bad}" if bad else ""))
+    with provisioned_board(clock=CLOCK) as (vb, dev):
+        factor = vb.cpu_factor
+        dev.status()
+        rt = round_trip(dev, 100 if quick else 500)
+        d = dist(rt)
+        figs.append(Figure("protocol round trip (status), p50", "ms wall", d["p50"], baseline=ANCHOR_RTT_MS,
+                           baseline_label="anchor: real RP2040 USB, not measured here", n=d["n"]))
+        figs.append(Figure("protocol round trip (status), p99", "ms wall", d["p99"], n=d["n"],
+                           note=f"max {d['max']:.2f} ms"))
+        tel = telemetry(dev, 2.0 if quick else 5.0)
+        figs.append(Figure("telemetry throughput without loss (device time)", "samples/s",
+                           tel["per_device_s"] if tel["lost"] == 0 else 0.0, goal=(">=", 1000),
+                           n=tel["received"],
+                           note=f"requested 1000 Hz, device applied {tel['applied_hz']} Hz; {tel['lost']} lost in "
+                                f"{tel['gaps']} gaps; {tel['per_wall_s']:.0f} samples per wall s"))
+        figs.append(Figure("telemetry samples lost (sequence gaps)", "samples", tel["lost"], goal=("==", 0),
+                           n=tel["received"]))
+    notes.append("Deploy times are wall seconds to the virtual board's pty (no USB); the same transport carries "
+                 "both tools, so the ratio is the comparable figure.")
+    return {"figures": figs, "clock": CLOCK, "cpu_factor": factor,
+            "details": {"deploy": dep, "round_trip_ms": d, "telemetry": tel},
+            "setup": "handheld-home image; round trip = Device.status() request to reply", "notes": notes}
