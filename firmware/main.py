@@ -25,6 +25,24 @@ def _watchdog_off():
     machine.mem32[0x40058000] = machine.mem32[0x40058000] & ~(1 << 30)
 
 
+def _safe_exit(app_obj, deliberate):
+    # mpremote may send Ctrl-C twice, so another KeyboardInterrupt can land inside this clean-up: start it over
+    # (a Ctrl-C here is deliberate too) until the output is idle and, on a deliberate exit, the watchdog is off.
+    for _ in range(20):
+        try:
+            if app_obj is not None:
+                try:
+                    app_obj.idle_output()
+                except Exception:
+                    pass
+            _force_idle()
+            if deliberate:
+                _watchdog_off()
+            return
+        except KeyboardInterrupt:
+            deliberate = True
+
+
 _app = None
 try:
     import board
@@ -32,18 +50,12 @@ try:
     _app = app.App(board.load())
     _app.run()
 except KeyboardInterrupt:
-    if _app is not None:
-        try:
-            _app.idle_output()
-        except Exception:
-            pass
-    _force_idle()
-    _watchdog_off()
+    _safe_exit(_app, True)
     print("picostim: stopped, output idle (REPL)")
 except Exception as e:
-    _force_idle()
+    _safe_exit(_app, False)
     import sys
     print("picostim: application error, output idle:")
     sys.print_exception(e)
 finally:
-    _force_idle()
+    _safe_exit(None, False)

@@ -141,7 +141,13 @@ def test_s14_ctrl_c_leaves_output_idle_and_repl_usable(tmp_path):
         wait_v(vb, 0.05)
         cap = vb.rig.capture(2.0)      # 2 s: the watchdog (500 ms) would have reset a REPL left with it running
         assert cap.n_active == 0 and cap.hv_on_ns == 0, cap.summary()
-        assert vb.boot_count == 1, "the watchdog reset the board at the REPL"
+        seen = []
+        while True:
+            ln = dev.t.read_line(0.3)
+            if ln is None:
+                break
+            seen.append(ln)
+        assert vb.boot_count == 1, ("the board rebooted at the REPL", vb.reset_cause, seen[-12:])
 
 
 # ------------------------------------------------------------------------------------------------- S2 / S3 / S8
@@ -170,10 +176,14 @@ def test_s8_increase_ramped_decrease_immediate(tmp_path):
         t0 = vb.now_ns()
         dev.set_level(5)                     # 80 -> 400 uA: four level steps, >= 1.2 s
         cap = vb.rig.capture(2.0, start_s=t0 / 1e9)
-        reach = [p.t_ns for p in cap.active_pulses() if min(abs(a) for a in p.amp_ua) >= 0.95 * 400]
-        assert reach, cap.summary()
-        ramp_s = (reach[0] - t0) / 1e9
-        assert ramp_s >= 0.95 * 4 * 0.3 * (400 - 80) / 320, ramp_s
+        # each level step (80 -> 160 -> 240 -> 320 -> 400) takes at least 300 ms at the electrodes
+        t_prev = t0
+        for lv_ua in (160, 240, 320, 400):
+            hit = [p.t_ns for p in cap.active_pulses() if min(abs(a) for a in p.amp_ua) >= lv_ua - 1]
+            assert hit, (lv_ua, cap.summary())
+            step_s = (hit[0] - t_prev) / 1e9
+            assert step_s >= 0.3 - 0.005, (lv_ua, step_s)     # 5 ms: one repetition period of slack
+            t_prev = hit[0]
         t1 = vb.now_ns()
         dev.set_level(1)
         cap = vb.rig.capture(0.1, start_s=t1 / 1e9 + 0.02)
