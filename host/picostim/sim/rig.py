@@ -7,6 +7,7 @@ load), never from firmware variables.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import math
 from dataclasses import asdict, dataclass, field
@@ -334,6 +335,9 @@ class VirtualRig:
 
     def __init__(self, board, *, load="2k", seed=0):
         self.board = board
+        # The board serialises Chip access on its own thread; rig requests come from server threads. A board that
+        # offers `chip_lock` (a re-entrant lock held around Chip calls) gets rig-side Chip/front-end changes under it.
+        self._chip_lock = getattr(board, "chip_lock", None) or contextlib.nullcontext()
         fe = getattr(board.chip, "analog", None)
         if not isinstance(fe, FrontEnd):
             fe = FrontEnd(board.profile, board.chip, load, seed=seed)
@@ -348,7 +352,8 @@ class VirtualRig:
     def _fe(self) -> FrontEnd:
         chip = self.board.chip
         if self.frontend.chip is not chip or getattr(chip, "analog", None) is not self.frontend:
-            self.frontend.attach(chip)          # the board replaced its Chip (power cycle)
+            with self._chip_lock:
+                self.frontend.attach(chip)      # the board replaced its Chip (power cycle)
         return self.frontend
 
     # -- measurement ------------------------------------------------------------------------------------------
@@ -378,13 +383,15 @@ class VirtualRig:
 
     def current_ua(self) -> float:
         """The electrode current right now (a multimeter reading)."""
-        fe = self._fe()
-        return fe.current_ua(fe.t)
+        with self._chip_lock:
+            fe = self._fe()
+            return fe.current_ua(fe.t)
 
     # -- load and faults -------------------------------------------------------------------------------------------
     def set_load(self, spec) -> dict:
         try:
-            return self._fe().set_load(spec).describe()
+            with self._chip_lock:
+                return self._fe().set_load(spec).describe()
         except ld.LoadError as e:
             raise RigError(str(e)) from None
 
@@ -404,36 +411,42 @@ class VirtualRig:
         if extra:
             raise RigError(f"fault {fault!r} takes {list(allowed[fault]) or 'no arguments'}, got {sorted(extra)}")
         try:
-            if fault == "contact_loss":
-                fe.set_contact(False)
-            elif fault == "contact_return":
-                fe.set_contact(True)
-            elif fault == "short":
-                fe.set_short(_bool(kw.get("on", True), "on"))
-            elif fault == "overcurrent":
-                fe.set_gain_error(_number(kw.get("factor", 1.3), "factor", 0, 10))
-            elif fault == "adc_stuck":
-                fe.set_adc_stuck(self._adc_channel(kw.get("channel", 0)), kw.get("raw", 4095))
-            elif fault == "fault_n":
-                fe.force_fault_n(_number(kw.get("ms", 1.0), "ms", 1e-3, 60_000))
-            elif fault == "hang":
-                self.board.hang()
-            elif fault == "power_loss":
-                seed = kw.get("seed", self._seed)
-                if isinstance(seed, bool) or not isinstance(seed, int):
-                    raise RigError(f"seed must be an int, got {seed!r}")
-                self.board.power_cut(during_write=_bool(kw.get("during_write", False), "during_write"), seed=seed)
-            elif fault == "power_restore":
-                self.board.power_restore()
-            elif fault == "charging":
-                fe.set_charging(_bool(kw.get("on", True), "on"))
-            elif fault == "clear":
-                fe.clear_faults()
+            # board-level faults take the board's own locks; the rest touch the Chip through the front end
+            board_level = fault in ("hang", "power_loss", "power_restore")
+            with contextlib.nullcontext() if board_level else self._chip_lock:
+                self._apply_fault(fe, fault, kw)
         except RigError:
             raise
         except ValueError as e:
             raise RigError(str(e)) from None
         return fe.faults()
+
+    def _apply_fault(self, fe, fault, kw):
+        if fault == "contact_loss":
+            fe.set_contact(False)
+        elif fault == "contact_return":
+            fe.set_contact(True)
+        elif fault == "short":
+            fe.set_short(_bool(kw.get("on", True), "on"))
+        elif fault == "overcurrent":
+            fe.set_gain_error(_number(kw.get("factor", 1.3), "factor", 0, 10))
+        elif fault == "adc_stuck":
+            fe.set_adc_stuck(self._adc_channel(kw.get("channel", 0)), kw.get("raw", 4095))
+        elif fault == "fault_n":
+            fe.force_fault_n(_number(kw.get("ms", 1.0), "ms", 1e-3, 60_000))
+        elif fault == "hang":
+            self.board.hang()
+        elif fault == "power_loss":
+            seed = kw.get("seed", self._seed)
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise RigError(f"seed must be an int, got {seed!r}")
+            self.board.power_cut(during_write=_bool(kw.get("during_write", False), "during_write"), seed=seed)
+        elif fault == "power_restore":
+            self.board.power_restore()
+        elif fault == "charging":
+            fe.set_charging(_bool(kw.get("on", True), "on"))
+        elif fault == "clear":
+            fe.clear_faults()
 
     def faults(self) -> dict:
         return self._fe().faults()
@@ -455,21 +468,23 @@ class VirtualRig:
         if button not in BUTTON_PINS:
             raise RigError(f"unknown button {button!r}; known: {', '.join(BUTTON_PINS)}")
         ms = _number(ms, "ms", 1e-3, 60_000)
-        self._fe().press(self.profile["pins"][BUTTON_PINS[button]], ms)
+        with self._chip_lock:
+            self._fe().press(self.profile["pins"][BUTTON_PINS[button]], ms)
         return {"button": button, "ms": ms, "t_ns": self.board.now_ns()}
 
     def leds(self) -> dict:
         """LED_STATUS / LED_RED duty (0..1) and VIBRATION level now; None for what the board does not have."""
-        chip = self.board.chip
-        now = self.board.now_ns()
         out = {}
-        for key, pin_name in (("status", "LED_STATUS"), ("red", "LED_RED"), ("vibration", "VIBRATION")):
-            gpio = self.profile["pins"].get(pin_name)
-            if gpio is None:
-                out[key] = None
-                continue
-            tl = chip.pwm_duty_timeline(gpio, now, now)
-            out[key] = float(tl[-1][1]) if tl else float(chip.pin_level(gpio, now))
+        with self._chip_lock:
+            chip = self.board.chip
+            now = self.board.now_ns()
+            for key, pin_name in (("status", "LED_STATUS"), ("red", "LED_RED"), ("vibration", "VIBRATION")):
+                gpio = self.profile["pins"].get(pin_name)
+                if gpio is None:
+                    out[key] = None
+                    continue
+                tl = chip.pwm_duty_timeline(gpio, now, now)
+                out[key] = float(tl[-1][1]) if tl else float(chip.pin_level(gpio, now))
         return out
 
     def iset_log(self, since_ns: int = 0) -> list:
