@@ -150,3 +150,25 @@ def board_profile(name="handheld-home") -> dict:
 def trip_limit_ua(profile) -> float:
     lim = profile["limits"]
     return lim["cap_ua"] + max(lim["cap_ua"] * lim["overcurrent_margin_pct"] / 100, lim["overcurrent_margin_min_ua"])
+
+
+def reconnect(dev, wait_s: float = 15.0) -> dict:
+    """After a reset (expected or not) the port re-enumerates: reopen it and wait for the application."""
+    dev.t.reconnect(wait_s)
+    return dev.hello(timeout=30)
+
+
+class ResetWatch:
+    """Counts board resets the bench did not ask for (a watchdog expiry in the middle of a measurement)."""
+
+    def __init__(self, vb):
+        self.vb = vb
+        self.expected = 0
+        self.seen = vb.boot_count
+
+    def expect(self, n=1):
+        self.expected += n
+
+    @property
+    def unexpected(self) -> int:
+        return max(0, self.vb.boot_count - self.seen - self.expected)
