@@ -6,7 +6,7 @@ import sys
 import time
 import select
 import machine
-from machine import Pin
+from machine import Pin, mem32
 
 import board as B
 import planner
@@ -19,8 +19,10 @@ from config import Settings, ConfigError
 from audit import Audit
 from ui import UI
 import pscodes as C
+import rp2regs as R
 
 LOOP_MS = 4
+WDT_FEED_MS = 50         # feed interval; the watchdog itself is <= 1 s (board profile)
 MAX_BYTES_PER_LOOP = 2048
 TELEMETRY_HZ_LOOP_MAX = 200
 DEFAULT_WAVEFORM = {"phase_us": 250, "gap_us": 50, "rate_hz": 2.0}
@@ -41,6 +43,8 @@ class App:
         self.lim = lim
         self.hv = Pin(pins["HV_EN"], Pin.OUT, value=0)
         self.charging_pin = Pin(pins["CHARGING"], Pin.IN)
+        self.charging_bit = 1 << pins["CHARGING"]
+        self.gpio_in = 0
         self.engine = PulseEngine(board)
         self.amp = Amplitude(board)
         self.sup = Supervisor(board, self.engine, self.amp, self.hv)
@@ -252,7 +256,7 @@ class App:
             else:
                 self.enter_fault(C.TRIP_FAULT_N, sup.measured_ua(), now)
         # S10
-        chg = self.charging_pin.value()
+        chg = self.gpio_in & self.charging_bit
         if chg and self.state in STIM_STATES:
             self.stop(C.END_CHARGING, now)
         if self.state == C.ST_IDLE and chg:
@@ -589,6 +593,7 @@ class App:
             self.emit(C.EV_CONFIG_CORRUPT, {"detail": self.settings.problem})
         self.wdt = machine.WDT(timeout=self.lim["wdt_timeout_ms"])
         budget = self.lim["wdt_timeout_ms"] // 2
+        t_fed = time.ticks_ms()
         while True:
             t_start = time.ticks_ms()
             n = 0
@@ -600,7 +605,8 @@ class App:
                 for line in self.reader.feed(b):
                     self.handle_line(line, time.ticks_ms())
             now = time.ticks_ms()
-            for name in self.ui.poll(now):
+            self.gpio_in = mem32[R.SIO_GPIO_IN] & 0x3FFFFFFF     # buttons + CHARGING in one read
+            for name in self.ui.poll(now, self.gpio_in):
                 self.on_button(name, now)
             self.step(now)
             self.ui.show(now, self.state)
@@ -612,8 +618,10 @@ class App:
                     machine.bootloader()
                 machine.reset()
             # S11: feed only after a whole iteration that finished within half the watchdog period
-            if time.ticks_diff(time.ticks_ms(), t_start) < budget:
+            t_end = time.ticks_ms()
+            if time.ticks_diff(t_end, t_start) < budget and time.ticks_diff(t_end, t_fed) >= WDT_FEED_MS:
                 self.wdt.feed()
+                t_fed = t_end
             poller.poll(LOOP_MS)
 
 

@@ -23,6 +23,8 @@ FUNCSEL_SIO = const(5)
 FUNCSEL_NULL = const(31)
 OUTOVER_LOW = const(2 << 8)
 
+SIO_GPIO_IN = const(0xD0000004)       # all GPIO input levels in one read (bits 0..29, < 2^30)
+
 WATCHDOG_CTRL = const(0x40058000)
 WATCHDOG_ENABLE = const(1 << 30)
 

@@ -12,14 +12,15 @@ NAMES = {"BTN_POWER": "power", "BTN_UP": "up", "BTN_DOWN": "down"}
 class Button:
     def __init__(self, gpio, name):
         self.pin = Pin(gpio, Pin.IN, Pin.PULL_UP)
+        self.gpio = gpio
         self.name = name
         self.stable = 1
         self.last_raw = 1
         self.t_change = 0
 
-    def poll(self, now):
-        """Return True once per debounced press (high -> low held for DEBOUNCE_MS)."""
-        raw = self.pin.value()
+    def poll(self, now, gpio_in):
+        """Return True once per debounced press (high -> low held for DEBOUNCE_MS); gpio_in = SIO GPIO_IN word."""
+        raw = (gpio_in >> self.gpio) & 1
         if raw != self.last_raw:
             self.last_raw = raw
             self.t_change = now
@@ -47,11 +48,11 @@ class UI:
         self.led_duty = -1
         self.red_duty = -1
 
-    def poll(self, now):
+    def poll(self, now, gpio_in):
         """List of button names pressed since the last poll."""
         out = []
         for b in self.buttons:
-            if b.poll(now):
+            if b.poll(now, gpio_in):
                 out.append(b.name)
         return out
 
