@@ -27,6 +27,8 @@ def pytest_addoption(parser):
                     help="directory for record.json and report.html (default hil-report/ when HIL fixtures ran)")
     group.addoption("--load", default=None, help="load at the start of each test: 500, 2k, 10k, skin, open, short "
                     "(default 2k)")
+    group.addoption("--firmware", default=None,
+                    help="firmware tree to provision instead of the repo's firmware/ (e.g. a mutated copy)")
     group.addoption("--rigs-file", default=None,
                     help="JSON file listing benches [{dut:..., rig:...}, ...]; xdist worker N takes entry N")
 
@@ -37,7 +39,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "hil_fresh: test needs a freshly started bench of its own")
     from .record import RecordBuilder
     opts = {"dut": config.getoption("--dut"), "rig": config.getoption("--rig"),
-            "load": config.getoption("--load"), "rigs_file": config.getoption("--rigs-file")}
+            "load": config.getoption("--load"), "rigs_file": config.getoption("--rigs-file"),
+            "firmware": config.getoption("--firmware")}
     config._picostim_record = RecordBuilder(opts)
     config.pluginmanager.register(_Recorder(config), "picostim-recorder")
 
@@ -53,9 +56,11 @@ def hil_settings(request):
     from .bench import BenchSettings
     cfg = request.config
     wid = cfg.workerinput.get("workerid") if _is_worker(cfg) else None
-    return BenchSettings.from_options(dut=cfg.getoption("--dut"), rig=cfg.getoption("--rig"),
-                                      load=cfg.getoption("--load"), rigs_file=cfg.getoption("--rigs-file"),
-                                      worker_id=wid)
+    s = BenchSettings.from_options(dut=cfg.getoption("--dut"), rig=cfg.getoption("--rig"),
+                                   load=cfg.getoption("--load"), rigs_file=cfg.getoption("--rigs-file"),
+                                   worker_id=wid)
+    fw = cfg.getoption("--firmware")
+    return s.replace(firmware_dir=str(fw)) if fw else s
 
 
 @pytest.fixture(scope="session")
