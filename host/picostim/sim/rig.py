@@ -19,7 +19,7 @@ from .chip.frontend import ADC_FIRST_GPIO, FrontEnd
 # Pulse grouping and balance rules (documented in Capture)
 MAX_PAIR_GAP_NS = 1_000_000          # a second phase of opposite polarity within 1 ms completes a pair
 UNBALANCED_REL = 0.01                # |q+ + q-| above 1 % of the larger phase charge ...
-UNBALANCED_ABS_NC = 0.02             # ... and above 0.02 nC -> unbalanced
+UNBALANCED_ABS_NC = 0.1              # ... and above 0.1 nC (1 uA for 100 us) -> unbalanced
 ACTIVE_UA = 2.0                      # a pulse "carries current" when a phase peaks above this
 MAX_CAPTURE_S = 600.0
 MAX_KEPT_PIECES = 50_000             # longer captures keep the envelope trace only
@@ -110,14 +110,25 @@ class Capture:
         return (len(act) - 1) / ((act[-1] - act[0]) * 1e-9)
 
     def active_pulses(self) -> list:
-        return [p for p in self.pulses if p.active]
+        """Pulses that carry current, the last one excluded when the window cut it."""
+        return [p for p in self.pulses if p.active and not p.partial]
+
+    @property
+    def dc_periods_ua(self) -> float:
+        """DC over whole repetition periods: electrode charge from the first to the last pulse start in the window,
+        so a pulse cut by the window edge does not bias it (falls back to dc_ua with fewer than two pulses)."""
+        if len(self.pulses) < 2:
+            return self.dc_ua
+        q = sum(p.q_net_nc for p in self.pulses[:-1])
+        return q / ((self.pulses[-1].t_ns - self.pulses[0].t_ns) * 1e-9) * 1e-3
 
     def summary(self) -> dict:
         act = self.active_pulses()
         amps = [abs(a) for p in act for a in p.amp_ua]
         return {"t0_ns": self.t0_ns, "t1_ns": self.t1_ns, "duration_s": self.duration_s,
                 "n_pulses": self.n_pulses, "n_active": len(act), "n_unbalanced": self.n_unbalanced,
-                "n_shoot_through": self.n_shoot_through, "dc_ua": self.dc_ua, "q_total_nc": self.q_total_nc,
+                "n_shoot_through": self.n_shoot_through, "dc_ua": self.dc_ua, "dc_periods_ua": self.dc_periods_ua,
+                "q_total_nc": self.q_total_nc,
                 "rate_hz": self.rate_hz, "max_abs_ua": self.max_abs_ua, "max_abs_v": self.max_abs_v,
                 "amp_ua_min": min(amps) if amps else 0.0, "amp_ua_max": max(amps) if amps else 0.0,
                 "max_abs_q_net_nc": max((abs(p.q_net_nc) for p in act), default=0.0),

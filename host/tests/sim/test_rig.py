@@ -43,7 +43,8 @@ def test_biphasic_train_into_2k():
         assert p.amp_ua == pytest.approx([400.0, -400.0], abs=1e-6)
         assert p.q_nc == pytest.approx([80.0, -80.0], abs=1e-6)
         assert abs(p.q_net_nc) < 1e-9 and p.balanced and not p.partial
-    assert abs(cap.dc_ua) < 1e-9 and cap.n_unbalanced == 0 and cap.n_shoot_through == 0
+    assert abs(cap.dc_ua) < 1e-9 and abs(cap.dc_periods_ua) < 1e-9
+    assert cap.n_unbalanced == 0 and cap.n_shoot_through == 0
     assert cap.max_abs_ua == pytest.approx(400.0) and cap.max_abs_v == pytest.approx(0.8)
     assert cap.hv_on_ns == 1000 * MS
 
@@ -65,6 +66,7 @@ def test_unbalanced_and_monophasic_pulses_show_up_as_dc():
     assert cap.n_unbalanced == 500
     assert cap.pulses[0].q_src_net_nc == pytest.approx(20.0)
     assert cap.dc_ua == pytest.approx(20e-9 * 500 * 1e6, rel=1e-3)          # 20 nC x 500/s = 10 uA
+    assert cap.dc_periods_ua == pytest.approx(10.0, rel=1e-9)
 
     chip, board, rig, pins = make_rig(load="500")
     for k in range(100):                                                     # + phases only, 100 Hz
@@ -84,6 +86,11 @@ def test_negative_first_pairs_and_partial_pulses():
     assert [p.polarity for p in cap.pulses] == ["-+"] * 4
     assert [p.partial for p in cap.pulses] == [False, False, False, True]
     assert cap.n_unbalanced == 0
+    # the window cuts a pulse: the plain window average sees its first phase, whole periods do not
+    # cut at the start: 100 us of the - phase and the whole + phase; at the end: - phase and 50 us of + phase
+    assert cap.q_total_nc == pytest.approx(-40 + 80 - 80 + 20)
+    assert cap.dc_ua == pytest.approx(-20e-9 / 0.0082 * 1e6, rel=1e-6)
+    assert abs(cap.dc_periods_ua) < 1e-9 and cap.summary()["max_abs_q_net_nc"] < 1e-9
 
 
 def _skin_net_charge(i, r_s, r_p, c, w, g):
