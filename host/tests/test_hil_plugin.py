@@ -1,0 +1,164 @@
+"""The HIL pytest plugin, measurements, test record, HTML report and `picostim hil` command (no board needed:
+the tests here use only the `measure` fixture and the retry marker in a scratch test file)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from picostim.hil import measure as M
+from picostim.hil import record as R
+from picostim.hil import report as H
+
+SCRATCH = textwrap.dedent('''
+    import pytest
+
+    def test_in_limits(measure):
+        measure("amp", 401.5, "uA", low=380, high=420)
+        measure.waveform("i", [0, 100, 200, 300], {"I": [0, 400, 0, -400]})
+
+    def test_out_of_limits(measure):
+        measure("amp", 450.0, "uA", low=380, high=420)
+
+    CALLS = {"n": 0}
+
+    @pytest.mark.hil_retry(2)
+    def test_flaky_then_ok(measure):
+        CALLS["n"] += 1
+        measure("attempt_no", CALLS["n"], "", low=2)
+
+    @pytest.mark.hil_retry(1)
+    def test_always_fails(measure):
+        measure("x", 0, "V", low=1)
+
+    def test_plain():
+        assert True
+''')
+
+
+def _run(tmp_path, *extra, report=True):
+    (tmp_path / "test_scratch.py").write_text(SCRATCH)
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_scratch.py")]
+    if report:
+        args += ["--hil-report", str(tmp_path / "rep"), "--junitxml", str(tmp_path / "rep" / "junit.xml")]
+    args += list(extra)
+    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def _record(tmp_path):
+    return R.load(tmp_path / "rep" / "record.json")
+
+
+def test_measurement_judging_and_message():
+    tm = M.TestMeasurements()
+    assert tm("a", 5, "V", 1, 10).outcome == M.PASS
+    with pytest.raises(M.MeasurementFailure) as e:
+        tm("b", 12.5, "V", 1, 10)
+    assert "b = 12.5 V" in str(e.value) and "[1, 10] V" in str(e.value)
+    m = tm("c", -1, "mA", low=0, check=False)
+    assert m.outcome == M.FAIL and len(tm.failed) == 2
+    with pytest.raises(AssertionError):
+        tm.assert_all()
+
+
+@pytest.mark.parametrize("bad", [
+    dict(name="", value=1, unit="V"), dict(name="x", value="3", unit="V"), dict(name="x", value=float("nan"), unit="V"),
+    dict(name="x", value=1, unit=3), dict(name="x", value=1, unit="V", low=5, high=1),
+    dict(name="x", value=None, unit="V"),
+])
+def test_measurement_bad_input_rejected(bad):
+    tm = M.TestMeasurements()
+    with pytest.raises((TypeError, ValueError)):
+        tm(**bad)
+    assert tm.measurements == []
+
+
+def test_waveform_decimation_keeps_peaks():
+    tm = M.TestMeasurements()
+    n = 100_000
+    ys = [0.0] * n
+    ys[54321] = 400.0    # one narrow pulse
+    w = tm.waveform("w", list(range(n)), {"I": ys})
+    assert len(w.t_us) <= 4000 and max(w.series["I"]) == 400.0
+    with pytest.raises(ValueError):
+        tm.waveform("bad", [0, 1], {"I": [1.0]})
+
+
+def test_plugin_record_report_junit(tmp_path):
+    proc = _run(tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rec = _record(tmp_path)
+    tests = {t["nodeid"].split("::")[1]: t for t in rec["tests"]}
+    assert tests["test_in_limits"]["outcome"] == "passed"
+    assert tests["test_in_limits"]["measurements"][0]["value"] == 401.5
+    assert tests["test_in_limits"]["waveforms"][0]["series"]["I"] == [0.0, 400.0, 0.0, -400.0]
+    bad = tests["test_out_of_limits"]
+    assert bad["outcome"] == "failed" and bad["measurements"][0]["outcome"] == "FAIL"
+    assert "amp = 450" in bad["message"]
+    flaky = tests["test_flaky_then_ok"]
+    assert flaky["outcome"] == "passed" and flaky["retries"] == 1
+    assert [a["outcome"] for a in flaky["attempts"]] == ["failed", "passed"]
+    always = tests["test_always_fails"]
+    assert always["outcome"] == "failed" and always["retries"] == 1 and len(always["attempts"]) == 2
+    assert rec["summary"]["failed"] == 2 and rec["summary"]["retried"] == 2 and rec["outcome"] == "FAIL"
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "data:image/png;base64," in html and "test_out_of_limits" in html
+    assert "<script" not in html and "http" not in html.split("</style>")[1][:200]
+    junit = (tmp_path / "rep" / "junit.xml").read_text()
+    assert "picostim_measurement" in junit
+
+
+def test_plugin_with_xdist_merges_workers(tmp_path):
+    proc = _run(tmp_path, "-n", "2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rec = _record(tmp_path)
+    assert rec["summary"]["total"] == 5
+    assert {t["worker"] for t in rec["tests"]} <= {"gw0", "gw1"}
+    assert sum(len(t["measurements"]) for t in rec["tests"]) >= 5
+
+
+def test_plain_run_writes_nothing(tmp_path):
+    (tmp_path / "test_plain.py").write_text("def test_x():\n    assert 1\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_plain.py"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert not (tmp_path / "hil-report").exists()
+
+
+def test_record_load_rejects_other_files(tmp_path):
+    p = tmp_path / "x.json"
+    for content in ("not json", "[]", json.dumps({"kind": "other", "schema": 1})):
+        p.write_text(content)
+        with pytest.raises(ValueError):
+            R.load(p)
+
+
+def test_report_survives_broken_waveform():
+    rec = R.RecordBuilder().finish(0)
+    rec["tests"] = [{"nodeid": "t::a", "outcome": "passed", "duration_s": 0.1, "retries": 0, "attempts": [],
+                     "measurements": [], "waveforms": [{"name": "w", "t_us": [0, 1], "series": {"I": ["x", None]}}],
+                     "message": ""}]
+    html = H.render(rec)
+    assert "plot w failed" in html
+
+
+def test_cli_hil_help_and_bad_arguments():
+    from click.testing import CliRunner
+    from picostim.cli import main
+    r = CliRunner().invoke(main, ["hil", "--help"])
+    assert r.exit_code == 0 and "--dut" in r.output and "--rigs-file" in r.output
+    r = CliRunner().invoke(main, ["hil", "--dut", "/dev/ttyACM9"])
+    assert r.exit_code != 0 and "--rig" in r.output
+    r = CliRunner().invoke(main, ["hil", "--dut", "sim", "--rig", "/dev/ttyACM1"])
+    assert r.exit_code != 0 and "virtual rig" in r.output
+
+
+def test_cli_builds_pytest_args():
+    from picostim.cli.hil import build_pytest_args
+    args = build_pytest_args("sim", "sim", "out", True, "s2", 2, "10k", None, ("--maxfail", "3"))
+    assert args[args.index("--dut") + 1] == "sim" and args[args.index("-n") + 1] == "2"
+    assert args[args.index("--junitxml") + 1] == os.path.join("out", "junit.xml")
+    assert args[-2:] == ["--maxfail", "3"] and "-k" in args and "--load" in args
