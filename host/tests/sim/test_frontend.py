@@ -267,3 +267,35 @@ def test_adc_read_costs_microseconds():
         fe.adc_volts(k % 3, 3999 * MS)
     per_read = (time.perf_counter() - t) / 20000
     assert per_read < 20e-6
+
+
+@given(st.lists(st.tuples(st.integers(0, 4_000_000), st.sampled_from(["a", "b", "hv", "duty"]),
+                          st.floats(0, 1)), max_size=40),
+       st.sampled_from(["500", "2k", "10k", "47k", "skin", "skin:rs=200,rp=50k,cp=1u", "open", "short"]),
+       st.sampled_from([HOME, DEVKIT]))
+@settings(max_examples=60, deadline=None)
+def test_source_never_exceeds_setpoint_or_compliance(events, load, profile):
+    chip, fe, pins = make(profile, load, duty=0.0, hv=False)
+    names = {"a": pins["BRIDGE_A"], "b": pins["BRIDGE_B"], "hv": pins["HV_EN"]}
+    for t, what, x in events:
+        if what == "duty":
+            chip.set_duty(pins["ISET"], t, round(x, 3))
+        else:
+            chip.set_level(names[what], t, int(x > 0.5))
+    chip.advance_in_steps(5 * MS, 30_000)
+    v_max = profile["analog"]["v_comp_v"] - profile["analog"]["compliance_headroom_v"]
+    i_fs = profile["analog"]["i_fs_ua"] * 1e-6
+    for p in fe.pieces(0, 5 * MS):
+        for t in (p.t0, (p.t0 + p.t1) // 2, max(p.t0, p.t1 - 1)):
+            x = (t - p.t0) * 1e-9
+            i, v = p.current(t), p.voltage(t)
+            assert math.isfinite(i) and math.isfinite(v)
+            if p.src:
+                iset = p.iset[0] + p.iset[1] * math.exp(-x / p.iset[2])
+                assert p.pol * i >= -1e-12                            # never against the phase
+                assert abs(i) <= iset + 1e-9 and iset <= i_fs + 1e-12
+                assert abs(v) <= v_max + 1e-6
+            else:
+                assert p.source_current(t) == 0.0
+            if p.pol in (0, 2) or not p.hv:
+                assert abs(v) <= 1e-12 or p.mode == "float"

@@ -343,3 +343,29 @@ def test_real_chip_button_press_is_seen_by_the_firmware_side():
     board.wait_until(40 * MS)
     assert chip.rpc_pin_v(btn) == 1 and chip.pop_events() == [["irq", btn, RISE]]
     assert chip.pin_level(btn, 31 * MS - 1) == 0 and chip.pin_level(btn, 31 * MS) == 1
+
+
+def test_rig_side_chip_changes_happen_under_the_boards_chip_lock():
+    chip = TimelineChip(HOME)
+    board = TimelineBoard(chip, HOME)
+
+    class Lock:
+        held = 0
+
+        def __enter__(self):
+            self.held += 1
+
+        def __exit__(self, *exc):
+            self.held -= 1
+    board.chip_lock = lock = Lock()
+    rig = VirtualRig(board)
+    seen = []
+    real = chip.drive_input
+    chip.drive_input = lambda *a: (seen.append(lock.held), real(*a))
+    rig.press("up", 10)
+    rig.inject("charging", on=True)
+    rig.inject("fault_n", ms=1)
+    rig.set_load("500")
+    assert len(seen) == 4 and all(seen)
+    rig.inject("hang")                                  # board-level faults use the board's own locking
+    assert board.calls == [("hang",)] and lock.held == 0
