@@ -20,7 +20,9 @@ HEAP_KB = 192          # the RP2040 MicroPython GC heap is about this size
 
 
 def fuzz(n: int, seed: int, board: str = "handheld-home", heap_kb: int = HEAP_KB, step_every: int = 1,
-         inputs=None, debug=False) -> dict:
+         inputs=None, debug=False, lib_dir=None) -> dict:
+    """Run n generated inputs (or `inputs`) through the harness. lib_dir: where the firmware modules come from
+    (default firmware/lib sources; the footprint section passes the deployed armv6m .mpy files)."""
     inputs = generate(n, seed) if inputs is None else inputs
     with tempfile.TemporaryDirectory(prefix="psfuzz-") as d:
         d = Path(d)
@@ -29,11 +31,13 @@ def fuzz(n: int, seed: int, board: str = "handheld-home", heap_kb: int = HEAP_KB
         inp = d / "inputs.bin"
         inp.write_bytes(b"".join(len(x).to_bytes(4, "little") + x for x in inputs))
         env = dict(os.environ)
-        env["MICROPYPATH"] = os.pathsep.join([str(FAKES), str(REPO / "firmware" / "lib")])
+        env["MICROPYPATH"] = os.pathsep.join([str(FAKES), str(lib_dir or REPO / "firmware" / "lib")])
         r = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={heap_kb}k", str(HARNESS),
                             str(REPO / "boards" / f"{board}.json"), str(REPO / "boards" / "programs.json"),
                             str(flash), str(inp), str(step_every)] + (["debug"] if debug else []),
                            capture_output=True, text=True, timeout=600, env=env, cwd=str(d))
+    if "memory allocation failed" in r.stdout + r.stderr:
+        raise MemoryError(f"heap {heap_kb} KB exhausted: {(r.stdout + r.stderr)[-600:]}")
     out = r.stdout + r.stderr
     lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
     if debug:
