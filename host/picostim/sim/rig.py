@@ -52,13 +52,13 @@ class Pulse:
     t_ns: int
     polarity: str
     widths_ns: list
-    gap_ns: int | None
-    amp_ua: list
-    peak_ua: list
-    q_nc: list
-    q_src_net_nc: float
-    q_net_nc: float
-    balanced: bool
+    gap_ns: int | None = None
+    amp_ua: list = field(default_factory=list)
+    peak_ua: list = field(default_factory=list)
+    q_nc: list = field(default_factory=list)
+    q_src_net_nc: float = 0.0
+    q_net_nc: float = 0.0
+    balanced: bool = True
     partial: bool = False
 
     @property
@@ -172,9 +172,10 @@ class Capture:
         names = {f for f in cls.__dataclass_fields__}
         kw = {k: v for k, v in d.items() if k in names}
         try:
-            kw["pulses"] = [Pulse(**p) for p in d.get("pulses", [])]
+            pulse_fields = set(Pulse.__dataclass_fields__)
+            kw["pulses"] = [Pulse(**{k: v for k, v in p.items() if k in pulse_fields}) for p in d.get("pulses", [])]
             return cls(**kw)
-        except TypeError as e:
+        except (TypeError, AttributeError) as e:
             raise RigError(f"malformed capture: {e}") from e
 
 

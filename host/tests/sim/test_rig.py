@@ -156,7 +156,7 @@ def test_faults_through_the_rig():
     rig.inject("clear")
     assert rig.faults()["short"] is False and rig.capture(0.01).max_abs_ua == pytest.approx(400.0)
     rig.inject("adc_stuck", channel="I_SENSE", raw=4095)
-    assert rig.faults()["adc_stuck"] == {0: 4095}
+    assert rig.faults()["adc_stuck"] == {"0": 4095}        # JSON-safe keys: the same over the protocol
     rig.inject("fault_n", ms=2)
     assert rig.faults()["fault_n"] == 0
     rig.wait(0.003)
@@ -225,6 +225,12 @@ def test_capture_survives_json_and_trace_matches_the_waveform():
         back.trace(10, cap.t1_ns - 5, cap.t1_ns + 5)
     bare = dict(cap.to_dict(), pieces=None)                                 # what a real rig would send
     assert Capture.from_dict(bare).trace(100).v_v is None
+    minimal = Capture.from_dict({"t0_ns": 0, "t1_ns": 10, "pulses": [{"t_ns": 1, "polarity": "+-",
+                                                                      "widths_ns": [2, 2], "extra": 1}]})
+    assert minimal.pulses[0].balanced and minimal.n_pulses == 1
+    for bad in ([], {"t0_ns": 0}, {"t0_ns": 0, "t1_ns": 1, "pulses": [7]}):
+        with pytest.raises(RigError):
+            Capture.from_dict(bad)
 
 
 def test_press_leds_iset_log_and_clock():

@@ -271,7 +271,7 @@ class FrontEnd:
     def faults(self) -> dict:
         with self._lock:
             return {"short": self.short_fault, "gain_error": self.gain_error, "contact": self.contact,
-                    "adc_stuck": dict(self.stuck), "fault_n_forced": self.fault_forced, "charging": self.charging,
+                    "adc_stuck": {str(ch): raw for ch, raw in self.stuck.items()}, "fault_n_forced": self.fault_forced, "charging": self.charging,
                     "fault_n": self._fault_level}
 
     # ---- internals -------------------------------------------------------------------------------------------------
