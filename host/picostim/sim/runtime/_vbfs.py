@@ -33,8 +33,9 @@ class _File:
 
 
 class FlashFS:
-    def __init__(self, posix):
+    def __init__(self, posix, root=None):
         self._v = posix
+        self._root = root.rstrip("/") if root else None
 
     def mount(self, readonly, mkfs):
         pass
@@ -73,7 +74,14 @@ class FlashFS:
         return self._v.remove(path)
 
     def rename(self, a, b):
-        return self._v.rename(a, b)
+        if self._root is None:
+            return self._v.rename(a, b)
+        # VfsPosix(root).rename resolves both paths into one shared buffer (the second overwrites the first), so
+        # it always fails with ENOENT; a rootless VfsPosix with host paths renames atomically (replaces b).
+        import vfs
+        a = a if a.startswith("/") else "/" + a
+        b = b if b.startswith("/") else "/" + b
+        return vfs.VfsPosix().rename(self._root + a, self._root + b)
 
     def rmdir(self, path):
         return self._v.rmdir(path)

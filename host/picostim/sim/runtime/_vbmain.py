@@ -32,7 +32,7 @@ import rp2  # noqa: E402,F401
 
 import _vbfs  # noqa: E402
 
-vfs.mount(_vbfs.FlashFS(vfs.VfsPosix(_flash)), "/")
+vfs.mount(_vbfs.FlashFS(vfs.VfsPosix(_flash), _flash), "/")
 os.chdir("/")
 sys.path[:] = ["", ".frozen", "/lib"]
 
