@@ -6,6 +6,8 @@ import sys
 import time
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _analog_timeline_chip import TimelineBoard, TimelineChip  # noqa: E402
@@ -375,3 +377,28 @@ def test_rig_side_chip_changes_happen_under_the_boards_chip_lock():
     assert len(seen) == 4 and all(seen)
     rig.inject("hang")                                  # board-level faults use the board's own locking
     assert board.calls == [("hang",)] and lock.held == 0
+
+
+@given(st.integers(2500, 125_000).map(lambda k: k * 8), st.integers(0, 62_500).map(lambda k: k * 8),
+       st.sampled_from([2 * MS, 5 * MS, 10 * MS]), st.sampled_from(["500", "2k", "10k", "skin"]),
+       st.integers(0, 3 * MS), st.floats(0.01, 0.04), st.sampled_from(["+-", "-+"]))
+@settings(max_examples=40, deadline=None)
+def test_random_trains_are_measured_exactly(width, gap, period, load, start, duration, order):
+    assume(2 * width + gap < period)
+    chip, board, rig, pins = make_rig(load=load)
+    chip.biphasic(pins, 1 * MS, 12, period, width, gap, order=order)
+    rig.wait(start * 1e-9)
+    cap = rig.capture(duration)
+    t0, t1 = cap.t0_ns, cap.t1_ns
+    starts = [1 * MS + k * period for k in range(12)]
+    inside = [t for t in starts if t0 <= t < t1]
+    assert [p.t_ns for p in cap.pulses] == inside
+    for p in cap.pulses:
+        if not p.partial:
+            assert p.polarity == order and p.widths_ns == [width, width] and p.gap_ns == gap
+            assert abs(p.q_src_net_nc) < 1e-9 and p.balanced
+    # charge bookkeeping: what the pulses carry plus what flowed before the first one is everything
+    if cap.pulses:
+        before = sum(pc.charge(t0, cap.pulses[0].t_ns) for pc in rig.frontend.pieces(t0, cap.pulses[0].t_ns))
+        total = before * 1e9 + sum(p.q_net_nc for p in cap.pulses)
+        assert total == pytest.approx(cap.q_total_nc, abs=1e-6)
