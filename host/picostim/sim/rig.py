@@ -3,6 +3,17 @@ presses buttons and reads LEDs. A real bench serves the same methods over the ri
 
 Everything measured comes from the front end's electrode waveform (bridge/HV/ISET pin timelines -> front end ->
 load), never from firmware variables.
+
+    cap = rig.capture(1.0)                 # waits until virtual time passes the window end
+    cap.n_pulses, cap.n_active, cap.n_unbalanced, cap.n_shoot_through, cap.rate_hz
+    cap.dc_ua                              # mean electrode current over the window (discharge included)
+    cap.dc_periods_ua                      # the same over whole repetition periods (no edge bias)
+    p = cap.pulses[0]                      # Pulse: t_ns, polarity "+-", widths_ns, gap_ns (8 ns ticks),
+                                           #   amp_ua, peak_ua, q_nc, q_src_net_nc, q_net_nc, balanced, partial
+    cap.summary(); cap.to_dict(); Capture.from_dict(d); cap.trace(2000) -> Trace(t_ns, i_ua, v_v)
+    rig.set_load("10k" | "skin" | "skin:rs=1k,rp=10k,cp=100n" | "open" | "short")
+    rig.inject("short" | "overcurrent", factor=1.3 | "adc_stuck", channel="I_SENSE", raw=4095 | ...)
+    rig.press("power", ms=100); rig.leds(); rig.iset_log(since_ns); rig.now_s(); rig.wait(seconds)
 """
 from __future__ import annotations
 
