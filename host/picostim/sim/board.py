@@ -121,15 +121,11 @@ class VirtualBoard:
         self.close()
 
     def start(self):
-        self._master, slave = os.openpty()
-        tty.setraw(slave)
-        attrs = termios.tcgetattr(slave)
-        attrs[3] &= ~termios.ECHO
-        termios.tcsetattr(slave, termios.TCSANOW, attrs)
-        self.port = os.ttyname(slave)
-        # Keep no slave fd open: like USB, the "host" is connected only while someone has the port open.
-        os.close(slave)
-        os.set_blocking(self._master, False)
+        # vb.port is a stable link (like /dev/serial/by-id/...) to the current pty: a hard reset re-enumerates USB,
+        # so the old pty goes away (open handles see an I/O error, as after unplugging) and a new one appears.
+        self.port = str(self._tmp / "ttyACM0")
+        self._master = None
+        self._open_usb()
         self._sock_path = str(self._tmp / "rpc.sock")
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(self._sock_path)
@@ -162,15 +158,40 @@ class VirtualBoard:
             self._server.close()
         except OSError:
             pass
-        try:
-            os.close(self._master)
-        except OSError:
-            pass
+        self._close_usb()
         for t in self._threads:
             t.join(timeout=2)
         shutil.rmtree(self._tmp, ignore_errors=True)
         if self._own_flash:
             shutil.rmtree(self.flash_dir, ignore_errors=True)
+
+    def _open_usb(self):
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        attrs = termios.tcgetattr(slave)
+        attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        tmp_link = self.port + ".new"
+        os.symlink(os.ttyname(slave), tmp_link)
+        # Keep no slave fd open: like USB, the host is connected only while someone has the port open.
+        os.close(slave)
+        os.set_blocking(master, False)
+        with self._out_lock:
+            self._master = master
+        os.replace(tmp_link, self.port)
+
+    def _close_usb(self):
+        with self._out_lock:
+            master, self._master = self._master, None
+        try:
+            os.unlink(self.port)
+        except OSError:
+            pass
+        if master is not None:
+            try:
+                os.close(master)
+            except OSError:
+                pass
 
     def _spawn(self, fn, name, *args):
         t = threading.Thread(target=fn, args=args, name=f"vb-{name}", daemon=True)
@@ -208,9 +229,7 @@ class VirtualBoard:
             self._credited = 0
             self._exec_queue.clear()
             self._stdin_backlog = bytearray()
-            self.repl.busy = True
-            self.repl.sub = None
-            self.repl.intr_char = 3
+            self.repl.booting()
             self.boot_count += 1
         env = dict(os.environ)
         env["MICROPYPATH"] = str(paths.SIM_RUNTIME_DIR)
@@ -271,6 +290,8 @@ class VirtualBoard:
     def reset(self, cause=PWRON_RESET):
         """Hard reset. PWRON_RESET is a power cycle; WDT_RESET is what machine.reset() and the watchdog give."""
         self._kill_child()
+        self._close_usb()
+        self._open_usb()
         self._power_on(cause)
 
     def _reset_async(self, cause):
@@ -288,6 +309,7 @@ class VirtualBoard:
 
     def _power_off(self):
         self._kill_child()
+        self._close_usb()
         with self._cond:
             self._powered = False
             self._power_cut_armed = None
@@ -295,6 +317,7 @@ class VirtualBoard:
 
     def power_restore(self):
         if not self._powered:
+            self._open_usb()
             self._power_on(PWRON_RESET)
 
     def hang(self):
@@ -373,6 +396,8 @@ class VirtualBoard:
         view = memoryview(data)
         deadline = None
         while view:
+            if self._master is None:
+                return
             try:
                 n = os.write(self._master, view)
                 view = view[n:]
@@ -386,13 +411,17 @@ class VirtualBoard:
 
     def _pty_reader(self):
         import select as _select
-        poller = _select.poll()
-        poller.register(self._master, _select.POLLIN)
         while not self._closing:
+            master = self._master
+            if master is None:
+                time.sleep(0.01)
+                continue
+            poller = _select.poll()
+            poller.register(master, _select.POLLIN)
             try:
                 ev = poller.poll(50)
             except OSError:
-                return
+                continue
             self._feed_pending()
             if not ev:
                 continue
@@ -400,14 +429,12 @@ class VirtualBoard:
                 time.sleep(0.01)  # no host attached
                 continue
             try:
-                data = os.read(self._master, 4096)
+                data = os.read(master, 4096)
             except BlockingIOError:
                 continue
-            except OSError as e:
-                if e.errno == errno.EIO:
-                    time.sleep(0.01)
-                    continue
-                return
+            except OSError:
+                time.sleep(0.01)  # EIO: no host attached; EBADF: USB was just re-enumerated
+                continue
             if data:
                 if self._trace:
                     self._trace.write(f"{time.monotonic():.4f} IN  {data!r}\n")
@@ -657,9 +684,13 @@ class VirtualBoard:
         # BOOTSEL: the USB serial device goes away; the host sees a drive instead. Model: the CPU stops.
         self._child_state = "off"
         self._gen += 1
-        self._spawn(self._kill_child, "bootsel")
         self.in_bootloader = True
+        self._spawn(self._enter_bootsel, "bootsel")
         raise _NoReply()
+
+    def _enter_bootsel(self):
+        self._kill_child()
+        self._close_usb()
 
     def _op_fs_write(self, gen, path, nbytes):
         rnd = self._power_cut_armed

@@ -28,6 +28,15 @@ class UsbRepl:
         self.intr_char = CTRL_C   # micropython.kbd_intr() changes it while code runs
 
     # --- called by the board ---------------------------------------------------------------------------------
+    def booting(self):
+        """A (soft or hard) reset: code runs (boot.py, main.py) until the child reaches the REPL."""
+        self.busy = True
+        self.sub = None
+        self.exec_kind = None
+        self.line.clear()
+        self.cont.clear()
+        self.intr_char = CTRL_C
+
     def prompt(self):
         """The child is idle at the REPL (after boot or after an exec)."""
         self.busy = False
