@@ -383,23 +383,21 @@ class Chip:
                 return c.num
         raise OSError(16, "EBUSY")   # dma_claim_unused_channel failed -> OSError(MP_EBUSY)
 
-    def _buffer_address(self, c, cfg, which):
-        if which == "read":
-            if "read_b64" in cfg:
-                data = base64.b64decode(cfg["read_b64"])
-            elif "read_words" in cfg:
-                words = cfg["read_words"]
-                if not isinstance(words, list) or not all(isinstance(w, int) for w in words):
-                    raise TypeError("read_words must be a list of ints")
-                data = b"".join((w & 0xFFFFFFFF).to_bytes(4, "little") for w in words)
-            else:
-                raise TypeError("a buffer read needs read_words or read_b64")
-            if len(data) > _READ_WINDOW:
-                raise ValueError(f"virtual board: DMA read buffer above {_READ_WINDOW} bytes is not modelled")
-            o = c.num * _READ_WINDOW
-            self.ram[o:o + len(data)] = data
-            return regs.SRAM_BASE + o
-        return regs.SRAM_BASE + _WRITE_BASE + c.num * _WRITE_WINDOW
+    def _read_buffer(self, cfg):
+        if "read_b64" in cfg:
+            if not isinstance(cfg["read_b64"], str):
+                raise TypeError("read_b64 must be a str")
+            data = base64.b64decode(cfg["read_b64"], validate=True)
+        elif "read_words" in cfg:
+            words = cfg["read_words"]
+            if not isinstance(words, list) or not all(isinstance(w, int) for w in words):
+                raise TypeError("read_words must be a list of ints")
+            data = b"".join((w & 0xFFFFFFFF).to_bytes(4, "little") for w in words)
+        else:
+            raise TypeError("a buffer read needs read_words or read_b64")
+        if len(data) > _READ_WINDOW:
+            raise ValueError(f"virtual board: DMA read buffer above {_READ_WINDOW} bytes is not modelled")
+        return data
 
     def rpc_dma_config(self, ch, cfg):
         c = self._dma_ch(ch)
@@ -407,13 +405,22 @@ class Chip:
             raise TypeError("config must be a dict")
         trigger = bool(cfg.get("trigger", False))
         vals = []
+        data = None
         for name in ("read", "write", "count", "ctrl"):
             v = cfg.get(name)
             if v is None:
                 continue
-            if v == "buf" and name in ("read", "write"):
-                v = self._buffer_address(c, cfg, name)
+            if v == "buf" and name == "read":
+                data = self._read_buffer(cfg)
+                v = regs.SRAM_BASE + c.num * _READ_WINDOW
+            elif v == "buf" and name == "write":
+                # the DMA writes into the chip's SRAM model; the firmware's own buffer does not see it
+                v = regs.SRAM_BASE + _WRITE_BASE + c.num * _WRITE_WINDOW
             vals.append((name, _int(name, v) & 0xFFFFFFFF))
+        # everything validated: apply (as the C code, the last register written carries the trigger)
+        if data is not None:
+            o = c.num * _READ_WINDOW
+            self.ram[o:o + len(data)] = data
         if trigger and not vals:
             self.dma.trigger(c, self.now_ns)
         for i, (name, v) in enumerate(vals):

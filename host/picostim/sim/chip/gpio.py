@@ -314,8 +314,9 @@ class GpioBlock:
     def pin_init(self, g, mode, pull, value, alt, t):
         g = self.check_pin(g)
         for name, x in (("mode", mode), ("pull", pull), ("alt", alt)):
-            if x is not None and (isinstance(x, bool) or not isinstance(x, int)):
+            if x is not None and not isinstance(x, int):
                 raise TypeError(f"can't convert {type(x).__name__} to int")
+        mode, pull, alt = (None if x is None else int(x) for x in (mode, pull, alt))
         v = -1 if value is None else (1 if value else 0)
         if mode is not None:
             if mode == MODE_IN:
@@ -365,8 +366,8 @@ class GpioBlock:
     def set_irq(self, g, trigger, enable):
         g = self.check_pin(g)
         if enable:
-            if isinstance(trigger, bool) or not isinstance(trigger, int):
-                raise TypeError("can't convert to int")
+            if not isinstance(trigger, int):
+                raise TypeError(f"can't convert {type(trigger).__name__} to int")
             self.irq_trig[g] = trigger & 0xF
         else:
             self.irq_trig[g] = 0

@@ -3,7 +3,11 @@
 A load is R_s in series with an optional (R_p || C_p) branch:
 
 * resistive: R_s only ("500", "2k", "10k", 470.0, ...);
-* skin (electrode-skin model): R_s + (R_p || C_p), defaults R_s 1 kOhm, R_p 10 kOhm, C_p 100 nF;
+* skin (electrode-skin model): R_s + (R_p || C_p), defaults R_s 1 kOhm, R_p 100 kOhm, C_p 470 nF (gel electrodes
+  of a few cm^2: R_p 10 k..1 MOhm, C_p 10 n..1 uF). Note the physics: a balanced biphasic pair followed by passive
+  discharge leaves a net electrode charge of about (w/tau_c)*exp(-gap/tau_d) of a phase's charge (charge that
+  leaked through R_p during the pair). These defaults give ~0.3 % at 200 us phases / 100 us gap; R_p 10 k with
+  C_p 100 n (tau_c 1 ms) gives ~5 %.
 * open: R_s = 1 TOhm (no measurable current, the source saturates at compliance);
 * short: R_s = 0.
 
@@ -24,7 +28,7 @@ import re
 
 OPEN_OHM = 1e12
 
-DEFAULT_SKIN = {"r_s": 1000.0, "r_p": 10000.0, "c_p": 100e-9}
+DEFAULT_SKIN = {"r_s": 1000.0, "r_p": 100e3, "c_p": 470e-9}
 
 _SUFFIX = {"": 1.0, "r": 1.0, "k": 1e3, "m": 1e6, "meg": 1e6}
 _CAP_SUFFIX = {"": 1.0, "f": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9, "p": 1e-12}
