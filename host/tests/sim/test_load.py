@@ -25,13 +25,13 @@ def test_parse_resistive_open_short(spec, kind, r_s):
 
 def test_parse_skin_defaults_and_values():
     skin = parse_load("skin")
-    assert (skin.r_s, skin.r_p, skin.c_p) == (1000.0, 10000.0, 100e-9)
-    assert skin.tau_c == pytest.approx(1e-3)
-    assert skin.tau_g == pytest.approx(100e-9 * 1000 * 10000 / 11000)
+    assert (skin.r_s, skin.r_p, skin.c_p) == (1000.0, 100e3, 470e-9)
+    assert skin.tau_c == pytest.approx(47e-3)
+    assert skin.tau_g == pytest.approx(470e-9 * 1000 * 100e3 / 101e3)
     custom = parse_load("skin:rs=2k,rp=20k,cp=47n")
     assert (custom.r_s, custom.r_p, custom.c_p) == (2000.0, 20000.0, pytest.approx(47e-9))
     d = parse_load({"kind": "skin", "r_s_ohm": 500, "c_p_f": "1u"})
-    assert (d.r_s, d.r_p, d.c_p) == (500.0, 10000.0, pytest.approx(1e-6))
+    assert (d.r_s, d.r_p, d.c_p) == (500.0, 100e3, pytest.approx(1e-6))
     assert parse_load(d.describe()) == d          # describe() round-trips
 
 
@@ -73,7 +73,7 @@ def rk4(deriv, v0, t_end, n=20000):
     return v
 
 
-SKIN = parse_load("skin")
+SKIN = parse_load("skin:rs=1k,rp=10k,cp=100n")      # tau_c 1 ms: the pulse-scale dynamics are visible
 
 
 @pytest.mark.parametrize("sign", [1, -1])

@@ -107,7 +107,7 @@ def _skin_net_charge(i, r_s, r_p, c, w, g):
 
 
 def test_skin_load_net_charge_includes_the_passive_discharge():
-    chip, board, rig, pins = make_rig(load="skin")
+    chip, board, rig, pins = make_rig(load="skin:rs=1k,rp=10k,cp=100n")
     chip.biphasic(pins, 1 * MS, 200, 5 * MS, 200 * US, 100 * US)
     rig.wait(0.0009)
     cap = rig.capture(0.5)
@@ -118,8 +118,16 @@ def test_skin_load_net_charge_includes_the_passive_discharge():
         assert p.q_net_nc == pytest.approx(expect, rel=1e-6)                # the electrodes see the discharge
         assert abs(p.q_net_nc) < 0.06 * 80.0                                # ~5 % of a phase for these values
     assert cap.dc_ua == pytest.approx(expect * 1e-9 * 200 * 1e6, rel=1e-4)
+    # the default interface (R_p 100 k, C_p 470 n: tau_c 47 ms) returns all but ~0.3 %
+    chip, board, rig, pins = make_rig(load="skin")
+    chip.biphasic(pins, 1 * MS, 20, 10 * MS, 200 * US, 100 * US)
+    rig.wait(0.0009)
+    cap = rig.capture(0.1)
+    expect = _skin_net_charge(400e-6, 1e3, 100e3, 470e-9, 200e-6, 100e-6)
+    assert 0 < expect < 0.004 * 80
+    assert [p.q_net_nc for p in cap.pulses[:-1]] == pytest.approx([expect] * 9, rel=1e-4)
     # a large-R_p (nearly pure capacitive) interface returns almost everything: net -> 0
-    chip, board, rig, pins = make_rig(load="skin:rp=10M")
+    chip, board, rig, pins = make_rig(load="skin:rp=10M,cp=100n")
     chip.biphasic(pins, 1 * MS, 20, 5 * MS, 200 * US, 100 * US)
     rig.wait(0.0009)
     assert abs(rig.capture(0.05).pulses[3].q_net_nc) < 0.01
@@ -205,7 +213,7 @@ def test_capture_windows_past_future_and_not_retained():
 
 
 def test_capture_survives_json_and_trace_matches_the_waveform():
-    chip, board, rig, pins = make_rig(load="skin")
+    chip, board, rig, pins = make_rig(load="skin:rs=1k,rp=10k,cp=100n")
     chip.biphasic(pins, 1 * MS, 100, 2 * MS, 200 * US, 100 * US)
     cap = rig.capture(0.05)
     back = Capture.from_dict(json.loads(json.dumps(cap.to_dict())))
