@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -378,11 +379,23 @@ class VirtualBoard:
                         self._advance(self._ff_target)
                     else:
                         self._advance(self.chip.now_ns + int(dt * 1e9 * self.speed))
-                elif self._child_state == "running" and now - self._last_rpc_wall > 0.02:
+                elif self._child_state == "running" and now - self._last_rpc_wall > 0.02 and not self._rpc_pending():
                     factor = 1.0 if self.clock == "realtime" else (self.cpu_factor or 40.0)
                     ns = int(dt * 1e9 * factor)
                     self._credited += ns
                     self._advance(self.chip.now_ns + ns)
+
+    def _rpc_pending(self):
+        # A request the RPC thread has not read yet (it can be GIL-starved by the test's own thread): the CPU is
+        # blocked waiting for the board, not executing, so no CPU time may be credited (else a healthy loop's
+        # watchdog expires).
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            return bool(select.select([conn], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     # ---------------------------------------------------------------------------------------------- USB side
     def out(self, data: bytes):
@@ -535,6 +548,7 @@ class VirtualBoard:
                 return
             if not line:
                 return
+            self._last_rpc_wall = time.monotonic()     # the CPU is waiting from here on (see _rpc_pending)
             try:
                 req = json.loads(line)
             except ValueError:
