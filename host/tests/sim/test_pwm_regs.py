@@ -226,3 +226,28 @@ def test_pin_edges_fast_for_a_one_second_train(chip):
     dt = time.perf_counter() - start
     assert len(edges) == 4000
     assert dt < 0.05
+
+
+def test_halted_slice_pins_change_only_when_it_counts(chip):
+    # power-on, never started: B_INV and the idle word written while halted leave both bridge inputs low
+    w(chip, TOP0, 62499)
+    w(chip, CC0, 0xFFFF0000)
+    w(chip, CSR0, regs.CSR_B_INV)
+    t = chip.now_ns
+    assert chip.pin_level(0, t) == chip.pin_level(1, t) == 0
+    # running with A constant high, then halted: A stays high even after CC = 0 (pico-sdk pwm_set_enabled notes)
+    w(chip, CC0, (62500 << 16) | 62500)
+    w(chip, CSR0, regs.CSR_B_INV | regs.CSR_EN)
+    chip.advance_to(chip.now_ns + 100_000)
+    w(chip, CSR0, regs.CSR_B_INV)
+    w(chip, CC0, 0xFFFF0000)
+    t = chip.now_ns
+    chip.advance_to(t + 1_000_000)
+    assert chip.pin_level(0, t + 500_000) == 1
+    # one counted cycle with the idle word forces it low
+    w(chip, CSR0, regs.CSR_B_INV | regs.CSR_EN)
+    chip.advance_to(chip.now_ns + 100)
+    w(chip, CSR0, regs.CSR_B_INV)
+    t = chip.now_ns
+    chip.advance_to(t + 1_000_000)
+    assert chip.pin_level(0, t + 500_000) == chip.pin_level(1, t + 500_000) == 0

@@ -11,7 +11,9 @@ CTR = p for p <= TOP, else 2*TOP+1-p (each end held two counts). Channel output 
 going L-1 -> 0; that is where INTR is set, DREQ_PWM_WRAP pulses and CC/TOP latch. If CTR is above TOP at a segment
 start (TOP lowered, CTR written) the counter runs up to 0xFFFF first ("lead-in").
 One count lasts DIV = div16/16 system clocks; a fractional DIV uses first-order sigma-delta (floor/ceil per count).
-Halted: the counter and the raw compare outputs freeze; inversion still applies (it acts after the output stage).
+Halted: the counter and the output levels freeze (the output stage is clocked by the counter; pico-sdk's
+pwm_set_enabled notes: pins stay as they were, and forcing them needs one counted cycle), so CC, TOP or INV written
+while halted change nothing at the pins until the slice counts again.
 """
 from bisect import bisect_right
 
@@ -88,10 +90,14 @@ class Segment:
         c = self.ctr_of_count(k)
         return (1 if c < (self.cc & 0xFFFF) else 0), (1 if c < (self.cc >> 16) else 0)
 
+    def pin_levels_at_count(self, k):
+        a, b = self.raw_levels_at_count(k)
+        return a ^ self.inv_a, b ^ self.inv_b
+
     def level(self, ch, t):
-        inv = self.inv_b if ch else self.inv_a
         if not self.run:
-            return (self.frozen_b if ch else self.frozen_a) ^ inv
+            return self.frozen_b if ch else self.frozen_a
+        inv = self.inv_b if ch else self.inv_a
         c = self.ctr_of_count(self.count_at(max(t, self.t0)))
         return (1 if c < ((self.cc >> 16) if ch else (self.cc & 0xFFFF)) else 0) ^ inv
 
@@ -120,9 +126,9 @@ class Segment:
         return n_upto(kb) - n_upto(ka)
 
     def duty(self, ch):
-        inv = self.inv_b if ch else self.inv_a
         if not self.run:
-            return float((self.frozen_b if ch else self.frozen_a) ^ inv)
+            return float(self.frozen_b if ch else self.frozen_a)
+        inv = self.inv_b if ch else self.inv_a
         cc = (self.cc >> 16) if ch else (self.cc & 0xFFFF)
         d = min(cc, self.top + 1) / (self.top + 1)
         return 1.0 - d if inv else d
@@ -245,7 +251,7 @@ class Slice:
             ts = cur.time_of(k)
             if p_override is None and advance == 0 and k > 0 and k >= cur.kw1 and (k - cur.kw1) % cur.L == 0:
                 at_wrap = True   # the boundary is a wrap of the old timeline: it still counts as one
-            fa, fb = cur.raw_levels_at_count(k - 1) if k > 0 else (cur.frozen_a, cur.frozen_b)
+            fa, fb = cur.pin_levels_at_count(k - 1) if k > 0 else (cur.frozen_a, cur.frozen_b)
             p0, lead = cur.pos_after(k + advance)
         else:
             ts = max(t, cur.t0)
@@ -255,7 +261,7 @@ class Slice:
                 # PH_ADV steps a halted slice and moves its pins
                 tmp = Segment(ts, p0, lead, True, div, cur.top, cur.cc, csr, cur.fsys)
                 p0, lead = tmp.pos_after(advance)
-                fa, fb = tmp.raw_levels_at_count(advance)
+                fa, fb = tmp.pin_levels_at_count(advance)
         if p_override is not None:
             p0, lead = p_override, True
         top, cc = (cur.top, cur.cc) if run else (self.top, self.cc)
