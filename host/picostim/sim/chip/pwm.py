@@ -325,6 +325,9 @@ class Slice:
     def write_csr(self, v, t):
         new = v & 0x3F
         adv = 1 if v & regs.CSR_PH_ADV else (-1 if (v & regs.CSR_PH_RET and self.running()) else 0)
+        if new & regs.CSR_DIVMODE_MASK:
+            self.block.chip.note(f"PWM slice {self.num}: DIVMODE {(new >> 4) & 3} (B-pin gated/edge counting) is not "
+                                 "modelled; the counter runs free")
         if new != self.csr or adv:
             self.intr_check(t)
             self.csr = new
