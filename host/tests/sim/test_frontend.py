@@ -299,3 +299,19 @@ def test_source_never_exceeds_setpoint_or_compliance(events, load, profile):
                 assert p.source_current(t) == 0.0
             if p.pol in (0, 2) or not p.hv:
                 assert abs(v) <= 1e-12 or p.mode == "float"
+
+
+def test_attach_follows_a_new_chip_and_keeps_the_physics():
+    chip, fe, pins = make(HOME, "skin:rs=1k,rp=10k,cp=100n")
+    phase(chip, pins, 1 * MS, 1.2 * MS, 1)
+    chip.advance_in_steps(1.2 * MS)
+    v_before = fe.piece_at(1.2 * MS - 1).voltage(1.2 * MS - 1)
+    fe.set_charging(True)
+    new = TimelineChip(HOME)                   # a rebuilt Chip: every pin low, HV off
+    new.now_ns = chip.now_ns
+    fe.attach(new)
+    assert new.analog is fe and new.input_level[pins["CHARGING"]] == 1 and new.input_level[pins["FAULT_N"]] == 1
+    new.advance_in_steps(2 * MS)
+    # the load's capacitor still discharges through the (now idle) bridge after the swap
+    assert v_before > 0.4 and fe.current_ua(1.2 * MS + 10 * US) < -100
+    assert fe.current_ua(1.9 * MS) == pytest.approx(0.0, abs=1e-3)
