@@ -311,7 +311,7 @@ def test_attach_follows_a_new_chip_and_keeps_the_physics():
     new.now_ns = chip.now_ns
     fe.attach(new)
     assert new.analog is fe and new.input_level[pins["CHARGING"]] == 1 and new.input_level[pins["FAULT_N"]] == 1
-    new.advance_in_steps(2 * MS)
+    new.advance_in_steps(3 * MS)
     # the load's capacitor still discharges through the (now idle) bridge after the swap
     assert v_before > 0.4 and fe.current_ua(1.2 * MS + 10 * US) < -100
-    assert fe.current_ua(1.9 * MS) == pytest.approx(0.0, abs=1e-3)
+    assert fe.current_ua(2.9 * MS) == pytest.approx(0.0, abs=1e-3)      # 18 tau_d later
