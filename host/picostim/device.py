@@ -163,6 +163,11 @@ class Device:
             except ProtocolTimeout:
                 if time.monotonic() >= deadline:
                     raise
+            except TransportError:
+                # Board reset / re-enumerated (USB port re-created): reopen and ask again.
+                if time.monotonic() >= deadline:
+                    raise
+                self.t.reconnect(wait_s=max(0.5, deadline - time.monotonic()))
 
     @property
     def info(self) -> dict:

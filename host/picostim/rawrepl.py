@@ -46,27 +46,30 @@ class RawRepl:
         self.execs = 0
 
     # -- entering / leaving ------------------------------------------------------------------------------------
-    def enter(self, timeout: float = 5.0, attempts: int = 4) -> None:
+    def enter(self, timeout: float = 5.0, attempts: int = 4, reconnect_s: float = 10.0) -> None:
         """Interrupt whatever runs and enter the raw REPL."""
         last = b""
         for attempt in range(attempts):
-            if attempt:
-                # A host that died mid raw-paste leaves the device collecting code: Ctrl-D ends that input
-                # (the device compiles the fragment, reports an error and is back at the raw prompt).
-                self.t.write(CTRL_D)
-                time.sleep(0.1)
-            self.t.write(b"\r" + CTRL_C)
-            time.sleep(0.05)
-            self.t.write(CTRL_C)
-            time.sleep(0.05)
-            self.t.drain(quiet_s=0.1, max_s=1.0)
-            self.t.write(b"\r" + CTRL_A)
             try:
+                if attempt:
+                    # A host that died mid raw-paste leaves the device collecting code: Ctrl-D ends that input
+                    # (the device compiles the fragment, reports an error and is back at the raw prompt).
+                    self.t.write(CTRL_D)
+                    time.sleep(0.1)
+                self.t.write(b"\r" + CTRL_C)
+                time.sleep(0.05)
+                self.t.write(CTRL_C)
+                time.sleep(0.05)
+                self.t.drain(quiet_s=0.1, max_s=1.0)
+                self.t.write(b"\r" + CTRL_A)
                 self.t.read_until(RAW_BANNER + b">", timeout / attempts + 0.5)
                 self.in_raw = True
                 return
             except TransportTimeout as e:
                 last = e.partial
+            except TransportError:
+                # The board reset / re-enumerated under us: wait for its port and try again.
+                self.t.reconnect(wait_s=reconnect_s)
         raise ReplError(f"{self.t.port}: could not enter the raw REPL (last output {last[-200:]!r}); "
                         f"is this a MicroPython board?")
 

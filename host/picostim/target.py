@@ -50,12 +50,28 @@ def open_target(spec: str | None, board: str | None = None, deploy_app: bool = T
     from .sim import VirtualBoard
     name = sim_board(spec, board)
     with VirtualBoard(board=name, load=load, flash_dir=flash_dir) as vb:
+        wait_alive(vb.port)
         if deploy_app:
             from . import deploy
             from .transport import SerialTransport
             with SerialTransport(vb.port) as t:
                 deploy.deploy(t, name)
         yield Target(port=vb.port, spec=spec, board=name, vb=vb)
+
+
+def wait_alive(port: str, timeout: float = 30.0) -> None:
+    """Wait until a freshly started board says anything (a bare newline, no Ctrl-C: a Ctrl-C that lands while
+    the virtual board's CPU process is still starting kills it)."""
+    import time
+
+    from .transport import SerialTransport
+    with SerialTransport(port) as t:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            t.write(b"\r\n")
+            if t.read_available(0.5):
+                t.drain(quiet_s=0.1)
+                return
 
 
 def click_error(msg: str):

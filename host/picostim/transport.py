@@ -98,6 +98,10 @@ class SerialTransport:
             raise _explain_open_error(self.port, e) from e
         except OSError as e:
             raise _explain_open_error(self.port, e) from e
+        except Exception as e:   # termios.error: the tty vanished between open() and its configuration
+            if type(e).__name__ == "error" and type(e).__module__ == "termios":
+                raise TransportError(f"{self.port}: port went away while opening ({e}); board resetting?") from e
+            raise
 
     def close(self) -> None:
         if self._ser is not None:

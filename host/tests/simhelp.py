@@ -10,6 +10,13 @@ from picostim import deploy
 DATA_FILES = ("/config.bin", "/levels.bin", "/audit.bin")
 
 
+def vb_ready(vb):
+    """See picostim.target.wait_alive: don't Ctrl-C a virtual board whose CPU process is still starting."""
+    from picostim.target import wait_alive
+    wait_alive(vb.port)
+    return vb
+
+
 def app_files(flash_dir: Path) -> dict:
     """Hashes of everything on the virtual flash except the data the firmware writes at run time."""
     out = {}

@@ -15,7 +15,7 @@ from picostim import deploy, paths
 from picostim.cli import main as cli
 from picostim.sim import VirtualBoard
 from picostim.transport import SerialTransport, TransportError
-from simhelp import app_files, expected_files
+from simhelp import app_files, expected_files, vb_ready
 
 BOARD = "handheld-home"
 pytestmark = pytest.mark.timeout(300)
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture
 def vb():
     with VirtualBoard(board=BOARD, rig_port=None) as b:
-        yield b
+        yield vb_ready(b)
 
 
 def test_flash_sequence_full_nochange_onefile_stale(vb, tmp_path):
@@ -41,7 +41,7 @@ def test_flash_sequence_full_nochange_onefile_stale(vb, tmp_path):
     fw = tmp_path / "fw"
     shutil.copytree(paths.FIRMWARE_DIR, fw)
     ui = fw / "lib" / "ui.py"
-    ui.write_text(ui.read_text() + "\n# field build 2\n")
+    ui.write_text(ui.read_text() + "\n_FIELD_BUILD = 2\n")  # comments alone do not change the .mpy
     with SerialTransport(vb.port) as t:
         res = deploy.deploy(t, BOARD, firmware_dir=fw)
     assert res.written == ["/lib/ui.mpy", "/manifest.json"] and res.removed == []

@@ -17,7 +17,7 @@ from picostim.cli import main as cli
 from picostim.device import Device, DeviceError
 from picostim.sim import VirtualBoard
 from picostim.transport import SerialTransport
-from simhelp import measured_amp_ua, wait_state
+from simhelp import measured_amp_ua, vb_ready, wait_state
 
 BOARD = "handheld-home"
 PICOSTIM = str(Path(sys.executable).with_name("picostim"))
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture
 def vb():
     with VirtualBoard(board=BOARD, load="2k", rig_port=None) as b:
+        vb_ready(b)
         with SerialTransport(b.port) as t:
             deploy.deploy(t, BOARD)
         yield b

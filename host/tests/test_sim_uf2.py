@@ -11,7 +11,7 @@ from picostim import deploy, uf2
 from picostim.cli import main as cli
 from picostim.sim import VirtualBoard
 from picostim.transport import SerialTransport
-from simhelp import app_files, expected_files
+from simhelp import app_files, expected_files, vb_ready
 
 BOARD = "handheld-home"
 INFO = "UF2 Bootloader v3.0\nModel: Raspberry Pi RP2\nBoard-ID: RPI-RP2\n"
@@ -66,6 +66,7 @@ def test_flash_uf2_then_application(tmp_path, monkeypatch):
     img.write_bytes(uf2.make_uf2(b"MicroPython image stand-in" * 200))
     link = tmp_path / "ttyACM0"
     with VirtualBoard(board=BOARD, rig_port=None) as vb:
+        vb_ready(vb)
         with SerialTransport(vb.port) as t:
             deploy.deploy(t, BOARD)               # a board already running the application
         rom = BootselRom(vb, link, media)

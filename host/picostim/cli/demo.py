@@ -89,6 +89,7 @@ def demo(board, load, levels_text, phase_us, gap_us, rate_hz, capture_s, plot_fi
     from .. import deploy
     from ..device import Device
     from ..sim import VirtualBoard
+    from ..target import wait_alive
     from ..transport import SerialTransport
 
     console = Console()
@@ -96,6 +97,7 @@ def demo(board, load, levels_text, phase_us, gap_us, rate_hz, capture_s, plot_fi
     t_start = time.monotonic()
     with VirtualBoard(board=board, load=load) as vb:
         console.print(f"virtual board [bold]{board}[/] on {vb.port}, load {load}")
+        wait_alive(vb.port)
         with SerialTransport(vb.port) as t:
             r = deploy.deploy(t, board)
             console.print("flash: " + r.summary())
