@@ -33,7 +33,7 @@ SECTIONS = {
     "host": ("Host: deploy, round trip, telemetry", 80),
     "vbspeed": ("Virtual board speed (15-minute session)", 45),
     "fuzz_vb": ("Campaign: protocol fuzzing end to end", 45),
-    "powerloss": ("Campaign: power loss during writes and deploy", 90),
+    "powerloss": ("Campaign: power loss during writes and deploy", 130),
     "faults": ("Campaign: random faults during stimulation", 50),
 }
 
