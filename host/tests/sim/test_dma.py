@@ -180,3 +180,17 @@ def test_cc_and_top_chains_in_lockstep_give_an_exact_long_repetition(chip):
     widths_a = [y[0] - x[0] for x, y in zip(ea[::2], ea[1::2])]
     widths_b = [y[0] - x[0] for x, y in zip(eb[::2], eb[1::2])]
     assert set(widths_a) == set(widths_b) == {200_000}
+
+
+def test_ring_wraps_the_read_address(chip):
+    words = [ACTIVE, IDLE]
+    ch = chip.rpc_dma_new()
+    c = ctrl(ch, inc_read=True) | (3 << regs.CTRL_RING_SIZE_SHIFT)      # 8-byte ring on the read side
+    chip.rpc_dma_config(ch, {"read": "buf", "read_words": words, "write": CC0, "count": 8, "ctrl": c,
+                             "trigger": True})
+    base = chip.rpc_dma_reg(ch, "read")
+    start(chip)
+    t0 = chip.now_ns
+    chip.advance_to(t0 + 12 * PERIOD)
+    assert rises(chip, 0, t0, t0 + 12 * PERIOD) == [t0 + k * PERIOD for k in (2, 4, 6, 8)]
+    assert chip.rpc_dma_reg(ch, "read") == base                 # wrapped back onto the 2-word ring

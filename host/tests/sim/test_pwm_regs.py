@@ -251,3 +251,32 @@ def test_halted_slice_pins_change_only_when_it_counts(chip):
     t = chip.now_ns
     chip.advance_to(t + 1_000_000)
     assert chip.pin_level(0, t + 500_000) == chip.pin_level(1, t + 500_000) == 0
+
+
+def test_inverted_channel_duty_zero_is_constant_high(chip):
+    chip.rpc_pwm_new(1, {"freq": 2000, "duty_u16": 0, "invert": 1})
+    t0 = chip.now_ns
+    chip.advance_to(t0 + 2_000_000)
+    lv, edges = chip.pin_edges(1, t0 + 1, t0 + 2_000_000)
+    assert lv == 1 and edges == []                            # the trap: "off" on an inverted channel drives HIGH
+    chip.rpc_pwm_duty_u16(1, 65535)                           # idle state of an inverted channel
+    chip.advance_to(chip.now_ns + 1_000_000)
+    assert chip.pin_level(1, chip.now_ns) == 0
+
+
+def test_en_register_starts_slices_in_phase_and_ph_adv_steps_one_count(chip):
+    for s in (0, 1):
+        w(chip, regs.pwm_reg(s, regs.PWM_TOP), 999)
+        w(chip, regs.pwm_reg(s, regs.PWM_CC), 500)
+    w(chip, regs.IO_BANK0_BASE + 4 + 8 * 2, regs.FUNC_PWM)   # GPIO2 = slice 1 A
+    w(chip, EN + regs.ALIAS_SET, 0b11)
+    t0 = chip.now_ns
+    chip.advance_to(t0 + 40_000)
+    assert highs(chip, 0, t0 - 1, t0 + 40_000) == highs(chip, 2, t0 - 1, t0 + 40_000)
+    w(chip, regs.pwm_reg(1, 0), regs.CSR_EN | regs.CSR_PH_ADV)   # slice 1 one count ahead
+    assert r(chip, regs.pwm_reg(1, 0)) & regs.CSR_PH_ADV == 0     # self-clearing
+    t1 = chip.now_ns
+    chip.advance_to(t1 + 40_000)
+    a = highs(chip, 0, t1 + 13_000, t1 + 40_000)             # window starts where both outputs are low
+    b = highs(chip, 2, t1 + 13_000, t1 + 40_000)
+    assert [x - y for (x, _), (y, _) in zip(a, b)] == [8] * len(a)
