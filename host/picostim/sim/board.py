@@ -368,11 +368,15 @@ class VirtualBoard:
         # Virtual time while the CPU is not syncing with us: at the REPL it follows wall time; a CPU that runs
         # without any RPC (a busy loop, an injected hang) is credited wall time x the CPU factor.
         last = time.monotonic()
+        last_cpu = None
         while not self._closing:
             time.sleep(0.002)
             now = time.monotonic()
             dt = now - last
             last = now
+            cpu = self._child_cpu_ns()
+            d_cpu = None if cpu is None or last_cpu is None else max(0, cpu - last_cpu)
+            last_cpu = cpu
             with self._cond:
                 if self._child_state in ("repl", "off", "booting"):
                     if self._ff():
@@ -381,9 +385,22 @@ class VirtualBoard:
                         self._advance(self.chip.now_ns + int(dt * 1e9 * self.speed))
                 elif self._child_state == "running" and now - self._last_rpc_wall > 0.02 and not self._rpc_pending():
                     factor = 1.0 if self.clock == "realtime" else (self.cpu_factor or 40.0)
-                    ns = int(dt * 1e9 * factor)
+                    # Credit the CPU time the child really used (a process waiting for a core, or for a reply,
+                    # executes nothing); wall time only where /proc is unavailable.
+                    ns = int((dt * 1e9 if d_cpu is None or self.clock == "realtime" else d_cpu) * factor)
                     self._credited += ns
                     self._advance(self.chip.now_ns + ns)
+
+    def _child_cpu_ns(self):
+        proc = self._proc
+        if proc is None:
+            return None
+        try:
+            with open(f"/proc/{proc.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
 
     def _rpc_pending(self):
         # A request the RPC thread has not read yet (it can be GIL-starved by the test's own thread): the CPU is
