@@ -370,7 +370,7 @@ class VirtualBoard:
         last = time.monotonic()
         last_cpu = None
         while not self._closing:
-            time.sleep(0.002)
+            time.sleep(0.005)
             now = time.monotonic()
             dt = now - last
             last = now
@@ -624,7 +624,7 @@ class VirtualBoard:
             self._last_rpc_wall = time.monotonic()
             return reply
 
-    def _op_sync(self, gen):
+    def _op_sync(self, gen, *args):
         return None
 
     def _op_sleep_until(self, gen, target, wake_on_stdin=False, fwd_seen=0):

@@ -1,0 +1,62 @@
+"""Virtual time: the virtual board runs firmware at RP2040 speed in virtual time, and long sessions fast."""
+import time
+
+import pytest
+
+from picostim import deploy
+from picostim.device import Device
+from picostim.sim import VirtualBoard, calibrate
+from picostim.transport import SerialTransport
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _figures(clock):
+    with VirtualBoard(rig_port=None, clock=clock) as vb:
+        time.sleep(0.2)
+        return calibrate.measure(vb, toggles=1000, presses=12)
+
+
+def test_model_clock_matches_published_rp2040_loops_and_is_deterministic():
+    # Deterministic mode: per-call RP2040 costs only. Stated tolerance: within 0.6x..1.6x of the published figures.
+    a = _figures("model")
+    b = _figures("model")
+    for name, ratio in calibrate.compare(a).items():
+        assert 0.6 <= ratio <= 1.6, (name, a[name], calibrate.RP2040_FIGURES[name])
+    assert a["gpio_toggle_loop_us"] == b["gpio_toggle_loop_us"]
+    assert a["poll_button_to_led_us_all"] == b["poll_button_to_led_us_all"]
+
+
+def test_cpu_clock_runs_python_at_rp2040_speed_and_never_much_faster():
+    # CPU mode: host CPU time scaled by a factor measured at boot, so the reference loop costs what the profile says
+    # an RP2040 needs, whatever the host's speed. Host timing noise only ever adds time (never undercuts).
+    f = _figures("cpu")
+    ref_ns = VirtualBoard.__init__.__globals__["boards"].load("handheld-home")["mcu"]["vclock"]["ref_loop_ns"]
+    assert 0.7 <= f["ref_loop_us"] * 1000 / ref_ns <= 1.6, f
+    ratios = calibrate.compare(f)
+    assert ratios["poll_button_to_led_us"] >= 0.6, f
+    assert ratios["gpio_toggle_loop_us"] >= 0.6, f
+    assert ratios["poll_button_to_led_us"] <= 4 and ratios["gpio_toggle_loop_us"] <= 12, f
+
+
+def test_fifteen_minute_session_auto_off_verified_in_under_30_s_wall():
+    t_wall = time.monotonic()
+    with VirtualBoard(board="handheld-home", load="2k", clock="model", rig_port=None) as vb:
+        with SerialTransport(vb.port) as t:
+            deploy.deploy(t, "handheld-home")
+        with Device(vb.port) as dev:
+            dev.hello(start_app=True)
+            reply = dev.start(level=2, program="microcurrent")
+            t_start = vb.now_ns() / 1e9
+            session_s = reply.get("session_s", 900)
+            assert session_s == 900
+            first = vb.rig.capture(3.0)
+            assert any(p.active for p in first.pulses), "stimulation did not start"
+            # Fast-forward through the session; capture the last seconds and the auto-off.
+            end = vb.rig.capture(12.0, start_s=t_start + session_s - 6)
+    wall = time.monotonic() - t_wall
+    assert wall < 30, f"15-minute session took {wall:.1f} s of wall time"
+    on = [p for p in end.pulses if p.active and p.t_ns / 1e9 < t_start + session_s - 2.5]
+    off_after = [p for p in end.pulses if p.active and p.t_ns / 1e9 > t_start + session_s + 0.5]
+    assert on, "no pulses before the end of the session"
+    assert not off_after, f"pulses after auto-off: {[p.t_ns / 1e9 for p in off_after][:5]}"
