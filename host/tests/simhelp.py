@@ -43,6 +43,18 @@ def wait_state(dev, states, timeout=20.0) -> dict:
     return st
 
 
+def wait_settled(dev, timeout=30.0) -> dict:
+    """Running at the target amplitude (the device ramps increases, S8)."""
+    end = time.monotonic() + timeout
+    while True:
+        st = dev.status()
+        if st.get("state") == "running" and st.get("setpoint_ua") == st.get("target_ua"):
+            return st
+        if time.monotonic() > end:
+            raise AssertionError(f"device did not settle at its target: {st}")
+        time.sleep(0.1)
+
+
 def measured_amp_ua(cap) -> float:
     amps = [abs(a) for p in cap.active_pulses() if not p.partial for a in p.amp_ua]
     return sum(amps) / len(amps) if amps else 0.0

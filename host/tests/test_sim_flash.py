@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 def vb():
-    with VirtualBoard(board=BOARD, rig_port=None) as b:
+    with VirtualBoard(board=BOARD, rig_port=None, clock="model") as b:
         yield vb_ready(b)
 
 

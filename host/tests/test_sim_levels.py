@@ -2,6 +2,7 @@
 change a level that survives a reset, shows in the audit log and is measured at the electrodes; over-cap values
 are refused by the host, and by the device when the host check is bypassed."""
 import os
+import re
 import pty
 import select
 import subprocess
@@ -17,7 +18,7 @@ from picostim.cli import main as cli
 from picostim.device import Device, DeviceError
 from picostim.sim import VirtualBoard
 from picostim.transport import SerialTransport
-from simhelp import measured_amp_ua, vb_ready, wait_state
+from simhelp import measured_amp_ua, vb_ready, wait_settled
 
 BOARD = "handheld-home"
 PICOSTIM = str(Path(sys.executable).with_name("picostim"))
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 def vb():
-    with VirtualBoard(board=BOARD, load="2k", rig_port=None) as b:
+    with VirtualBoard(board=BOARD, load="2k", rig_port=None, clock="model") as b:
         vb_ready(b)
         with SerialTransport(b.port) as t:
             deploy.deploy(t, BOARD)
@@ -35,7 +36,7 @@ def vb():
 
 def measure_level(vb, dev, level):
     dev.start(level=level, phase_us=200, gap_us=100, rate_hz=50, duration_s=60)
-    wait_state(dev, ("running",))
+    wait_settled(dev)
     cap = vb.rig.capture(0.3)
     dev.stop()
     return measured_amp_ua(cap)
@@ -109,7 +110,8 @@ def test_levels_tune_through_a_pty(vb):
     rc, out = _pty_run(args, [("s = save, q = quit", b"\x1b[A"), ("set 170", b"\x1b[A"), ("set 180", b"s"),
                               ("saved:", b"q")])
     assert rc == 0, out
-    assert "saved: level 2 160 -> 180" in out, out
+    assert "level 2 160 -> 180 µA (audit entry written)" in out, out
+    assert re.search(r"measured [1-9][0-9]* µA", out), out          # live telemetry shown while tuning
     assert "measured" in out
     with Device(vb.port) as dev:
         dev.reset()

@@ -65,7 +65,7 @@ def test_flash_uf2_then_application(tmp_path, monkeypatch):
     img = tmp_path / "micropython-rp2.uf2"
     img.write_bytes(uf2.make_uf2(b"MicroPython image stand-in" * 200))
     link = tmp_path / "ttyACM0"
-    with VirtualBoard(board=BOARD, rig_port=None) as vb:
+    with VirtualBoard(board=BOARD, rig_port=None, clock="model") as vb:
         vb_ready(vb)
         with SerialTransport(vb.port) as t:
             deploy.deploy(t, BOARD)               # a board already running the application
