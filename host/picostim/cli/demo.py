@@ -15,9 +15,12 @@ from ._common import friendly_errors
 
 
 def _wait_running(dev, timeout_s: float = 20.0) -> dict:
+    """Until the device runs at its target (it ramps increases, S8)."""
     end = time.monotonic() + timeout_s
     st = dev.status()
-    while st.get("state") == "ramping" and time.monotonic() < end:
+    while not (st.get("state") == "running" and st.get("setpoint_ua") == st.get("target_ua")):
+        if time.monotonic() > end:
+            raise click.ClickException(f"the board did not settle at its target amplitude: {st}")
         time.sleep(0.1)
         st = dev.status()
     return st
@@ -81,10 +84,12 @@ def plot(results: list[dict], path: Path, board: str) -> None:
 @click.option("--gap-us", type=int, default=100, show_default=True)
 @click.option("--rate-hz", type=float, default=50.0, show_default=True)
 @click.option("--capture-s", type=float, default=0.5, show_default=True, help="rig capture per level (s)")
+@click.option("--clock", type=click.Choice(["model", "cpu", "realtime"]), default="model", show_default=True,
+              help="virtual clock: model = deterministic, cpu = host-speed scaled to RP2040 speed")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=Path("demo.png"),
               show_default=True)
 @friendly_errors
-def demo(board, load, levels_text, phase_us, gap_us, rate_hz, capture_s, plot_file):
+def demo(board, load, levels_text, phase_us, gap_us, rate_hz, capture_s, clock, plot_file):
     """Virtual board end to end: flash, stimulate at a few levels, measure at the electrodes, plot."""
     from .. import deploy
     from ..device import Device
@@ -92,11 +97,11 @@ def demo(board, load, levels_text, phase_us, gap_us, rate_hz, capture_s, plot_fi
     from ..target import wait_alive
     from ..transport import SerialTransport
 
-    console = Console()
+    console = Console(width=max(110, Console().width))
     levels = [int(x) for x in levels_text.split(",") if x.strip()]
     t_start = time.monotonic()
-    with VirtualBoard(board=board, load=load) as vb:
-        console.print(f"virtual board [bold]{board}[/] on {vb.port}, load {load}")
+    with VirtualBoard(board=board, load=load, clock=clock) as vb:
+        console.print(f"virtual board [bold]{board}[/] on {vb.port}, load {load}, clock {clock}")
         wait_alive(vb.port)
         with SerialTransport(vb.port) as t:
             r = deploy.deploy(t, board)
@@ -111,7 +116,7 @@ def demo(board, load, levels_text, phase_us, gap_us, rate_hz, capture_s, plot_fi
         table = Table(title=f"requested vs measured at the electrodes ({board}, {load} load, "
                             f"{capture_s:g} s per level)")
         for c in ("level", "amplitude µA\nreq / meas", "phase µs\nreq / meas", "gap µs\nreq / meas",
-                  "rate Hz\nreq / meas", "DC µA", "pairs", "unbalanced"):
+                  "rate Hz\nreq / meas", "DC µA", "pairs", "unbal."):
             table.add_column(c, justify="right")
         for res in results:
             req_ua = hello["levels_ua"][res["level"] - 1]
