@@ -43,7 +43,7 @@ def mpremote_cp(port: str, src_dir: Path, top: list[str]) -> float:
 def one_round(board: str) -> dict:
     image = deploy.build_image(board)
     out = {"files": len(image) + 1, "bytes": sum(len(v) for v in image.values())}
-    with VirtualBoard(board=board) as vb, SerialTransport(wait_alive(vb.port) or vb.port) as t:
+    with VirtualBoard(board=board, clock="model", rig_port=None) as vb, SerialTransport(wait_alive(vb.port) or vb.port) as t:
         r = deploy.deploy(t, board, handshake=False)
         out["picostim_full_s"] = r.seconds
         out["picostim_full_bytes_sent"] = r.bytes_sent
@@ -60,7 +60,7 @@ def one_round(board: str) -> dict:
         out["picostim_onefile_written"] = r.written
         r = deploy.deploy(t, board, handshake=True)
         out["picostim_full_with_handshake_restore_s"] = r.seconds
-    with VirtualBoard(board=board) as vb, tempfile.TemporaryDirectory() as d:
+    with VirtualBoard(board=board, clock="model", rig_port=None) as vb, tempfile.TemporaryDirectory() as d:
         wait_alive(vb.port)
         top = write_image_dir(image, Path(d))
         out["mpremote_cp_full_s"] = mpremote_cp(vb.port, Path(d), top)
