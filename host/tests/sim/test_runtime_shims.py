@@ -160,6 +160,8 @@ import rp2, json, time
 from array import array
 from machine import mem32
 CC = 0x4005000C
+for g in (0, 1):
+    mem32[0x40014004 + 8 * g] = 4          # FUNCSEL PWM
 mem32[0x40053000] = 1
 mem32[0x40050010] = 62499
 mem32[CC] = 0xF4240000

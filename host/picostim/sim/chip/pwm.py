@@ -40,10 +40,12 @@ class Segment:
         self.frozen_b = frozen_b
         self.at_wrap = at_wrap
         self.L = (top + 1) << self.ph
-        if lead and not self.ph and p0 <= top:
-            lead = False
-        if self.ph and lead:
+        if not self.ph:
+            lead = p0 > top            # CTR above TOP: it runs up to 0xFFFF before the first wrap
+        elif lead:
             lead = p0 > top
+        elif p0 >= self.L:
+            p0 = self.L - 1
         self.lead = lead
         self.p0 = p0
         self.kw1 = (0x10000 - p0) if lead else (self.L - p0)
@@ -77,6 +79,27 @@ class Segment:
         if self.ph and p > self.top:
             return 2 * self.top + 1 - p
         return p
+
+    def state_at(self, k):
+        """(CTR, counting down) at count k (k may be -1 after PH_RET)."""
+        if k < self.kw1 and self.lead:
+            return self.p0 + k, False
+        if k < self.kw1:
+            p = (self.p0 + k) % self.L
+        else:
+            p = (k - self.kw1) % self.L
+        if self.ph and p > self.top:
+            return 2 * self.top + 1 - p, True
+        return p, False
+
+    @staticmethod
+    def from_state(ctr, down, ph, top):
+        """(p0, lead) that starts a segment (mode ph, TOP top) with the counter at CTR, going up or down."""
+        if not ph:
+            return ctr, ctr > top
+        if down:
+            return (2 * top + 1 - ctr, False) if ctr <= top else (top + 1, False)
+        return ctr, ctr > top
 
     def pos_after(self, k):
         """(p0, lead) describing the counter at count k (k may be -1 after PH_RET), for a new segment there."""
@@ -239,7 +262,9 @@ class Slice:
         return bool(self.csr & regs.CSR_EN)
 
     def _restart(self, t, p_override=None, advance=0):
-        """New segment carrying the live CSR/DIV, from the next count boundary (running) or from t (halted)."""
+        """New segment carrying the live CSR/DIV, from the next count boundary (running) or from t (halted).
+
+        The counter carries over as (CTR, direction), so a PH_CORRECT change continues from the same CTR."""
         cur = self.seg
         csr, div = self.csr, self.div
         run = bool(csr & regs.CSR_EN)
@@ -252,19 +277,22 @@ class Slice:
             if p_override is None and advance == 0 and k > 0 and k >= cur.kw1 and (k - cur.kw1) % cur.L == 0:
                 at_wrap = True   # the boundary is a wrap of the old timeline: it still counts as one
             fa, fb = cur.pin_levels_at_count(k - 1) if k > 0 else (cur.frozen_a, cur.frozen_b)
-            p0, lead = cur.pos_after(k + advance)
+            ctr, down = cur.state_at(k + advance)
         else:
             ts = max(t, cur.t0)
-            p0, lead = cur.p0, cur.lead
             fa, fb = cur.frozen_a, cur.frozen_b
+            ctr, down = cur.state_at(0)
             if advance:
                 # PH_ADV steps a halted slice and moves its pins
-                tmp = Segment(ts, p0, lead, True, div, cur.top, cur.cc, csr, cur.fsys)
-                p0, lead = tmp.pos_after(advance)
+                old_mode = (csr & ~regs.CSR_PH_CORRECT) | (regs.CSR_PH_CORRECT if cur.ph else 0)
+                tmp = Segment(ts, cur.p0, cur.lead, True, div, cur.top, cur.cc, old_mode, cur.fsys)
+                ctr, down = tmp.state_at(advance)
                 fa, fb = tmp.pin_levels_at_count(advance)
+        top, cc = (cur.top, cur.cc) if run else (self.top, self.cc)
         if p_override is not None:
             p0, lead = p_override, True
-        top, cc = (cur.top, cur.cc) if run else (self.top, self.cc)
+        else:
+            p0, lead = Segment.from_state(ctr, down, 1 if csr & regs.CSR_PH_CORRECT else 0, top)
         self._push(Segment(ts, p0, lead, run, div, top, cc, csr, self.block.fsys(), fa, fb, at_wrap))
         self._update_latch(t)
 
@@ -277,7 +305,9 @@ class Slice:
         else:
             # halted: a CC/TOP write is latched at once (the pins stay frozen until the counter runs)
             self.latch_t = None
-            self._push(Segment(max(t, cur.t0), cur.p0, cur.lead, False, self.div, self.top, self.cc, self.csr,
+            ctr, down = cur.state_at(0)
+            p0, lead = Segment.from_state(ctr, down, cur.ph, self.top)
+            self._push(Segment(max(t, cur.t0), p0, lead, False, self.div, self.top, self.cc, self.csr,
                                cur.fsys, cur.frozen_a, cur.frozen_b))
 
     def do_latch(self):
