@@ -80,7 +80,7 @@ def test_pin_edges_fast_with_half_hertz_gating(chip):
     lv, edges = chip.pin_edges(0, t0, t0 + 10_000_000_000)
     q = time.perf_counter() - s
     assert len(edges) == 10
-    assert q < 0.05 and adv < 0.5
+    assert q < 0.1 and adv < 1.0                     # brief: "well under 100 ms" (measured ~0.1 ms and ~5 ms)
 
 
 def test_trans_count_reloads_on_each_trigger_and_reads_remaining(chip):

@@ -225,7 +225,7 @@ def test_pin_edges_fast_for_a_one_second_train(chip):
     lv, edges = chip.pin_edges(0, t0 - 1, t0 + 1_000_000_000)
     dt = time.perf_counter() - start
     assert len(edges) == 4000
-    assert dt < 0.05
+    assert dt < 0.1                                  # brief: well under 100 ms (measured ~5 ms)
 
 
 def test_halted_slice_pins_change_only_when_it_counts(chip):
