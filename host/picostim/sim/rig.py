@@ -205,7 +205,8 @@ def _peak(p, a, b):
 
 def analyse(pieces, t0: int, t1: int, *, trace_bins: int = 2000, keep_pieces: bool = True, board: str = "",
             load: dict | None = None, faults: dict | None = None) -> Capture:
-    """Measure the electrode waveform `pieces` (front-end Pieces covering [t0, t1])."""
+    """Measure the electrode waveform `pieces` (front-end Pieces covering [t0, t1]; pieces before t0 back to where
+    the pulse chain began are context for pairing phases into pulses)."""
     cap = Capture(t0_ns=t0, t1_ns=t1, board=board, load=load or {}, faults=faults or {})
     starts, cum = [], [0.0]          # charge prefix sums at clipped piece starts
     clipped = []
@@ -215,36 +216,41 @@ def analyse(pieces, t0: int, t1: int, *, trace_bins: int = 2000, keep_pieces: bo
     st_prev = False
     for p in pieces:
         a, b = max(p.t0, t0), min(p.t1, t1)
-        if b <= a:
-            continue
-        clipped.append((p, a, b))
-        q = p.charge(a, b)
-        starts.append(a)
-        q_total += q
-        cum.append(q_total)
-        pk = _peak(p, a, b)
-        max_i = max(max_i, abs(pk))
-        xa, xb = (a - p.t0) * 1e-9, (b - p.t0) * 1e-9
-        for x in ld.monotone_breaks(p.v, xa, xb):
-            max_v = max(max_v, abs(ld.ev(p.v, x)))
-        if p.hv:
-            cap.hv_on_ns += b - a
-        if p.pol == 2:
-            if not st_prev:
-                cap.n_shoot_through += 1
-            st_prev = True
-        else:
-            st_prev = False
+        inside = b > a
+        q = pk = 0.0
+        if inside:
+            clipped.append((p, a, b))
+            q = p.charge(a, b)
+            starts.append(a)
+            q_total += q
+            cum.append(q_total)
+            pk = _peak(p, a, b)
+            max_i = max(max_i, abs(pk))
+            xa, xb = (a - p.t0) * 1e-9, (b - p.t0) * 1e-9
+            for x in ld.monotone_breaks(p.v, xa, xb):
+                max_v = max(max_v, abs(ld.ev(p.v, x)))
+            if p.hv:
+                cap.hv_on_ns += b - a
+            if p.pol == 2:
+                if not st_prev:
+                    cap.n_shoot_through += 1
+                st_prev = True
+            else:
+                st_prev = False
         if p.pol in (1, -1):
+            # phases before the window are context: they decide how the window's phases pair up
+            ps, pe = p.t0, min(p.t1, t1)
+            if pe <= ps:
+                continue
             q_src = q if p.src else 0.0
-            if phases and phases[-1][0] == p.pol and phases[-1][2] == a:
+            if phases and phases[-1][0] == p.pol and phases[-1][2] == ps:
                 ph = phases[-1]
-                ph[2] = b
+                ph[2] = pe
                 ph[3] += q_src
                 if abs(pk) > abs(ph[4]):
                     ph[4] = pk
             else:
-                phases.append([p.pol, a, b, q_src, pk, p.t0 < t0])
+                phases.append([p.pol, ps, pe, q_src, pk, ps < t0])
 
     def charge_between(ta, tb):
         def at(t):
@@ -257,21 +263,14 @@ def analyse(pieces, t0: int, t1: int, *, trace_bins: int = 2000, keep_pieces: bo
 
     # group phases into pulses: a phase followed closely by one of opposite polarity is a pair
     groups = []
-    cut = None
     for ph in phases:
-        if ph[5]:
-            cut = ph                  # started before the window: belongs to a pulse we did not see begin
-            continue
-        if cut is not None and cut[0] == -ph[0] and ph[1] - cut[2] <= MAX_PAIR_GAP_NS:
-            cut = None                # ... and so does its second phase
-            continue
-        cut = None
         last = groups[-1] if groups else None
         if (last is not None and len(last) == 1 and last[0][0] == -ph[0]
                 and ph[1] - last[0][2] <= MAX_PAIR_GAP_NS):
             last.append(ph)
         else:
             groups.append([ph])
+    groups = [g for g in groups if not g[0][5]]     # pulses that began before the window are not ours
     for n, g in enumerate(groups):
         t_start = g[0][1]
         t_next = groups[n + 1][0][1] if n + 1 < len(groups) else t1
@@ -394,7 +393,7 @@ class VirtualRig:
         try:
             self.board.wait_until(t1)
             try:
-                pieces = fe.pieces(t0, t1)
+                pieces = fe.pieces(fe.chain_start(t0, MAX_PAIR_GAP_NS), t1)
             except ValueError as e:
                 raise RigError(str(e)) from None
             if fe.t < t1:

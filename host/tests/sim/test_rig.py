@@ -6,7 +6,7 @@ import sys
 import time
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -391,6 +391,7 @@ def test_rig_side_chip_changes_happen_under_the_boards_chip_lock():
        st.sampled_from([2 * MS, 5 * MS, 10 * MS]), st.sampled_from(["500", "2k", "10k", "skin"]),
        st.integers(0, 3 * MS), st.floats(0.01, 0.04), st.sampled_from(["+-", "-+"]))
 @settings(max_examples=40, deadline=None)
+@example(width=20_000, gap=0, period=2 * MS, load="500", start=1_020_000, duration=0.02, order="+-")
 def test_random_trains_are_measured_exactly(width, gap, period, load, start, duration, order):
     assume(2 * width + gap < period)
     chip, board, rig, pins = make_rig(load=load)
@@ -410,3 +411,17 @@ def test_random_trains_are_measured_exactly(width, gap, period, load, start, dur
         before = sum(pc.charge(t0, cap.pulses[0].t_ns) for pc in rig.frontend.pieces(t0, cap.pulses[0].t_ns))
         total = before * 1e9 + sum(p.q_net_nc for p in cap.pulses)
         assert total == pytest.approx(cap.q_total_nc, abs=1e-6)
+
+
+@pytest.mark.parametrize("start_us", [0, 500, 1000, 1500, 2999])
+def test_window_inside_a_continuous_chain_pairs_phases_as_the_chain_began(start_us):
+    """1000 us phases, no gap, 500 Hz: + - + - ... without a pause; a window starting anywhere in it still sees
+    "+-" pulses (pairing follows the chain from its start, as a real rig's trigger would)."""
+    chip, board, rig, pins = make_rig(load="500")
+    chip.biphasic(pins, 1 * MS, 400, 2 * MS, 1000 * US, 0)
+    rig.wait(0.5 + start_us * 1e-6)
+    cap = rig.capture(0.02)
+    full = [p for p in cap.pulses if not p.partial]
+    assert {p.polarity for p in full} == {"+-"} and len(full) >= 9
+    assert all(p.t_ns % (2 * MS) == 1 * MS for p in cap.pulses)
+    assert abs(cap.dc_periods_ua) < 1e-9

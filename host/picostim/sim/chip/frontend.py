@@ -194,6 +194,23 @@ class FrontEnd:
                 out.append(p.clipped(self.t) if p is self._pieces[-1] else p)
             return out
 
+    def chain_start(self, t_ns: int, idle_ns: int) -> int:
+        """Where the pulse chain running at t_ns began: the first phase after the last bridge-idle stretch of at
+        least idle_ns before t_ns (t_ns itself when no phase is in between; the oldest retained time at most)."""
+        with self._lock:
+            k = bisect.bisect_right(self._t0s, t_ns) - 1
+            start, run = t_ns, 0
+            while k >= 0:
+                p = self._pieces[k]
+                if p.pol in (1, -1):
+                    start, run = min(start, p.t0), 0
+                else:
+                    run += min(p.t1, t_ns) - p.t0
+                    if run >= idle_ns:
+                        return start
+                k -= 1
+            return min(start, self._t0s[0]) if self._t0s else t_ns
+
     def hold(self, key, t_ns: int) -> None:
         """Keep the waveform from t_ns on until release(key) (a capture in progress)."""
         with self._lock:

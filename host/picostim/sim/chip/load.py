@@ -228,12 +228,14 @@ def monotone_breaks(f, xa: float, xb: float) -> list:
     pts = [xa]
     if c1 and c2 and t1 != t2 and (c1 > 0) != (c2 > 0):
         # f'(x) = 0  <=>  (c1/t1) e^{-x/t1} = -(c2/t2) e^{-x/t2}
-        ratio = -(c1 * t2) / (c2 * t1)
+        den = c2 * t1
         k = 1.0 / t1 - 1.0 / t2
-        if ratio > 0:
-            xs = math.log(ratio) / k
-            if xa < xs < xb:
-                pts.append(xs)
+        if den != 0 and k != 0:                       # (denormal coefficients: no usable extremum)
+            ratio = -(c1 * t2) / den
+            if 0 < ratio < math.inf:
+                xs = math.log(ratio) / k
+                if xa < xs < xb:
+                    pts.append(xs)
     pts.append(xb)
     return pts
 
