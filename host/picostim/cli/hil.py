@@ -15,6 +15,9 @@ from . import main
 from .. import paths
 
 
+TEST_TIMEOUT_S = 240   # per test (pytest-timeout): a wedged bench fails one test instead of hanging CI
+
+
 def _attached_picos() -> list[str]:
     """Serial ports of boards running MicroPython (USB 2E8A:0005)."""
     try:
@@ -51,7 +54,8 @@ class _Collector:
 def build_pytest_args(dut: str, rig: str | None, report_dir: str, quiet: bool, keyword: str | None,
                       workers: int | None, load: str | None, rigs_file: str | None, extra: tuple) -> list[str]:
     args = [str(paths.HIL_TESTS_DIR), "--dut", dut, "--hil-report", report_dir,
-            "--junitxml", os.path.join(report_dir, "junit.xml"), "-p", "no:cacheprovider"]
+            "--junitxml", os.path.join(report_dir, "junit.xml"), "-p", "no:cacheprovider",
+            "--timeout", str(TEST_TIMEOUT_S)]
     if rig:
         args += ["--rig", rig]
     if load:

@@ -35,7 +35,7 @@ class BenchSettings:
     rig: str | None = "sim"            # "sim" or the rig's address
     load: str = DEFAULT_LOAD           # load selected before every test
     firmware_dir: str | None = None    # firmware tree to provision (default: the repo's firmware/)
-    clock: str = "cpu"                 # virtual board clock mode
+    clock: str = "model"               # virtual board clock: model = deterministic, independent of host load
     seed: int = 0
     label: str = ""                    # bench name from a rigs file
 
@@ -225,7 +225,7 @@ class Bench:
                 d.request(cmd)
             except DeviceError:
                 pass
-        d.poll_events()
+        d.poll_events(0.05)
 
     def after_test(self):
         pass

@@ -27,6 +27,8 @@ def pytest_addoption(parser):
                     help="directory for record.json and report.html (default hil-report/ when HIL fixtures ran)")
     group.addoption("--load", default=None, help="load at the start of each test: 500, 2k, 10k, skin, open, short "
                     "(default 2k)")
+    group.addoption("--clock", default=None, choices=("cpu", "model", "realtime"),
+                    help="virtual board clock (default: the bench default, model = deterministic)")
     group.addoption("--firmware", default=None,
                     help="firmware tree to provision instead of the repo's firmware/ (e.g. a mutated copy)")
     group.addoption("--rigs-file", default=None,
@@ -60,7 +62,11 @@ def hil_settings(request):
                                    load=cfg.getoption("--load"), rigs_file=cfg.getoption("--rigs-file"),
                                    worker_id=wid)
     fw = cfg.getoption("--firmware")
-    return s.replace(firmware_dir=str(fw)) if fw else s
+    if fw:
+        s = s.replace(firmware_dir=str(fw))
+    if cfg.getoption("--clock"):
+        s = s.replace(clock=cfg.getoption("--clock"))
+    return s
 
 
 @pytest.fixture(scope="session")
