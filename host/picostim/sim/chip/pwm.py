@@ -276,7 +276,13 @@ class Slice:
             ts = cur.time_of(k)
             if p_override is None and advance == 0 and k > 0 and k >= cur.kw1 and (k - cur.kw1) % cur.L == 0:
                 at_wrap = True   # the boundary is a wrap of the old timeline: it still counts as one
-            fa, fb = cur.pin_levels_at_count(k - 1) if k > 0 else (cur.frozen_a, cur.frozen_b)
+            if k > 0:
+                fa, fb = cur.pin_levels_at_count(k - 1)
+            elif len(self.segs) > 1:
+                prev = self.segs[-2]        # the levels on the pins just before this boundary
+                fa, fb = prev.level(0, ts - 1), prev.level(1, ts - 1)
+            else:
+                fa, fb = cur.frozen_a, cur.frozen_b
             ctr, down = cur.state_at(k + advance)
         else:
             ts = max(t, cur.t0)
