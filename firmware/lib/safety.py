@@ -1,12 +1,14 @@
 # Safety supervisor: the paths that must act without the main loop.
 #
-# Current sensing: I_SENSE sees |I| only while a phase drives, so samples are taken by a hard machine.Timer
-# phase-locked to the pair schedule. The engine starts the slice itself and knows to the microsecond when the
-# first +phase begins (t_enable + lead); the repetition period is a whole number of microseconds (planner), and
-# the timer (1 us resolution, drift-free periodic re-arm) and the PWM run from the same crystal, so the timer,
-# created at the middle of the first +phase, keeps hitting the middle of every +phase. Each sample is bracketed
-# by two reads of the slice counter and discarded unless both lie inside the +phase (CTR < CC_A, no wrap), so a
-# late interrupt can never be mistaken for "no current".
+# Current sensing: I_SENSE sees |I| only while a phase drives, so samples are taken by two hard machine.Timers
+# phase-locked to the pair schedule, one in the middle of the +phase and one in the middle of the -phase. The
+# engine starts the slice itself and knows to the microsecond when the first +phase begins (t_enable + lead);
+# the repetition period is a whole number of microseconds (planner), and the timers (1 us resolution,
+# drift-free periodic re-arm) and the PWM run from the same crystal, so timers created at those instants keep
+# hitting the middle of every phase. Each sample is bracketed by two reads of the slice counter and discarded
+# unless both lie inside the expected phase (no wrap between them), so a late interrupt can never be mistaken
+# for "no current". Two looks per pair catch an over-current that starts after the +phase sample within the
+# same pair (at most phase + gap later).
 #
 # Decisions are made in integer ADC counts inside the callback (no allocation, no floats):
 #   S4 over-current: i_raw > trip_raw        -> kill output, ISET 0, HV off, latch (main loop reports it)
@@ -34,7 +36,8 @@ ARMED = 9
 CC_A = 10
 PAUSE_I = 11
 PAUSE_V = 12
-NFLAGS = 13
+CC_B = 13
+NFLAGS = 14
 
 TRIP_OVER_CURRENT = 1
 TRIP_FAULT_N = 2
@@ -65,6 +68,8 @@ class Supervisor:
         self.timer = None
         self.t_armed_us = 0
         self._sample_cb = self._sample
+        self._sample_neg_cb = self._sample_neg
+        self.timer_neg = None
         self._fault_cb = self._fault
         self._mem32 = mem32
         self.fault_pin = Pin(pins["FAULT_N"], Pin.IN, Pin.PULL_UP)
@@ -72,9 +77,10 @@ class Supervisor:
 
     # --- hard-IRQ paths: no allocation, no floats ---
     def kill(self):
-        self.engine.kill()
+        # fastest first: no compliance supply = no current within the pulse; then no setpoint; then the bridge
         self.hv.value(0)
         self.amp.force_zero()
+        self.engine.kill()
         self.f[ARMED] = 0
 
     def _trip(self, reason, raw):
@@ -88,6 +94,7 @@ class Supervisor:
         self._trip(TRIP_FAULT_N, 0)
 
     def _sample(self, _t):
+        # middle of the +phase: CTR in [0, CC_A)
         f = self.f
         if f[ARMED] == 0:
             return
@@ -99,6 +106,26 @@ class Supervisor:
         if c1 < c0 or c1 >= f[CC_A]:
             f[MISSED] += 1
             return
+        self._judge(i, v)
+
+    def _sample_neg(self, _t):
+        # middle of the -phase: CTR in [CC_B, TOP] and no wrap between the two counter reads. A second look per
+        # pair, so an over-current that starts after the +phase sample is still caught inside the same pair.
+        f = self.f
+        if f[ARMED] == 0:
+            return
+        m = self._mem32
+        c0 = m[self.ctr] & 0xFFFF
+        i = self.adc_i.read_u16() >> 4
+        v = self.adc_v.read_u16() >> 4
+        c1 = m[self.ctr] & 0xFFFF
+        if c1 < c0 or c0 < f[CC_B]:
+            f[MISSED] += 1
+            return
+        self._judge(i, v)
+
+    def _judge(self, i, v):
+        f = self.f
         f[I_RAW] = i
         f[V_RAW] = v
         f[SAMPLES] += 1
@@ -124,6 +151,7 @@ class Supervisor:
         e = self.engine
         p = e.plan
         self.f[CC_A] = p["phase_counts"]
+        self.f[CC_B] = p["cc_b"]
         # wait for the middle of the next +phase still ahead, then start the periodic timer there (its first
         # callback comes one period later, in the middle of a +phase again)
         per = p["period_us"]
@@ -135,8 +163,14 @@ class Supervisor:
         if wait > 0:
             time.sleep_us(wait)
         self.t_armed_us = time.ticks_us()
-        self.timer = Timer(mode=Timer.PERIODIC, period=p["period_us"], tick_hz=1000000, callback=self._sample_cb,
-                           hard=True)
+        self.timer = Timer(mode=Timer.PERIODIC, period=per, tick_hz=1000000, callback=self._sample_cb, hard=True)
+        # the -phase middle is (phase + gap) later in the same pair
+        d_us = (p["phase_counts"] + p["gap_counts"]) * p["div"] // p["clk_per_us"]
+        wait = time.ticks_diff(time.ticks_add(mid, d_us), time.ticks_us())
+        if wait > 0:
+            time.sleep_us(wait)
+        self.timer_neg = Timer(mode=Timer.PERIODIC, period=per, tick_hz=1000000, callback=self._sample_neg_cb,
+                               hard=True)
         self.f[ARMED] = 1
 
     def disarm(self):
@@ -144,6 +178,9 @@ class Supervisor:
         if self.timer is not None:
             self.timer.deinit()
             self.timer = None
+        if self.timer_neg is not None:
+            self.timer_neg.deinit()
+            self.timer_neg = None
 
     def set_setpoint(self, ua):
         self.f[SET_RAW] = B.ua_to_adc_raw(self.board, ua)
