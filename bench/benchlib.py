@@ -172,3 +172,12 @@ class ResetWatch:
     @property
     def unexpected(self) -> int:
         return max(0, self.vb.boot_count - self.seen - self.expected)
+
+
+def wait_booted(vb, timeout: float = 10.0) -> None:
+    """Wait until a freshly started board's CPU has finished its clock calibration: a Ctrl-C (mpremote, deploy)
+    arriving during it kills the board's start-up on this build of the virtual board."""
+    end = time.monotonic() + timeout
+    while vb.cpu_factor is None and time.monotonic() < end:
+        time.sleep(0.02)
+    time.sleep(0.05)
