@@ -70,14 +70,15 @@ class Stepper:
                 while i < len(ops) and ops[i][0] == nb:
                     self._write(ops[i], pending)
                     i += 1
-                for kind, v in pending:
+                for kind, v in pending:          # in write order; the last EN write wins
                     if kind == "en":
-                        running = running and bool(v)
+                        running = bool(v)
+                        if not running:
+                            self.top_l, self.cc_l = self.top_s, self.cc_s     # halted: shadows latch at once
                     else:
                         self._apply(kind, v)
                 pending.clear()
                 if not running:
-                    self.top_l, self.cc_l = self.top_s, self.cc_s     # halted: shadows latch at once
                     continue
                 self.out(nb)
                 nb += self.d * TICK
@@ -124,7 +125,7 @@ ops_st = st.lists(st.tuples(st.integers(min_value=1, max_value=300),
                             st.integers(min_value=0, max_value=2**32 - 1)), max_size=14)
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(top=st.integers(min_value=1, max_value=12), cc_a=st.integers(min_value=0, max_value=14),
        cc_b=st.integers(min_value=0, max_value=14), d=st.integers(min_value=1, max_value=3), ph=st.booleans(),
        inv_a=st.booleans(), inv_b=st.booleans(), raw_ops=ops_st, tail=st.integers(min_value=50, max_value=600))

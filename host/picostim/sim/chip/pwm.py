@@ -20,6 +20,7 @@ from bisect import bisect_right
 from . import regs
 
 NS = 1_000_000_000
+UP, DOWN = 1, 2
 
 
 class Segment:
@@ -40,15 +41,19 @@ class Segment:
         self.frozen_b = frozen_b
         self.at_wrap = at_wrap
         self.L = (top + 1) << self.ph
+        # lead: 0 none; UP = CTR above TOP counting up to 0xFFFF before the first wrap; DOWN = (phase-correct)
+        # counting down from a CTR above TOP to 0. p0 is then the CTR value, otherwise the period position.
         if not self.ph:
-            lead = p0 > top            # CTR above TOP: it runs up to 0xFFFF before the first wrap
-        elif lead:
-            lead = p0 > top
-        elif p0 >= self.L:
+            lead = UP if p0 > top else 0
+        elif lead == UP:
+            lead = UP if p0 > top else 0
+        elif lead == DOWN and p0 <= top:
+            p0, lead = 2 * top + 1 - p0, 0
+        elif not lead and p0 >= self.L:
             p0 = self.L - 1
         self.lead = lead
         self.p0 = p0
-        self.kw1 = (0x10000 - p0) if lead else (self.L - p0)
+        self.kw1 = (0x10000 - p0) if lead == UP else ((p0 + 1) if lead == DOWN else (self.L - p0))
         # ns per count when it is an exact integer (the common DIV=1 at 125 MHz case: 8 ns) -> fast linear maths
         cyc_ns, rem = divmod(NS, fsys)
         self.lin = cyc_ns * (self.div16 // 16) if (rem == 0 and self.div16 % 16 == 0) else 0
@@ -70,20 +75,12 @@ class Segment:
 
     # ---- positions
     def ctr_of_count(self, k):
-        if k < self.kw1:
-            if self.lead:
-                return self.p0 + k
-            p = self.p0 + k
-        else:
-            p = (k - self.kw1) % self.L
-        if self.ph and p > self.top:
-            return 2 * self.top + 1 - p
-        return p
+        return self.state_at(k)[0]
 
     def state_at(self, k):
         """(CTR, counting down) at count k (k may be -1 after PH_RET)."""
         if k < self.kw1 and self.lead:
-            return self.p0 + k, False
+            return (self.p0 + k, False) if self.lead == UP else (self.p0 - k, True)
         if k < self.kw1:
             p = (self.p0 + k) % self.L
         else:
@@ -95,19 +92,9 @@ class Segment:
     @staticmethod
     def from_state(ctr, down, ph, top):
         """(p0, lead) that starts a segment (mode ph, TOP top) with the counter at CTR, going up or down."""
-        if not ph:
-            return ctr, ctr > top
-        if down:
-            return (2 * top + 1 - ctr, False) if ctr <= top else (top + 1, False)
-        return ctr, ctr > top
-
-    def pos_after(self, k):
-        """(p0, lead) describing the counter at count k (k may be -1 after PH_RET), for a new segment there."""
-        if k < 0 and not self.lead:
-            return (self.p0 + k) % self.L, False
-        if k < self.kw1:
-            return self.p0 + k, self.lead
-        return (k - self.kw1) % self.L, False
+        if ph and down:
+            return (2 * top + 1 - ctr, 0) if ctr <= top else (ctr, DOWN)
+        return ctr, (UP if ctr > top else 0)
 
     def raw_levels_at_count(self, k):
         c = self.ctr_of_count(k)
@@ -168,10 +155,15 @@ class Segment:
         if k_hi <= k_lo:
             return
         trans = []  # (count index, raw level after)
-        # lead-in / partial first period
         if self.lead:
-            if self.p0 < cc < self.p0 + kw1:
-                trans.append((cc - self.p0, 0))
+            # lead-in: CTR runs from p0 up to 0xFFFF (UP) or down to 0 (DOWN), then the periodic pattern starts
+            p0 = self.p0
+            if self.lead == UP:
+                if p0 < cc < p0 + kw1:
+                    trans.append((cc - p0, 0))
+            elif 0 < cc <= p0:
+                trans.append((p0 - cc + 1, 1))
+            trans.append((kw1, 1 if cc > 0 else 0))
         if 0 < cc <= top:
             if self.ph:
                 pattern = ((cc, 0), (L - cc, 1))
@@ -192,12 +184,6 @@ class Segment:
                     trans.append((base + e0, l0))
                     trans.append((base + e1, l1))
                     base += L
-        elif self.lead:
-            # constant within full periods; only the lead-in (CTR above TOP) can differ
-            lv = 1 if cc > top else 0
-            cur = 1 if (self.p0 + kw1 - 1) < cc else 0
-            if cur != lv:
-                trans.append((kw1, lv))
         if not trans:
             return
         if self.lin:
@@ -296,7 +282,7 @@ class Slice:
                 fa, fb = tmp.pin_levels_at_count(advance)
         top, cc = (cur.top, cur.cc) if run else (self.top, self.cc)
         if p_override is not None:
-            p0, lead = p_override, True
+            p0, lead = p_override, UP
         else:
             p0, lead = Segment.from_state(ctr, down, 1 if csr & regs.CSR_PH_CORRECT else 0, top)
         self._push(Segment(ts, p0, lead, run, div, top, cc, csr, self.block.fsys(), fa, fb, at_wrap))
