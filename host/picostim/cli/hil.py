@@ -76,7 +76,7 @@ def _summary_table(record: dict, console) -> None:
 
     groups: "OrderedDict[str, dict]" = OrderedDict()
     for t in record.get("tests", []):
-        mod = t["nodeid"].split("::", 1)[0].rsplit("/", 1)[-1]
+        mod = t["nodeid"].split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
         g = groups.setdefault(mod, {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "retried": 0,
                                     "measurements": 0, "duration": 0.0})
         g[t["outcome"]] = g.get(t["outcome"], 0) + 1
@@ -84,8 +84,8 @@ def _summary_table(record: dict, console) -> None:
         g["measurements"] += len(t.get("measurements", []))
         g["duration"] += t.get("duration_s", 0.0)
     table = Table(title="picostim HIL", show_lines=False)
-    for col in ("module", "passed", "failed", "errors", "skipped", "retried", "measurements", "time (s)"):
-        table.add_column(col, justify="left" if col == "module" else "right")
+    for col in ("module", "pass", "fail", "err", "skip", "retry", "meas", "s"):
+        table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
     for mod, g in groups.items():
         bad = g["failed"] + g["error"]
         table.add_row(mod, f"[green]{g['passed']}[/]", f"[red]{g['failed']}[/]" if g["failed"] else "0",
