@@ -262,10 +262,10 @@ def test_adc_read_costs_microseconds():
     chip, fe, pins = make(HOME, "skin")
     chip.biphasic(pins, 1 * MS, 2000, 2 * MS, 200 * US, 100 * US)
     chip.advance_in_steps(4000 * MS, 50_000)
-    t = time.perf_counter()
+    t = time.thread_time()                  # CPU time of this thread: other processes on the box do not count
     for k in range(20000):
         fe.adc_volts(k % 3, 3999 * MS)
-    per_read = (time.perf_counter() - t) / 20000
+    per_read = (time.thread_time() - t) / 20000
     assert per_read < 20e-6
 
 

@@ -264,9 +264,9 @@ def test_analysis_of_one_second_at_500_pulses_is_fast():
     chip.biphasic(pins, 1 * MS, 520, 2 * MS, 200 * US, 100 * US)
     rig.wait(1.02)
     pieces = rig.frontend.pieces(10 * MS, 1010 * MS)
-    t = time.perf_counter()
+    t = time.thread_time()                  # CPU time of this thread: other processes on the box do not count
     cap = analyse(pieces, 10 * MS, 1010 * MS)
-    elapsed = time.perf_counter() - t
+    elapsed = time.thread_time() - t
     assert cap.n_pulses == 500
     assert elapsed < 0.25
 

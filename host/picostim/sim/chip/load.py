@@ -193,11 +193,12 @@ def ev(f, x: float) -> float:
 def integral(f, xa: float, xb: float) -> float:
     """Integral of f over [xa, xb]."""
     c0, c1, t1, c2, t2 = f
-    r = c0 * (xb - xa)
-    if c1:
-        r += c1 * t1 * (math.exp(-xa / t1) - math.exp(-xb / t1))
+    d = xb - xa
+    r = c0 * d
+    if c1:      # e^{-xa/t} - e^{-xb/t} = e^{-xa/t} * -expm1(-d/t): no cancellation for short spans
+        r -= c1 * t1 * math.exp(-xa / t1) * math.expm1(-d / t1)
     if c2:
-        r += c2 * t2 * (math.exp(-xa / t2) - math.exp(-xb / t2))
+        r -= c2 * t2 * math.exp(-xa / t2) * math.expm1(-d / t2)
     return r
 
 
