@@ -174,8 +174,8 @@ def serve_rig(rig, host="127.0.0.1", port=0) -> RigServer:
 
 
 class RigClient:
-    """Talks to a rig at `address`: "tcp://127.0.0.1:PORT" or a serial device path. Same methods and return values
-    as VirtualRig (a Capture comes back rebuilt from its dict)."""
+    """Talks to a rig at `address`: "tcp://127.0.0.1:PORT", a serial device path or a pyserial URL
+    (socket://, rfc2217://). Same methods and return values as VirtualRig (a Capture comes back rebuilt)."""
 
     def __init__(self, address: str, timeout: float = 600.0):
         self.address = address
@@ -190,8 +190,11 @@ class RigClient:
             self._w = self._sock.makefile("wb")
             self._serial = None
         else:
-            import serial
-            self._serial = serial.Serial(address, 115200, timeout=timeout)
+            import serial           # a serial device path, or a pyserial URL (socket://, rfc2217://)
+            if "://" in address:
+                self._serial = serial.serial_for_url(address, baudrate=115200, timeout=timeout)
+            else:
+                self._serial = serial.Serial(address, 115200, timeout=timeout)
             self._sock = None
             self._r = self._w = self._serial
 

@@ -152,6 +152,13 @@ def test_same_lines_over_a_serial_port():
         rfile.close()
 
 
+def test_pyserial_url_reaches_the_same_server(served):
+    chip, board, rig, server, client = served
+    with RigClient(f"socket://{server.host}:{server.port}", timeout=30) as via_url:
+        assert via_url.ping() == {"proto": 1}
+        assert via_url.capture(0.01).n_pulses == 5
+
+
 def test_bad_addresses():
     with pytest.raises(RigError):
         RigClient("tcp://nohost")
