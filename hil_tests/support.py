@@ -11,7 +11,15 @@ from picostim import boards
 from picostim.device import DeviceError
 from picostim.shared import codes
 
-RIG_EDGE_NS = 8            # rig edge resolution (virtual rig: PWM tick; rig Pico: see firmware/rig)
+
+
+def edge_ns(rig, prof=None) -> float:
+    """The rig's edge resolution: the rig Pico reports it (two PIO cycles); the virtual rig sees edges exactly on
+    the DUT's system clock tick (its info names the DUT's board)."""
+    info = rig.info()
+    if info.get("edge_resolution_ns"):
+        return float(info["edge_resolution_ns"])
+    return sys_tick_ns(prof or boards.load(info["board"]))
 
 
 def profile_of(dut) -> dict:

@@ -54,10 +54,11 @@ def running(dut, rig):
 
 
 def _assert_output_unchanged(measure, rig, before, tag):
+    edge = support.edge_ns(rig)
     after = pulse_numbers(rig.capture(0.03))
     measure(f"{tag}_pulses", after["n"], "", low=max(1, before["n"] - 1), high=before["n"] + 1)
     measure(f"{tag}_amp_change", abs(after["amp_pos"] - before["amp_pos"]), "uA", high=2.0)
-    measure(f"{tag}_phase_change", abs(after["pos_w_max"] - before["pos_w_max"]), "ns", high=support.RIG_EDGE_NS)
+    measure(f"{tag}_phase_change", abs(after["pos_w_max"] - before["pos_w_max"]), "ns", high=edge)
 
 
 garbage_lines = st.binary(min_size=1, max_size=200).map(lambda b: bytes(x for x in b if x not in (CTRL_C, 10, 13)))

@@ -12,17 +12,18 @@ LOADS = ["500", "2k", "10k"]
 PHASE, GAP, RATE = 200, 100, 100
 
 
-def _check_pulses(measure, cap, prof, phase_us, gap_us, rate_hz, level_ua, min_pulses=2):
+def _check_pulses(measure, cap, prof, phase_us, gap_us, rate_hz, level_ua, min_pulses=2, edge=None):
     n = pulse_numbers(cap)
+    edge = edge or support.sys_tick_ns(prof)
     measure("pulses", n["n"], "", low=min_pulses)
     tick = support.pwm_tick_ns(prof, 2 * phase_us + gap_us)
-    tol = tick + support.RIG_EDGE_NS
+    tol = tick + edge
     measure("phase_pos_min", n["pos_w_min"], "ns", low=phase_us * 1000 - tol, high=phase_us * 1000 + tol)
     measure("phase_pos_max", n["pos_w_max"], "ns", low=phase_us * 1000 - tol, high=phase_us * 1000 + tol)
     measure("phase_neg_min", n["neg_w_min"], "ns", low=phase_us * 1000 - tol, high=phase_us * 1000 + tol)
     measure("phase_neg_max", n["neg_w_max"], "ns", low=phase_us * 1000 - tol, high=phase_us * 1000 + tol)
     # the two phases of a pair are equal to the rig's edge resolution (one PWM tick on the virtual rig)
-    measure("phase_diff_max", n["width_diff_max"], "ns", low=0, high=support.RIG_EDGE_NS - 1)
+    measure("phase_diff_max", n["width_diff_max"], "ns", low=0, high=edge - 1)
     if gap_us > 0:
         measure("gap_min", n["gap_min"], "ns", low=gap_us * 1000 - tol, high=gap_us * 1000 + tol)
         measure("gap_max", n["gap_max"], "ns", low=gap_us * 1000 - tol, high=gap_us * 1000 + tol)
@@ -50,7 +51,8 @@ def test_amplitude_and_timing_per_load_and_level(dut, rig, measure, prof, levels
     support.start_running(dut, rig, level, phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
     cap = rig.capture(0.05)
     support.attach_trace(measure, cap, t_span_s=0.012)
-    _check_pulses(measure, cap, prof, PHASE, GAP, RATE, levels_ua[level - 1], min_pulses=4)
+    _check_pulses(measure, cap, prof, PHASE, GAP, RATE, levels_ua[level - 1], min_pulses=4,
+                  edge=support.edge_ns(rig, prof))
 
 
 # (phase us, gap us, rate Hz): corners of the spec's ranges and typical programs
@@ -71,13 +73,14 @@ def test_timing_grid(dut, rig, measure, prof, levels_ua, phase_us, gap_us, rate_
     measure("applied_gap_err", abs(reply["gap_us"] * 1000 - gap_us * 1000), "ns", high=tick_ns)
     cap = rig.capture(max(0.03, 4.5 / rate_hz))
     support.attach_trace(measure, cap, t_span_s=min(cap.duration_s, 2.5 / rate_hz))
-    _check_pulses(measure, cap, prof, phase_us, gap_us, rate_hz, levels_ua[level - 1], min_pulses=4)
+    _check_pulses(measure, cap, prof, phase_us, gap_us, rate_hz, levels_ua[level - 1], min_pulses=4,
+                  edge=support.edge_ns(rig, prof))
 
 
 def test_low_rate_half_hertz(dut, rig, measure, prof, levels_ua):
     support.start_running(dut, rig, 1, phase_us=250, gap_us=50, rate_hz=0.5)
     cap = rig.capture(4.2, keep_pieces=False)
-    _check_pulses(measure, cap, prof, 250, 50, 0.5, levels_ua[0], min_pulses=2)
+    _check_pulses(measure, cap, prof, 250, 50, 0.5, levels_ua[0], min_pulses=2, edge=support.edge_ns(rig, prof))
 
 
 @pytest.mark.parametrize("phase_us, gap_us, rate_hz", [(1000, 500, 401), (900, 300, 480)])
