@@ -131,6 +131,9 @@ def trial_hang(vb, dev, prof, rnd):
     # the reset re-initialises the chip (its ISET log too): output off = end of the last current-carrying phase
     ends = [p.t_ns + sum(p.widths_ns) + (p.gap_ns or 0) for p in cap.pulses if p.active]
     off = max(ends) if ends and max(ends) > t_inj else None
+    end = time.monotonic() + 3.0
+    while vb.boot_count == boots and time.monotonic() < end:   # the board restarts its CPU on another thread
+        time.sleep(0.01)
     reset = vb.boot_count > boots and vb.reset_cause == 3
     reconnect(dev)
     return None if off is None or not reset else (off - t_inj) / 1e6

@@ -11,7 +11,7 @@ from benchlib import Figure, board_profile, provisioned_board
 
 CLOCK = "model"
 CHUNK_S = 30.0
-WALL_BUDGET_S = 40.0
+WALL_BUDGET_S = 30.0
 
 
 def run(quick: bool = False) -> dict:
