@@ -109,7 +109,7 @@ def test_skin_load_charge_returns(dut, rig, measure, levels_ua):
     rig.set_load("skin")
     support.start_running(dut, rig, len(levels_ua), phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
     cap = rig.capture(1.0, keep_pieces=False)
-    ps = full_pulses(cap)
+    ps = full_pulses(cap)[:-1]   # the last pulse's discharge runs past the window end
     measure("pulses", len(ps), "", low=95)
     q_phase = max(max(abs(q) for q in p.q_nc) for p in ps)
     measure("q_net_electrode_max", max(abs(p.q_net_nc) for p in ps), "nC", high=0.01 * q_phase + 0.05)
