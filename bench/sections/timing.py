@@ -86,6 +86,7 @@ def run(quick: bool = False) -> dict:
         vals = [r[key] for r in rs if r.get(key) is not None]
         return max(vals) if vals else None
 
+    worst_p = max(done, key=lambda r: r.get("period_err_ticks") or 0, default=None)
     base_rows = [r for r in done if r.get("stock_pwm")]
     b_w = max((r["stock_pwm"]["width_err_ticks"] for r in base_rows), default=None)
     b_p = max((r["stock_pwm"]["period_err_ticks"] for r in base_rows), default=None)
@@ -98,7 +99,11 @@ def run(quick: bool = False) -> dict:
         Figure("interphase gap error vs request, worst", "ticks", worst("gap_err_ticks"), goal=("<=", 1),
                baseline_label="n/a: stock API makes no gap", n=n_pulses),
         Figure("repetition period error vs request, worst", "ticks", worst("period_err_ticks"), goal=("<=", 1),
-               baseline=b_p, baseline_label="stock machine.PWM freq", n=sum(r.get("n_intervals", 0) for r in done)),
+               baseline=b_p, baseline_label="stock machine.PWM freq", n=sum(r.get("n_intervals", 0) for r in done),
+               note=(f"worst at {worst_p['rate_hz']} Hz: applied {worst_p['applied'].get('period_ticks')} ticks vs "
+                     f"{125e6 / worst_p['rate_hz']:.1f} requested (DIV {worst_p['applied'].get('div')}); the "
+                     "planner rounds the period to whole microseconds (125 ticks) before quantising to the DIV"
+                     if worst_p and worst_p.get("period_err_ticks") else "")),
         Figure("repetition period vs the period the device stated it applied, worst", "ticks",
                worst("period_vs_stated_ticks"), goal=("<=", 1), n=sum(r.get("n_intervals", 0) for r in done),
                note="request quantised to the slice's DIV/TOP grid; the reply states the applied period"),
