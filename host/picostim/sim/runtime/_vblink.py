@@ -204,8 +204,11 @@ def _dispatch(cb, hard):
             cb()
         except Exception as e:
             err = e
-        micropython.heap_unlock()
-        _in_hard = False
+        finally:
+            # a Ctrl-C (SIGINT -> KeyboardInterrupt) can land inside the callback: unlock before it propagates to
+            # the main code, where the firmware handles it (on rp2 it is raised in the main thread, not the IRQ)
+            micropython.heap_unlock()
+            _in_hard = False
         if err is not None:
             print("Uncaught exception in IRQ callback handler")
             sys.print_exception(err)
