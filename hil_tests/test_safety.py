@@ -394,3 +394,29 @@ def test_s14_app_restarts_idle_after_soft_reset(dut, rig, measure):
     dut.hello(timeout=30)
     cap = rig.capture(0.5)
     _idle_numbers(measure, cap, "after_restart")
+
+
+def test_s7_impedance_above_zmax_pauses_at_probe_current(dut, rig, measure, prof, levels_ua):
+    """A load well above Z_max (the source also hits compliance there): stimulation pauses at the probe current
+    instead of driving the electrodes at compliance."""
+    rig.set_load(str(int(prof["limits"]["z_max_ohm"] * 2.5)))
+    dut.start(level=len(levels_ua), phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
+    rig.wait(prof["limits"]["ramp_ms_per_level_step"] / 1000 * len(levels_ua) + 0.5)
+    cap = rig.capture(0.1)
+    ps = full_pulses(cap)
+    measure("amp_max_while_paused", max((abs(a) for p in ps for a in p.amp_ua), default=0.0), "uA",
+            high=codes.CONTACT_PROBE_UA + amp_tolerance(codes.CONTACT_PROBE_UA))
+    ev = [e for e in dut.poll_events(0.3) if e.get("ev") == codes.EV_PAUSE]
+    measure("pause_events", len(ev), "", low=1)
+
+
+def test_s4_power_button_clears_latched_fault(dut, rig, measure):
+    support.start_running(dut, rig, 1, phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
+    rig.inject("fault_n", ms=2.0)
+    rig.wait(0.05)
+    _expect_error(codes.E_FAULT_LATCHED, dut.start, level=1, phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
+    rig.press("power", ms=150)          # the user clears it
+    rig.wait(0.3)
+    support.stop_quietly(dut)
+    support.start_running(dut, rig, 1, phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
+    measure("pulses_after_user_clear", rig.capture(0.03).n_active, "", low=3)
