@@ -146,16 +146,15 @@ def loop_period_baseline(dev, seconds=1.0):
     return min(d) if d else None
 
 
-def run(quick: bool = False) -> dict:
-    prof = board_profile()
-    n = {"overcurrent": 5, "contact": 5, "fault_n": 5, "hang": 2} if quick else \
-        {"overcurrent": 25, "contact": 25, "fault_n": 25, "hang": 6}
-    fns = {"overcurrent": trial_overcurrent, "contact": trial_contact, "fault_n": trial_fault_n, "hang": trial_hang}
-    rnd = random.Random(7)
+FNS = {"overcurrent": trial_overcurrent, "contact": trial_contact, "fault_n": trial_fault_n, "hang": trial_hang}
+
+
+def campaign(clock, n, prof, rnd):
+    """Run the trials on one board; returns (per-kind results, failed trial notes, unexpected resets, factor,
+    loop-period baseline)."""
     out, failed_trials = {}, {}
     resets = 0
-    t0 = time.monotonic()
-    with provisioned_board(clock=CLOCK) as (vb, dev):
+    with provisioned_board(clock=clock) as (vb, dev):
         factor = vb.cpu_factor
         try:
             base = loop_period_baseline(dev)
@@ -168,7 +167,7 @@ def run(quick: bool = False) -> dict:
             for _ in range(count):
                 boots = vb.boot_count
                 try:
-                    v = fns[kind](vb, dev, prof, rnd)
+                    v = FNS[kind](vb, dev, prof, rnd)
                 except Exception as e:  # noqa: BLE001 — a trial that breaks is counted, the campaign goes on
                     v = None
                     failed_trials.setdefault(kind, []).append(f"{type(e).__name__}: {e}"[:200])
@@ -190,6 +189,19 @@ def run(quick: bool = False) -> dict:
                 else:
                     vals.append(v)
             out[kind] = {"dist_ms": dist(vals), "not_measured": bad, "values_ms": vals}
+    return out, failed_trials, resets, factor, base
+
+
+def run(quick: bool = False) -> dict:
+    prof = board_profile()
+    n_model = {"overcurrent": 5, "contact": 5, "fault_n": 5, "hang": 2} if quick else \
+        {"overcurrent": 25, "contact": 25, "fault_n": 25, "hang": 6}
+    n_cpu = {"overcurrent": 3, "contact": 3, "fault_n": 3, "hang": 1} if quick else \
+        {"overcurrent": 10, "contact": 10, "fault_n": 10, "hang": 3}
+    rnd = random.Random(7)
+    t0 = time.monotonic()
+    out, failed_trials, resets, factor, base = campaign(CLOCK, n_model, prof, rnd)
+    out_cpu, failed_cpu, resets_cpu, factor_cpu, base_cpu = campaign("cpu", n_cpu, prof, rnd)
     wdt = prof["limits"]["wdt_timeout_ms"]
     goals = {"overcurrent": ("over-current onset -> output off", 1.0),
              "contact": ("contact loss -> pause", 2.0),
@@ -207,13 +219,26 @@ def run(quick: bool = False) -> dict:
                            baseline_label="main-loop period" if kind != "hang" else "WDT timeout",
                            n=d["n"], note=note, passed=None if d["n"] and not nb else False))
         figs.append(Figure(f"{label}, max", "ms", d["max"], goal=("<=", goal), n=d["n"]))
-    figs.append(Figure("board resets nobody asked for during the trials", "", resets, goal=("==", 0),
-                       n=sum(n.values()), note="watchdog expiries outside the hang trials; such trials are discarded"))
-    return {"figures": figs, "clock": CLOCK, "cpu_factor": factor,
-            "counts": {**{k: v["dist_ms"]["n"] for k, v in out.items()}, "unexpected resets": resets},
+    for kind, (label, goal) in goals.items():
+        d = out_cpu[kind]["dist_ms"]
+        nb = out_cpu[kind]["not_measured"]
+        note = f"p50 {d['p50']:.3f} ms" if d["n"] else "no trial measured"
+        if nb:
+            note += f"; {nb} of {n_cpu[kind]} trial(s) not measurable"
+        figs.append(Figure(f"[cpu clock] {label}, max", "ms", d["max"], goal=("<=", goal), n=d["n"], note=note))
+    figs.append(Figure("board resets nobody asked for during the trials", "", resets + resets_cpu, goal=("==", 0),
+                       n=sum(n_model.values()) + sum(n_cpu.values()),
+                       note="watchdog expiries outside the hang trials; such trials are discarded"))
+    return {"figures": figs, "clock": f"{CLOCK} (+ a shorter cpu-clock pass)", "cpu_factor": factor_cpu,
+            "counts": {**{k: v["dist_ms"]["n"] for k, v in out.items()},
+                       **{f"cpu {k}": v["dist_ms"]["n"] for k, v in out_cpu.items()},
+                       "unexpected resets": resets + resets_cpu},
             "setup": f"handheld-home, 2 kOhm, level 1, waveform {WAVE}, random injection phase; over-current = "
-                     "source gain error to 1.15 x the trip point; FAULT_N held 5 ms. Clock mode model: virtual time = "
-                     "the profile's per-call RP2040 costs, no host execution time (cpu mode is not used here: on "
-                     "this build it pauses for no_contact on a healthy 2 kOhm load, which spoils the trials)",
-            "details": {"trials": out, "failed_trials": failed_trials, "loop_period_ms": base,
-                        "wall_s": time.monotonic() - t0}}
+                     "source gain error to 1.15 x the trip point; FAULT_N held 5 ms. Main figures in clock mode "
+                     "model (virtual time = the profile's per-call RP2040 costs, no host execution time; "
+                     f"factor {factor}); the [cpu clock] rows add host execution time x the calibrated factor "
+                     f"({factor_cpu:.1f}). In cpu mode this build often pauses for no_contact on a healthy 2 kOhm "
+                     "load on its own, so many cpu trials cannot be measured (counted, not hidden)",
+            "notes": [f"main-loop period from telemetry: {base} ms (model), {base_cpu} ms (cpu)"],
+            "details": {"trials": out, "trials_cpu": out_cpu, "failed_trials": failed_trials,
+                        "failed_trials_cpu": failed_cpu, "loop_period_ms": base, "wall_s": time.monotonic() - t0}}
