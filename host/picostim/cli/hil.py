@@ -110,7 +110,8 @@ def _summary_table(record: dict, console) -> None:
 
 @main.command("hil", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--dut", default=None, help="DUT serial port or sim[:board] (default: the one attached Pico, else sim)")
-@click.option("--rig", default=None, help="rig address or sim (default: sim for a virtual DUT)")
+@click.option("--rig", default=None, help="rig address, sim, or sim-proto (the virtual rig over the rig protocol); "
+              "default sim for a virtual DUT")
 @click.option("--board", default=None, help="board profile for the virtual board (same as --dut sim:BOARD)")
 @click.option("--load", default=None, help="default load per test: 500, 2k, 10k, skin")
 @click.option("--rigs-file", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -134,8 +135,8 @@ def hil_cmd(dut, rig, board, load, rigs_file, workers, report_dir, keyword, quie
         rig = "sim"
     if rig is None and not rigs_file:
         raise click.UsageError(f"DUT {dut} is real hardware: give --rig PORT (the rig Pico) or --rigs-file")
-    if rig and rig != "sim" and dut.startswith("sim"):
-        raise click.UsageError("a virtual DUT needs the virtual rig (--rig sim)")
+    if rig and rig not in ("sim", "sim-proto") and dut.startswith("sim"):
+        raise click.UsageError("a virtual DUT needs the virtual rig (--rig sim, or sim-proto over the rig protocol)")
     if workers is None:
         if rigs_file:
             import json

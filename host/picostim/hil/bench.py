@@ -61,8 +61,9 @@ class BenchSettings:
                 board = dut.split(":", 1)[1] or DEFAULT_BOARD
             dut = "sim"
             rig = rig or "sim"
-            if rig != "sim":
-                raise BenchError("a virtual DUT is measured by the virtual rig: use --rig sim (or leave it out)")
+            if rig not in ("sim", "sim-proto"):
+                raise BenchError("a virtual DUT is measured by the virtual rig: use --rig sim (in process) or "
+                                 "--rig sim-proto (over the rig protocol, as a real rig is reached)")
         elif not rig:
             raise BenchError(f"DUT {dut} is real hardware: give --rig ADDR (the rig Pico's port)")
         from .. import boards
@@ -150,6 +151,11 @@ class Bench:
         self.rig = self.vb.rig
         if self.rig is None:
             raise BenchError("the virtual board has no rig model (host/picostim/sim/rig.py missing?)")
+        if s.rig == "sim-proto":
+            from ..sim.rigproto import RigClient
+            if not self.vb.rig_address:
+                raise BenchError("the virtual board serves no rig protocol address")
+            self.rig = RigClient(self.vb.rig_address)
         self.device = Device(self.vb.port)
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
 
@@ -172,7 +178,7 @@ class Bench:
                     obj.close()
             except Exception:
                 pass
-        if self.vb is None and self.rig is not None and hasattr(self.rig, "close"):
+        if self.rig is not None and hasattr(self.rig, "close"):
             try:
                 self.rig.close()
             except Exception:
