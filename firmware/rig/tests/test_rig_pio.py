@@ -268,3 +268,14 @@ def test_capture_assembly_same_under_micropython():
     r = subprocess.run([str(MICROPYTHON), "-c", script], capture_output=True, text=True, env=env, timeout=30)
     assert r.returncode == 0, r.stderr
     assert [tuple(e) for e in eval(r.stdout.strip())] == rigcapture.durations_to_edges(words, 8, 1)
+
+
+@pytest.mark.skipif(not (MICROPYTHON.exists() and (RUNTIME / "rp2.py").exists()), reason="virtual board rp2 missing")
+def test_programs_assemble_with_the_virtual_boards_rp2():
+    """Through the virtual board's own `rp2` module (its asm_pio delegates to _pioasm), unchanged rig source."""
+    script = "import rigpio\nprint(list(rigpio.level_durations.words))\nprint(list(rigpio.timed_low.words))\n"
+    env = {"MICROPYPATH": f"{RUNTIME}:{RIG}", "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([str(MICROPYTHON), "-c", script], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0, r.stderr + r.stdout
+    lines = r.stdout.strip().splitlines()
+    assert eval(lines[0]) == LEVEL_DURATIONS and eval(lines[1]) == TIMED_LOW
