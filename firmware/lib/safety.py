@@ -37,7 +37,9 @@ CC_A = 10
 PAUSE_I = 11
 PAUSE_V = 12
 CC_B = 13
-NFLAGS = 14
+CTR_POS = 14      # slice counter at the last valid +phase sample (where in the phase the timer lands)
+CTR_NEG = 15      # ... and at the last valid -phase sample
+NFLAGS = 16
 
 TRIP_OVER_CURRENT = 1
 TRIP_FAULT_N = 2
@@ -106,6 +108,7 @@ class Supervisor:
         if c1 < c0 or c1 >= f[CC_A]:
             f[MISSED] += 1
             return
+        f[CTR_POS] = c0
         self._judge(i, v)
 
     def _sample_neg(self, _t):
@@ -122,6 +125,7 @@ class Supervisor:
         if c1 < c0 or c0 < f[CC_B]:
             f[MISSED] += 1
             return
+        f[CTR_NEG] = c0
         self._judge(i, v)
 
     def _judge(self, i, v):
