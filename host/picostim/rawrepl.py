@@ -46,27 +46,32 @@ class RawRepl:
         self.execs = 0
 
     # -- entering / leaving ------------------------------------------------------------------------------------
-    def enter(self, timeout: float = 5.0, attempts: int = 4, reconnect_s: float = 10.0) -> None:
+    def enter(self, timeout: float = 12.0, attempts: int = 4, reconnect_s: float = 10.0) -> None:
         """Interrupt whatever runs and enter the raw REPL."""
         last = b""
+        heard = sent_eot = False
         for attempt in range(attempts):
             try:
-                if attempt:
-                    # A host that died mid raw-paste leaves the device collecting code: Ctrl-D ends that input
-                    # (the device compiles the fragment, reports an error and is back at the raw prompt).
+                if attempt >= 2 and not heard and not sent_eot:
+                    # Silent through two tries: most likely a host died mid raw-paste and the device is still
+                    # collecting code. Ctrl-D ends that input (the fragment fails to compile; back at the raw
+                    # prompt). Not earlier: at a prompt Ctrl-D soft-resets the board.
                     self.t.write(CTRL_D)
+                    sent_eot = True
                     time.sleep(0.1)
                 self.t.write(b"\r" + CTRL_C)
                 time.sleep(0.05)
                 self.t.write(CTRL_C)
                 time.sleep(0.05)
-                self.t.drain(quiet_s=0.1, max_s=1.0)
+                last = self.t.drain(quiet_s=0.1, max_s=1.0)
+                heard = heard or bool(last)
                 self.t.write(b"\r" + CTRL_A)
                 self.t.read_until(RAW_BANNER + b">", timeout / attempts + 0.5)
                 self.in_raw = True
                 return
             except TransportTimeout as e:
-                last = e.partial
+                last += e.partial
+                heard = heard or bool(e.partial)
             except TransportError:
                 # The board reset / re-enumerated under us: wait for its port and try again.
                 self.t.reconnect(wait_s=reconnect_s)
@@ -78,7 +83,7 @@ class RawRepl:
         self.t.write(b"\r" + CTRL_B)
         self.in_raw = False
 
-    def soft_reset(self, run_main: bool = False, timeout: float = 10.0) -> None:
+    def soft_reset(self, run_main: bool = False, timeout: float = 30.0) -> None:
         """Soft reset. run_main=False: stay in the raw REPL (main.py is skipped, as rp2 does in raw mode).
         run_main=True: reset from the friendly REPL so boot.py and main.py run (the application starts)."""
         if run_main:

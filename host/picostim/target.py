@@ -49,7 +49,9 @@ def open_target(spec: str | None, board: str | None = None, deploy_app: bool = T
         return
     from .sim import VirtualBoard
     name = sim_board(spec, board)
-    with VirtualBoard(board=name, load=load, flash_dir=flash_dir) as vb:
+    # A deterministic virtual clock by default: a busy host then cannot stretch virtual time into a watchdog reset.
+    clock = os.environ.get("PICOSTIM_SIM_CLOCK", "model")
+    with VirtualBoard(board=name, load=load, flash_dir=flash_dir, clock=clock) as vb:
         wait_alive(vb.port)
         if deploy_app:
             from . import deploy

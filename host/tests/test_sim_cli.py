@@ -117,3 +117,75 @@ def test_run_stop_and_monitor_csv_plot(vb, tmp_path):
     assert max(float(x["i_ua"]) for x in rows) > 50          # measured current while stimulating at level 2
     r = run("stop", "--port", vb.port)
     assert r.exit_code == 0 and "idle" in r.output
+
+
+# -- the host check and the device agree (hypothesis, against the real firmware) -------------------------------
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st  # noqa: E402
+
+from picostim import boards, settings  # noqa: E402
+from picostim.device import DeviceError  # noqa: E402
+
+_values = st.one_of(st.integers(-5, 2000), st.none(), st.booleans(), st.text(max_size=6),
+                    st.sampled_from(["ems", "lift", "microcurrent"]), st.floats(0, 100))
+
+
+@hsettings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(partial=st.dictionaries(st.sampled_from(["session_s", "default_level", "default_program", "extra"]),
+                               _values, min_size=1, max_size=3))
+def test_host_config_check_agrees_with_device(vb, partial):
+    profile = boards.load(BOARD)
+    with Device(vb.port) as dev:
+        before = dev.config_get()
+        try:
+            settings.check_config(profile, {**before, **partial})
+            host_ok = True
+        except settings.SettingsError:
+            host_ok = False
+        try:
+            applied = dev.config_set(partial)
+            dev_ok = True
+        except DeviceError as e:
+            dev_ok = False
+            assert e.code in ("bad_type", "out_of_range", "bad_request", "unknown_program"), e
+        assert host_ok == dev_ok, (partial, before)
+        if dev_ok:
+            assert applied == {**before, **partial}
+            dev.config_set(before)
+        else:
+            assert dev.config_get() == before                 # refused: nothing changed
+
+
+@hsettings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(levels=st.one_of(
+    st.lists(st.one_of(st.integers(-10, 1200), st.floats(1, 500), st.none()), min_size=4, max_size=6),
+    st.lists(st.integers(1, 450), min_size=5, max_size=5, unique=True).map(sorted)))   # often valid, sometimes over cap
+def test_host_levels_check_agrees_with_device(vb, levels):
+    profile = boards.load(BOARD)
+    with Device(vb.port) as dev:
+        before = dev.levels_get()
+        try:
+            settings.check_levels(profile, levels)
+            host_ok = True
+        except settings.SettingsError as e:
+            host_ok, host_code = False, e.code
+        try:
+            dev.levels_set(levels, operator="hyp")
+            dev_ok = True
+        except DeviceError as e:
+            dev_ok, dev_code = False, e.code
+        assert host_ok == dev_ok, levels
+        if not dev_ok:
+            assert dev.levels_get() == before
+            if host_code == "over_cap":
+                assert dev_code == "over_cap"
+        else:
+            dev.levels_set(before, operator="hyp")
+
+
+def test_ensure_app_restarts_an_interrupted_application(vb):
+    from picostim.rawrepl import RawRepl
+    with SerialTransport(vb.port) as t:
+        RawRepl(t).enter()                                    # Ctrl-C: the app stops, the board sits at the REPL
+        dev = Device(t, owns_transport=False)
+        info = dev.ensure_app()
+        assert info["board"] == BOARD and dev.status()["state"] == "idle"
