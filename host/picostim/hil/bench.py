@@ -156,7 +156,9 @@ class Bench:
             if not self.vb.rig_address:
                 raise BenchError("the virtual board serves no rig protocol address")
             self.rig = RigClient(self.vb.rig_address)
-        self.device = Device(self.vb.port)
+        from ..transport import SerialTransport
+        # the USB port re-enumerates after the reset: wait for it like a host waits for a Pico
+        self.device = Device(SerialTransport(self.vb.port, open_timeout=BOOT_TIMEOUT_S), owns_transport=True)
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
 
     def _open_hw(self):
