@@ -250,9 +250,10 @@ class Deployer:
                     batch.append(f"_psd({self._dev(sub)!r})\n")
                     dirs_known.add(sub)
         pending_checks: list[tuple[str, str]] = []
+        pending_progress: list[tuple[str, int]] = []
 
         def flush():
-            nonlocal batch, batch_bytes, pending_checks
+            nonlocal batch, batch_bytes, pending_checks, pending_progress
             if len(batch) <= 1 and not pending_checks:
                 return
             code = "".join(batch) + "print(json.dumps(_psv))\n_psv=None\n" if pending_checks else "".join(batch)
@@ -265,11 +266,14 @@ class Deployer:
                                           f"(device {got.get(path)}, expected {want}); nothing was renamed")
             else:
                 self.repl.exec(code, timeout=60)
+            for path, n in pending_progress:       # reported once the device has taken the bytes
+                self.progress("bytes", path=path, n=n)
             for path, _ in pending_checks:
                 self.progress("file_done", path=path, size=len(image[path]))
             batch = ["_a=binascii.a2b_base64\n"]
             batch_bytes = 0
             pending_checks = []
+            pending_progress = []
 
         for path in paths_to_write:
             data = image[path]
@@ -281,7 +285,7 @@ class Deployer:
                     b64 = base64.b64encode(piece).decode()
                     batch.append(f"_f.write(_a({b64!r}))\n")
                     batch_bytes += len(b64)
-                    self.progress("bytes", path=path, n=len(piece))
+                    pending_progress.append((path, len(piece)))
                 if batch_bytes >= self.chunk * 4 // 3:
                     flush()
             # Hash-verify the temp file as stored, then rename over the real name (atomic on LittleFS/posix).
