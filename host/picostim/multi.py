@@ -52,7 +52,8 @@ def flash_one(spec: str, board: str, uf2_file: Path | None = None, firmware_dir:
                 res.unique_id = str(r.hello.get("uid", "?"))
                 res.version = str(r.hello.get("fw", r.version))
             res.ok = True
-            res.result = r.summary().split(": ", 1)[1] if r.changed else "up to date, nothing sent"
+            res.result = (f"{len(r.written)} written, {len(r.removed)} removed, {r.bytes_sent / 1000:.1f} kB, "
+                          f"all verified" if r.changed else "up to date, nothing sent")
     except Exception as e:  # noqa: BLE001 - one board's failure must not stop the tray
         res.result = "FAILED"
         res.detail = str(e) or type(e).__name__
@@ -104,7 +105,7 @@ def flash_many(specs: list[str], board: str, uf2_file: Path | None = None, firmw
 def summary_table(results: list[BoardResult]) -> Table:
     t = Table(title="picostim flash")
     for c in ("port", "unique_id", "board", "version", "result", "seconds"):
-        t.add_column(c, justify="right" if c == "seconds" else "left")
+        t.add_column(c, justify="right" if c == "seconds" else "left", no_wrap=c in ("unique_id", "version"))
     for r in results:
         style = "green" if r.ok else "red"
         t.add_row(r.port, r.unique_id, r.board, r.version,

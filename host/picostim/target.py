@@ -3,11 +3,13 @@ started for the duration of the command, flashed with the application unless tol
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Iterator
 
 SIM_PREFIX = "sim"
+_sim_seeds = itertools.count()   # each virtual board of one command gets its own unique_id
 DEFAULT_SIM_BOARD = "handheld-home"
 
 
@@ -51,7 +53,7 @@ def open_target(spec: str | None, board: str | None = None, deploy_app: bool = T
     name = sim_board(spec, board)
     # A deterministic virtual clock by default: a busy host then cannot stretch virtual time into a watchdog reset.
     clock = os.environ.get("PICOSTIM_SIM_CLOCK", "model")
-    with VirtualBoard(board=name, load=load, flash_dir=flash_dir, clock=clock) as vb:
+    with VirtualBoard(board=name, load=load, flash_dir=flash_dir, clock=clock, seed=next(_sim_seeds)) as vb:
         wait_alive(vb.port)
         if deploy_app:
             from . import deploy

@@ -36,7 +36,7 @@ def flash(board, ports, all_ports, uf2_file, firmware_dir, no_handshake):
         if p is None:
             raise click.ClickException("no board found: pass --port PORT (several allowed), --all, or --port sim")
         specs = [p]
-    console = Console()
+    console = Console(width=max(120, Console().width))
     if uf2_file is not None:
         from ..uf2 import check_uf2
         check_uf2(uf2_file)
