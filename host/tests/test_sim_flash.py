@@ -32,7 +32,7 @@ def test_flash_sequence_full_nochange_onefile_stale(vb, tmp_path):
     r = runner.invoke(cli, ["flash", "--board", BOARD, "--port", vb.port])
     assert r.exit_code == 0, r.output
     assert app_files(vb.flash_dir) == expected_files(BOARD)
-    assert "OK" in r.output or "wrote" in r.output
+    assert "written, 0 removed" in r.output and "all verified" in r.output
 
     r = runner.invoke(cli, ["flash", "--board", BOARD, "--port", vb.port])
     assert r.exit_code == 0, r.output
