@@ -117,6 +117,7 @@ def provisioned_board(board="handheld-home", load="2k", clock="cpu", seed=0, fla
     try:
         provision_flash(vb.flash_dir, board)
         vb.reset()
+        wait_port(vb)
         dev = Device(vb.port)
         dev.hello(timeout=30)
         yield vb, dev
@@ -181,3 +182,14 @@ def wait_booted(vb, timeout: float = 10.0) -> None:
     while vb.cpu_factor is None and time.monotonic() < end:
         time.sleep(0.02)
     time.sleep(0.05)
+
+
+def wait_port(vb, timeout: float = 30.0) -> None:
+    """After a reset or power-up the USB port re-enumerates: wait for it (newer boards say when it is there)."""
+    fn = getattr(vb, "wait_enumerated", None)
+    if fn is not None:
+        fn(timeout)
+    else:
+        end = time.monotonic() + timeout
+        while not os.path.exists(vb.port) and time.monotonic() < end:
+            time.sleep(0.01)

@@ -7,11 +7,22 @@ from __future__ import annotations
 
 import time
 
-from benchlib import Figure, board_profile, provisioned_board, wait_state, wait_virtual
+from benchlib import Figure, board_profile, provisioned_board, wait_virtual
 
 CLOCK = "model"
 LOADS = ("500", "2k", "10k")
 WAVE = {"phase_us": 200, "gap_us": 50, "rate_hz": 100}
+
+
+def wait_settled(dev, target_ua, timeout=60.0) -> dict:
+    """Until the device says it runs at the level's setpoint (the ramp is over)."""
+    end = time.monotonic() + timeout
+    st = dev.status()
+    while not (st.get("state") == "running" and st.get("target_ua") == target_ua
+               and abs((st.get("setpoint_ua") or 0) - target_ua) <= 1) and time.monotonic() < end:
+        time.sleep(0.05)
+        st = dev.status()
+    return st
 
 
 def run(quick: bool = False) -> dict:
@@ -26,9 +37,12 @@ def run(quick: bool = False) -> dict:
         factor = vb.cpu_factor
         for load in loads:
             vb.rig.set_load(load)
+            # one session per load, stepping the level up (each step ramps over 300 ms, S8)
+            dev.start(level=lv_idx[0], duration_s=600, **WAVE)
             for lv in lv_idx:
-                dev.start(level=lv, duration_s=600, **WAVE)
-                st = wait_state(dev, ("running",), timeout=60)
+                if lv != lv_idx[0]:
+                    dev.set_level(lv)
+                st = wait_settled(dev, levels[lv - 1])
                 wait_virtual(vb, 0.01)
                 cap = vb.rig.capture(0.2, keep_pieces=False, trace_bins=10)
                 amps = [abs(a) for p in cap.active_pulses() if not p.partial for a in p.amp_ua]
@@ -40,7 +54,7 @@ def run(quick: bool = False) -> dict:
                 if lv == lv_idx[-1]:
                     c1 = vb.rig.capture(1.0, keep_pieces=False, trace_bins=10)
                     dc[load] = {"dc_ua": c1.dc_ua, "n_pulses": c1.n_pulses, "n_unbalanced": c1.n_unbalanced}
-                dev.stop()
+            dev.stop()
     ok = [r for r in rows if r["measured_ua"] is not None]
     err = [abs(r["measured_ua"] - r["want_ua"]) for r in ok]
     err_pct = [abs(r["measured_ua"] - r["want_ua"]) / r["want_ua"] * 100 for r in ok if r["want_ua"]]

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import BENCH_DIR, REPO, RESULTS_DIR, Figure, dist, provisioned_board, wait_booted
+from benchlib import BENCH_DIR, REPO, RESULTS_DIR, Figure, dist, provisioned_board, wait_booted, wait_port
 
 CLOCK = "cpu"
 ANCHOR_RTT_MS = 4.2      # real RP2040 USB round trip (belay measurement, reference/host-tooling.md)
@@ -45,6 +45,7 @@ def verify_deploy():
     board = "handheld-home"
     image = deploy.build_image(board)
     with VirtualBoard(board=board, rig_port=None) as vb:
+        wait_port(vb)
         wait_booted(vb)
         with SerialTransport(vb.port) as t:
             deploy.deploy(t, board)

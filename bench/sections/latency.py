@@ -195,9 +195,9 @@ def campaign(clock, n, prof, rnd):
 def run(quick: bool = False) -> dict:
     prof = board_profile()
     n_model = {"overcurrent": 5, "contact": 5, "fault_n": 5, "hang": 2} if quick else \
-        {"overcurrent": 25, "contact": 25, "fault_n": 25, "hang": 6}
+        {"overcurrent": 20, "contact": 20, "fault_n": 20, "hang": 5}
     n_cpu = {"overcurrent": 3, "contact": 3, "fault_n": 3, "hang": 1} if quick else \
-        {"overcurrent": 10, "contact": 10, "fault_n": 10, "hang": 3}
+        {"overcurrent": 8, "contact": 8, "fault_n": 8, "hang": 2}
     rnd = random.Random(7)
     t0 = time.monotonic()
     out, failed_trials, resets, factor, base = campaign(CLOCK, n_model, prof, rnd)

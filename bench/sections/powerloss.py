@@ -15,7 +15,7 @@ import random
 import threading
 import time
 
-from benchlib import Figure, board_profile, provisioned_board, reconnect, wait_virtual
+from benchlib import Figure, board_profile, provisioned_board, reconnect, wait_port, wait_virtual
 
 CLOCK = "model"
 
@@ -100,7 +100,8 @@ def deploy_trial(vb, dev, rnd, k, board="handheld-home"):
     dev.close()
     wipe_flash(vb.flash_dir)                 # an empty flash: the deploy writes every file
     vb.reset()
-    time.sleep(0.3)                          # the port re-enumerates after the reset
+    wait_port(vb)                            # the port re-enumerates after the reset
+    time.sleep(0.1)
     delay = rnd.uniform(0.0, 0.4)            # a full deploy takes about 0.5 s here: cut somewhere inside it
     timer = threading.Timer(delay, vb.power_cut, kwargs={"during_write": True, "seed": 10_000 + k})
     row = {"k": k, "delay_s": round(delay, 3)}
@@ -115,7 +116,8 @@ def deploy_trial(vb, dev, rnd, k, board="handheld-home"):
     row["cut"] = wait_dead(vb, 1.0)
     vb._power_cut_armed = None               # the rig has no disarm call; a cut that found no write is dropped
     vb.power_restore()
-    time.sleep(0.3)
+    wait_port(vb)
+    time.sleep(0.1)
     row["safe"], row["out"] = output_safe(vb)
     with SerialTransport(vb.port) as t:
         r = deploy.deploy(t, board, handshake=True)
