@@ -92,6 +92,7 @@ class VirtualBoard:
         self._recent_sigint = False
         self._hang_pending = False
         self._fwd_count = 0
+        self._user_code = False
         self._stdin_backlog = bytearray()
         self._pending_input = bytearray()
         self.in_bootloader = False
@@ -126,7 +127,6 @@ class VirtualBoard:
         # so the old pty goes away (open handles see an I/O error, as after unplugging) and a new one appears.
         self.port = str(self._tmp / "ttyACM0")
         self._master = None
-        self._open_usb()
         self._sock_path = str(self._tmp / "rpc.sock")
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(self._sock_path)
@@ -143,7 +143,19 @@ class VirtualBoard:
             except OSError as e:
                 raise BoardError(f"cannot serve the rig on 127.0.0.1:{self._rig_port}: {e}") from e
         self._power_on(PWRON_RESET)
+        self.wait_enumerated()
         return self
+
+    def wait_enumerated(self, timeout_s: float = 30.0):
+        """Wait until the board's USB serial port exists (MicroPython is up and about to run boot.py)."""
+        deadline = time.monotonic() + timeout_s
+        while not os.path.exists(self.port):
+            proc = self._proc
+            if proc is not None and proc.poll() is not None:
+                raise BoardError(f"virtual board firmware runtime exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise BoardError(f"virtual board did not enumerate within {timeout_s} s")
+            time.sleep(0.01)
 
     def close(self):
         self._closing = True
@@ -225,6 +237,7 @@ class VirtualBoard:
             self._gen += 1
             gen = self._gen
             self._child_state = "booting"
+            self._user_code = False     # Ctrl-C means nothing until MicroPython runs boot.py
             self._intr_pending = False
             self._hang_pending = False
             self._credited = 0
@@ -292,8 +305,7 @@ class VirtualBoard:
         """Hard reset. PWRON_RESET is a power cycle; WDT_RESET is what machine.reset() and the watchdog give."""
         self._kill_child()
         self._close_usb()
-        self._open_usb()
-        self._power_on(cause)
+        self._power_on(cause)   # USB enumerates again once MicroPython is up (see _op_boot)
 
     def _reset_async(self, cause):
         # Called from the child's own RPC thread or the monitor: do the reset elsewhere.
@@ -318,7 +330,6 @@ class VirtualBoard:
 
     def power_restore(self):
         if not self._powered:
-            self._open_usb()
             self._power_on(PWRON_RESET)
 
     def hang(self):
@@ -514,7 +525,7 @@ class VirtualBoard:
                 self._intr_pending = True
                 self._cond.notify_all()
                 return
-            if state in ("running", "booting", "rpc") and self._proc is not None:
+            if state in ("running", "rpc") and self._user_code and self._proc is not None:
                 self._recent_sigint = True
                 try:
                     os.kill(self._proc.pid, signal.SIGINT)
@@ -735,6 +746,14 @@ class VirtualBoard:
         self._gen += 1
         self._spawn(self._power_off, "poweroff")
         raise _NoReply()
+
+    def _op_boot(self, gen):
+        """MicroPython is initialised and about to run boot.py: USB enumerates now (after a power-on or hard
+        reset; a soft reset keeps it), and Ctrl-C from the host interrupts code from here on."""
+        self._user_code = True
+        if self._master is None:
+            self._open_usb()
+        return None
 
     def _op_vclock(self, gen, factor, overhead_us):
         self.cpu_factor = factor

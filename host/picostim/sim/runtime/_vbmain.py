@@ -131,6 +131,7 @@ def _boot():
 def _main():
     result = None
     forced = False
+    _vblink.call("boot")
     try:
         forced = _boot()
     except KeyboardInterrupt as e:
