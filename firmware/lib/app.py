@@ -379,7 +379,7 @@ class App:
                 "target_ua": self.target_ua if stim else 0, "program": self.program if stim else None,
                 "elapsed_s": el, "remaining_s": max(0, self.session_ms // 1000 - el) if stim else 0,
                 "fault": self.fault, "charging": bool(self.charging_pin.value()), "contact": contact,
-                "i_ua": self.sup.measured_ua() if stim else 0, "samples": self.sup.f[5], "missed": self.sup.f[6],
+                "i_ua": self.sup.measured_ua() if stim else 0, "samples": self.sup.f[5], "missed": self.sup.f[6], "late": self.sup.f[20],
                 "sample_ctr": [self.sup.f[14], self.sup.f[15]]}
 
     def cmd_config_get(self, req, now):

@@ -88,12 +88,14 @@ class PulseEngine:
         self._close_dma()
         mem32[self.cc] = self.idle_word
         p = self.plan
-        if p is not None and (mem32[self.en_clr - R.ALIAS_CLR] & self.mask):
-            # let the idle word latch (one period at most) before stopping the counter, so pins freeze low
-            us = (p["pair_counts"] * p["div"]) // p["clk_per_us"] + 1
-            if p["idle_periods"]:
-                us = 2 * 65536 * p["div"] // p["clk_per_us"] + 1
-            time.sleep_us(us)
+        if p is not None and (mem32[R.PWM_EN] & self.mask):
+            # let the idle word latch before stopping the counter, so the pins freeze low: clear this slice's
+            # wrap flag after the write, then wait for the next wrap (at most one period of <= 65536 counts)
+            mem32[R.PWM_INTR] = self.mask
+            limit = 65536 * p["div"] // p["clk_per_us"] + 50
+            t0 = time.ticks_us()
+            while not (mem32[R.PWM_INTR] & self.mask) and time.ticks_diff(time.ticks_us(), t0) < limit:
+                time.sleep_us(20)
         mem32[self.en_clr] = self.mask
         mem32[self.cc] = self.idle_word
 

@@ -10,6 +10,7 @@ PWM_CTR = const(0x08)
 PWM_CC = const(0x0C)
 PWM_TOP = const(0x10)
 PWM_EN = const(0x400500A0)
+PWM_INTR = const(0x400500A4)           # raw wrap flags, one bit per slice, write 1 to clear
 ALIAS_SET = const(0x2000)
 ALIAS_CLR = const(0x3000)
 CSR_EN = const(1)

@@ -39,11 +39,25 @@ PAUSE_V = 12
 CC_B = 13
 CTR_POS = 14      # slice counter at the last valid +phase sample (where in the phase the timer lands)
 CTR_NEG = 15      # ... and at the last valid -phase sample
-NFLAGS = 16
+MID_US = 16       # ticks_us of a +phase middle (schedule anchor)
+PER_US = 17       # repetition period, us
+NEG_US = 18       # -phase middle after the +phase middle, us
+TOL_US = 19       # a sample further than this from its phase middle is discarded
+LATE = 20         # samples discarded for timing (an interrupt held off, e.g. by a flash write)
+NFLAGS = 21
 
 TRIP_OVER_CURRENT = 1
 TRIP_FAULT_N = 2
 MIN_Z_RAW = 10    # below ~8 uA the impedance estimate is noise; do not decide contact from it
+
+
+def _wait_until_us(target):
+    """Return at ticks_us() == target (to the microsecond): sleep the bulk, spin the last millisecond."""
+    rest = time.ticks_diff(target, time.ticks_us())
+    if rest > 1500:
+        time.sleep_us(rest - 1000)
+    while time.ticks_diff(target, time.ticks_us()) > 0:
+        pass
 
 
 class Supervisor:
@@ -95,10 +109,24 @@ class Supervisor:
     def _fault(self, _pin):
         self._trip(TRIP_FAULT_N, 0)
 
+    def _on_time(self, off_us):
+        # The counter check alone cannot tell the pair's period from an idle period (the counter runs through
+        # [0, CC_A) in both), so a sample delayed by a whole period would read "no current". Check the time too:
+        # it must lie within TOL_US of a phase middle of the schedule. Small ints only.
+        f = self.f
+        if f[PER_US] <= 0:
+            return False
+        r = time.ticks_diff(time.ticks_us(), f[MID_US]) - off_us
+        r %= f[PER_US]
+        if r <= f[TOL_US] or f[PER_US] - r <= f[TOL_US]:
+            return True
+        f[LATE] += 1
+        return False
+
     def _sample(self, _t):
         # middle of the +phase: CTR in [0, CC_A)
         f = self.f
-        if f[ARMED] == 0:
+        if f[ARMED] == 0 or not self._on_time(0):
             return
         m = self._mem32
         c0 = m[self.ctr] & 0xFFFF
@@ -115,7 +143,7 @@ class Supervisor:
         # middle of the -phase: CTR in [CC_B, TOP] and no wrap between the two counter reads. A second look per
         # pair, so an over-current that starts after the +phase sample is still caught inside the same pair.
         f = self.f
-        if f[ARMED] == 0:
+        if f[ARMED] == 0 or not self._on_time(f[NEG_US]):
             return
         m = self._mem32
         c0 = m[self.ctr] & 0xFFFF
@@ -164,15 +192,16 @@ class Supervisor:
         while wait < 0:
             mid = time.ticks_add(mid, per)
             wait += per
-        if wait > 0:
-            time.sleep_us(wait)
+        _wait_until_us(mid)
+        f = self.f
+        f[MID_US] = mid
+        f[PER_US] = per
+        f[NEG_US] = (p["phase_counts"] + p["gap_counts"]) * p["div"] // p["clk_per_us"]
+        f[TOL_US] = max(1, p["phase_counts"] * p["div"] // p["clk_per_us"] // 2 - 2)
         self.t_armed_us = time.ticks_us()
         self.timer = Timer(mode=Timer.PERIODIC, period=per, tick_hz=1000000, callback=self._sample_cb, hard=True)
         # the -phase middle is (phase + gap) later in the same pair
-        d_us = (p["phase_counts"] + p["gap_counts"]) * p["div"] // p["clk_per_us"]
-        wait = time.ticks_diff(time.ticks_add(mid, d_us), time.ticks_us())
-        if wait > 0:
-            time.sleep_us(wait)
+        _wait_until_us(time.ticks_add(mid, f[NEG_US]))
         self.timer_neg = Timer(mode=Timer.PERIODIC, period=per, tick_hz=1000000, callback=self._sample_neg_cb,
                                hard=True)
         self.f[ARMED] = 1

@@ -386,7 +386,7 @@ def test_protocol_garbage_changes_nothing(tmp_path):
         fuzz()
         after = dev.status()
         for k in ("state", "level", "target_ua"):
-            assert after[k] == before[k]
+            assert after[k] == before[k], (k, before, after, dev.poll_events(0.2))
         assert dev.levels_get() == HOME_LEVELS
         a = amps(vb.rig.capture(0.3))
         assert a and max(a) <= 160 * 1.05 + 1

@@ -15,7 +15,8 @@ import planner
 import rp2regs as R
 from amplitude import Amplitude, AmplitudeError
 from engine import PulseEngine
-from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES
+import time
+from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES, MID_US, PER_US, TOL_US, LATE
 import pscodes as C
 
 pins = BOARD["pins"]
@@ -71,12 +72,16 @@ amp.set_ua(400)
 sup.set_setpoint(400)
 sup.f[ARMED] = 1
 sup.f[10] = p["phase_counts"]
+sup.f[PER_US] = 1000000          # 1 s schedule, anchored now, generous tolerance: these samples are on time
+sup.f[MID_US] = time.ticks_us()
+sup.f[TOL_US] = 200000
 i_pin, v_pin = pins["I_SENSE"], pins["V_ELECTRODE"]
 machine.ADC.values[i_pin] = B.ua_to_adc_raw(BOARD, 400) << 4
 machine.ADC.values[v_pin] = (400 * 2000 // 1000 * 4096 // 3300 // 5) << 4     # 2 kOhm load
+err = None
+ex = None
 machine._locked[0] = True
 micropython.heap_lock()
-err = None
 try:
     sup._sample(None)
 except Exception as ex:
@@ -85,6 +90,22 @@ micropython.heap_unlock()
 machine._locked[0] = False
 check("sample_no_alloc", err is None, repr(err))
 check("sample_normal_no_trip", sup.f[TRIPPED] == 0 and sup.f[PAUSED] == 0 and sup.f[SAMPLES] == 1)
+
+# a sample off the schedule (half a period late, e.g. an interrupt held off) is discarded, not judged
+machine.ADC.values[i_pin] = 0
+sup.f[MID_US] = time.ticks_add(time.ticks_us(), -500000)
+n0 = sup.f[SAMPLES]
+machine._locked[0] = True
+micropython.heap_lock()
+try:
+    sup._sample(None)
+except Exception as ex:
+    err = ex
+micropython.heap_unlock()
+machine._locked[0] = False
+check("late_sample_no_alloc", err is None, repr(err))
+check("late_sample_discarded", sup.f[LATE] == 1 and sup.f[SAMPLES] == n0 and sup.f[PAUSED] == 0)
+sup.f[MID_US] = time.ticks_us()
 
 # contact lost (open load: no current at 400 uA setpoint) -> probe current, paused
 machine.ADC.values[i_pin] = 0
