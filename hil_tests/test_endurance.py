@@ -17,6 +17,7 @@ def test_ems_program_endurance(dut, rig, measure, levels_ua):
     rig.wait(1.0)
     worst_dc = worst_amp = 0.0
     unbalanced = shoot = pulses = 0
+    worst_pct, worst_note = 0.0, ""
     for k in range(WINDOWS):
         cap = rig.capture(WINDOW_S, keep_pieces=(k == 0))
         if k == 0:
@@ -26,12 +27,18 @@ def test_ems_program_endurance(dut, rig, measure, levels_ua):
         shoot += cap.n_shoot_through
         ps = full_pulses(cap)
         pulses += len(ps)
+        for p in ps:
+            pct = 100 * abs(p.q_src_net_nc) / max(abs(q) for q in p.q_nc)
+            if pct > worst_pct:
+                worst_pct = pct
+                worst_note = f"window {k} at {(p.t_ns - cap.t0_ns) / 1e6:.3f} ms: amp {p.amp_ua}, q {p.q_nc} nC"
         worst_amp = max([worst_amp] + [abs(a) for p in ps for a in p.amp_ua])
         st = dut.status()
         assert st["state"] in (codes.ST_RUNNING, codes.ST_RAMPING), f"window {k}: state {st['state']}"
     measure("pulses", pulses, "", low=WINDOWS * WINDOW_S * 50 * 0.35)
     measure("dc_worst_window", worst_dc, "uA", high=1.0)
-    measure("unbalanced_pulses", unbalanced, "", high=0)
+    measure("worst_pulse_imbalance", worst_pct, "%", high=1.0, check=False, note=worst_note)
+    measure("unbalanced_pulses", unbalanced, "", high=0, note=worst_note)
     measure("shoot_through", shoot, "", high=0)
     measure("amp_max", worst_amp, "uA", high=levels_ua[1] + support.amp_tolerance(levels_ua[1]))
 
