@@ -58,7 +58,8 @@ class Pulse:
     (phase charge / width); peak_ua: signed peak. q_nc: signed phase charges (the current source's delivery).
     q_src_net_nc: their sum. q_net_nc: electrode charge from this pulse's start to the next pulse's start,
     passive-discharge current included (an R-(R||C) load returns its stored charge through the bridge's ground
-    path). partial: cut by the capture window end.
+    path). partial: cut by the capture window (a pulse in progress at the window start keeps its true t_ns and
+    widths; its charges and amplitudes cover only the part inside the window).
     """
     t_ns: int
     polarity: str
@@ -128,10 +129,11 @@ class Capture:
     def dc_periods_ua(self) -> float:
         """DC over whole repetition periods: electrode charge from the first to the last pulse start in the window,
         so a pulse cut by the window edge does not bias it (falls back to dc_ua with fewer than two pulses)."""
-        if len(self.pulses) < 2:
+        ps = [p for p in self.pulses if p.t_ns >= self.t0_ns]
+        if len(ps) < 2:
             return self.dc_ua
-        q = sum(p.q_net_nc for p in self.pulses[:-1])
-        return q / ((self.pulses[-1].t_ns - self.pulses[0].t_ns) * 1e-9) * 1e-3
+        q = sum(p.q_net_nc for p in ps[:-1])
+        return q / ((ps[-1].t_ns - ps[0].t_ns) * 1e-9) * 1e-3
 
     def summary(self) -> dict:
         act = self.active_pulses()
@@ -270,20 +272,22 @@ def analyse(pieces, t0: int, t1: int, *, trace_bins: int = 2000, keep_pieces: bo
             last.append(ph)
         else:
             groups.append([ph])
-    groups = [g for g in groups if not g[0][5]]     # pulses that began before the window are not ours
+    # a pulse that began before the window is reported (partial) when part of it lies inside
+    groups = [g for g in groups if not g[0][5] or g[-1][2] > t0]
     for n, g in enumerate(groups):
         t_start = g[0][1]
         t_next = groups[n + 1][0][1] if n + 1 < len(groups) else t1
         qs = [ph[3] for ph in g]
         widths = [ph[2] - ph[1] for ph in g]
-        partial = g[-1][2] >= t1 or (len(g) == 1 and t1 - g[0][2] <= MAX_PAIR_GAP_NS and abs(qs[0]) > 0
-                                      and n + 1 == len(groups))
+        seen = [max(0, ph[2] - max(ph[1], t0)) for ph in g]           # the part of each phase inside the window
+        partial = t_start < t0 or g[-1][2] >= t1 or (len(g) == 1 and t1 - g[0][2] <= MAX_PAIR_GAP_NS
+                                                       and abs(qs[0]) > 0 and n + 1 == len(groups))
         q_src = sum(qs)
         tol = max(UNBALANCED_REL * max(abs(q) for q in qs), UNBALANCED_ABS_NC * 1e-9)
         cap.pulses.append(Pulse(
             t_ns=int(t_start), polarity="".join("+" if ph[0] > 0 else "-" for ph in g),
             widths_ns=[int(w) for w in widths], gap_ns=int(g[1][1] - g[0][2]) if len(g) == 2 else None,
-            amp_ua=[ph[3] / (w * 1e-9) * 1e6 if w else 0.0 for ph, w in zip(g, widths)],
+            amp_ua=[ph[3] / (w * 1e-9) * 1e6 if w else 0.0 for ph, w in zip(g, seen)],
             peak_ua=[ph[4] * 1e6 for ph in g], q_nc=[q * 1e9 for q in qs],
             q_src_net_nc=q_src * 1e9, q_net_nc=charge_between(t_start, t_next) * 1e9,
             balanced=abs(q_src) <= tol, partial=bool(partial)))
