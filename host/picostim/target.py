@@ -69,7 +69,7 @@ def wait_alive(port: str, timeout: float = 30.0) -> None:
     import time
 
     from .transport import SerialTransport
-    with SerialTransport(port) as t:
+    with SerialTransport(port, open_timeout=timeout) as t:   # a board enumerates once MicroPython is up
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             t.write(b"\r\n")
