@@ -33,7 +33,7 @@ _OPEN = ld.parse_load("open")
 class Piece:
     """One stretch of the electrode waveform with constant inputs and electrical mode: [t0, t1) in ns."""
 
-    __slots__ = ("t0", "t1", "mode", "pol", "src", "hv", "i", "v", "vc", "f0", "duty", "iset", "short", "hinted")
+    __slots__ = ("t0", "t1", "mode", "pol", "src", "hv", "i", "v", "vc", "f0", "duty", "iset", "short")
 
     def x(self, t_ns: int) -> float:
         return (t_ns - self.t0) * 1e-9
@@ -397,7 +397,6 @@ class FrontEnd:
         p.hv = bool(self.lvl_hv)
         load = self.load if self.contact else _OPEN
         p.short = False
-        p.hinted = mode_hint is not None
         if p.pol == 2 and (not self._pieces or self._pieces[-1].pol != 2):
             self.shoot_through.append(t)
         if p.pol in (1, -1) and p.hv and self.short_fault:
