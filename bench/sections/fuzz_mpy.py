@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from benchlib import MICROPYTHON, REPO, Figure
+from benchlib import MICROPYTHON, MPY_CROSS, REPO, Figure
 from fuzzgen import generate
 
 FAKES = REPO / "firmware" / "tests" / "mpy" / "fakes"
@@ -19,10 +19,24 @@ HARNESS = REPO / "bench" / "mpy" / "fuzz_protocol.py"
 HEAP_KB = 192          # the RP2040 MicroPython GC heap is about this size
 
 
+def compile_lib(out_dir: Path) -> Path:
+    """firmware/lib compiled as a deploy does (mpy-cross -march=armv6m): the form the device imports. The unix
+    port loads these bytecode-only files, so the heap holds what an RP2040's would (not the compiler's leftovers)."""
+    for src in sorted((REPO / "firmware" / "lib").glob("*.py")):
+        r = subprocess.run([str(MPY_CROSS), "-march=armv6m", "-o", str(out_dir / (src.stem + ".mpy")), str(src)],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"mpy-cross failed on {src.name}: {r.stderr}")
+    return out_dir
+
+
 def fuzz(n: int, seed: int, board: str = "handheld-home", heap_kb: int = HEAP_KB, step_every: int = 1,
          inputs=None, debug=False, lib_dir=None) -> dict:
     """Run n generated inputs (or `inputs`) through the harness. lib_dir: where the firmware modules come from
-    (default firmware/lib sources; the footprint section passes the deployed armv6m .mpy files)."""
+    (default: firmware/lib compiled to armv6m .mpy, as deployed)."""
+    if lib_dir is None:
+        with tempfile.TemporaryDirectory(prefix="psmpylib-") as d:
+            return fuzz(n, seed, board, heap_kb, step_every, inputs, debug, compile_lib(Path(d)))
     inputs = generate(n, seed) if inputs is None else inputs
     with tempfile.TemporaryDirectory(prefix="psfuzz-") as d:
         d = Path(d)
@@ -31,7 +45,7 @@ def fuzz(n: int, seed: int, board: str = "handheld-home", heap_kb: int = HEAP_KB
         inp = d / "inputs.bin"
         inp.write_bytes(b"".join(len(x).to_bytes(4, "little") + x for x in inputs))
         env = dict(os.environ)
-        env["MICROPYPATH"] = os.pathsep.join([str(FAKES), str(lib_dir or REPO / "firmware" / "lib")])
+        env["MICROPYPATH"] = os.pathsep.join([str(FAKES), str(lib_dir)])
         r = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={heap_kb}k", str(HARNESS),
                             str(REPO / "boards" / f"{board}.json"), str(REPO / "boards" / "programs.json"),
                             str(flash), str(inp), str(step_every)] + (["debug"] if debug else []),
@@ -69,7 +83,8 @@ def run(quick: bool = False) -> dict:
                                         "accepted": res["replies_ok"], "rejected": res["replies_err"],
                                         "violations": res["n_violations"], "crashes": res["crashes"]},
             "details": res,
-            "setup": f"MicroPython unix port, -X heapsize={HEAP_KB}k, firmware/lib + recording machine/rp2 stand-ins "
+            "setup": f"MicroPython unix port, -X heapsize={HEAP_KB}k, firmware/lib as deployed (armv6m .mpy) + recording "
+                     "machine/rp2 stand-ins "
                      "(firmware/tests/mpy/fakes), the firmware's flash paths pointed at a temp dir; seeded generator "
                      f"bench/fuzzgen.py seed {res['seed']}",
             "notes": ["Rejection codes seen: " + ", ".join(f"{k} {v}" for k, v in sorted(res["codes"].items(),

@@ -24,6 +24,7 @@ def run(quick: bool = False) -> dict:
         factor = vb.cpu_factor
         prog = "microcurrent" if "microcurrent" in prof["programs"] else None
         dev.start(level=len(prof["levels_ua"]), program=prog, duration_s=session_s)
+        boots = vb.boot_count
         v0 = vb.now_ns()
         w0 = time.monotonic()
         end_s = session_s + prof["limits"]["session_rampdown_ms"] / 1000 + 1.0
@@ -36,9 +37,14 @@ def run(quick: bool = False) -> dict:
             done += n
         wall = time.monotonic() - w0
         sim = (vb.now_ns() - v0) / 1e9
-        events = dev.poll_events(0.5)
-        ended = any(e.get("ev") == "session_end" for e in events)
-        state = dev.status().get("state")
+        resets = vb.boot_count - boots
+        ended, state = False, None
+        try:
+            events = dev.poll_events(0.5)
+            ended = any(e.get("ev") == "session_end" for e in events)
+            state = dev.status().get("state")
+        except Exception as e:  # noqa: BLE001 — reported below, not hidden
+            state = f"no answer: {type(e).__name__}"
     rate = sim / wall if wall else 0.0
     finished = done >= end_s
     proj = end_s / rate if rate else None
@@ -55,10 +61,12 @@ def run(quick: bool = False) -> dict:
         Figure("unbalanced pulses during the session", "", sum(c["n_unbalanced"] for c in chunks), goal=("==", 0),
                n=n_p),
     ]
+    figs.append(Figure("board resets during the session", "", resets, goal=("==", 0), n=len(chunks)))
     if finished:
         figs.append(Figure("session ended by the device (session_end event, idle)", "", ended and state == "idle",
                            passed=ended and state == "idle"))
     return {"figures": figs, "clock": CLOCK, "cpu_factor": factor,
             "setup": f"handheld-home, program {prog}, top level, session {session_s} s, rig capture in {CHUNK_S:.0f} s "
                      "chunks",
-            "details": {"chunks": chunks, "sim_s": sim, "wall_s": wall, "finished": finished, "ended": ended}}
+            "details": {"chunks": chunks, "sim_s": sim, "wall_s": wall, "finished": finished, "ended": ended,
+                        "state_after": state, "resets": resets}}
