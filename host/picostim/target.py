@@ -64,18 +64,9 @@ def open_target(spec: str | None, board: str | None = None, deploy_app: bool = T
 
 
 def wait_alive(port: str, timeout: float = 30.0) -> None:
-    """Wait until a freshly started board says anything (a bare newline, no Ctrl-C: a Ctrl-C that lands while
-    the virtual board's CPU process is still starting kills it)."""
-    import time
-
+    """Wait until a freshly started or reset board's serial port has enumerated and opens."""
     from .transport import SerialTransport
-    with SerialTransport(port, open_timeout=timeout) as t:   # a board enumerates once MicroPython is up
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            t.write(b"\r\n")
-            if t.read_available(0.5):
-                t.drain(quiet_s=0.1)
-                return
+    SerialTransport(port, open_timeout=timeout).close()
 
 
 def click_error(msg: str):

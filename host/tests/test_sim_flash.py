@@ -80,7 +80,6 @@ def test_killed_flash_then_reflash_equals_clean(vb, kill_after_s):
     time.sleep(kill_after_s)
     p.send_signal(signal.SIGKILL)
     p.wait(10)
-    time.sleep(3)   # let a soft reset the killed host started finish (see test_sim_ctrl_c_at_boot.py)
     with SerialTransport(vb.port) as t:
         res = deploy.deploy(t, BOARD)
     assert res.verified and res.hello["board"] == BOARD
