@@ -74,12 +74,19 @@ def _deploy_in_subprocess(port):
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-@pytest.mark.parametrize("kill_after_s", [0.4, 1.2])
-def test_killed_flash_then_reflash_equals_clean(vb, kill_after_s):
+@pytest.mark.parametrize("kill_at_file", [1, 6, 12])
+def test_killed_flash_then_reflash_equals_clean(vb, kill_at_file):
+    """SIGKILL the flashing host while its n-th temp file is on the board (mid-transfer), then flash again."""
     p = _deploy_in_subprocess(vb.port)
-    time.sleep(kill_after_s)
+    seen = set()
+    end = time.monotonic() + 60
+    while len(seen) < kill_at_file and time.monotonic() < end and p.poll() is None:
+        seen |= {str(x) for x in vb.flash_dir.rglob("*" + deploy.TMP_SUFFIX)}
+        time.sleep(0.002)
     p.send_signal(signal.SIGKILL)
     p.wait(10)
+    assert len(seen) >= kill_at_file, "the transfer finished before it could be interrupted"
+    assert app_files(vb.flash_dir) != expected_files(BOARD)          # it really was cut short
     with SerialTransport(vb.port) as t:
         res = deploy.deploy(t, BOARD)
     assert res.verified and res.hello["board"] == BOARD
