@@ -385,7 +385,7 @@ def test_rig_side_chip_changes_happen_under_the_boards_chip_lock():
     rig.inject("charging", on=True)
     rig.inject("fault_n", ms=1)
     rig.set_load("500")
-    assert len(seen) == 4 and all(seen)
+    assert len(seen) == 5 and all(seen)           # press: 2, charging: 1, fault_n: 2 (assert + release)
     rig.inject("hang")                                  # board-level faults use the board's own locking
     assert board.calls == [("hang",)] and lock.held == 0
 
@@ -429,3 +429,20 @@ def test_window_inside_a_continuous_chain_pairs_phases_as_the_chain_began(start_
     assert {p.polarity for p in full} == {"+-"} and len(full) >= 9
     assert all(p.t_ns % (2 * MS) == 1 * MS for p in cap.pulses)
     assert abs(cap.dc_periods_ua) < 1e-9
+
+
+def test_real_chip_injected_fault_n_pulse():
+    from picostim.sim.chip.gpio import FALL, RISE
+    board = ChipBoard(HOME, "2k")
+    chip, pins = board.chip, HOME["pins"]
+    rig = VirtualRig(board)
+    chip.rpc_pin_init(pins["FAULT_N"], 0, 1, None, None)
+    chip.rpc_pin_irq(pins["FAULT_N"], FALL | RISE, True)
+    board.wait_until(2 * MS)
+    chip.pop_events()
+    rig.inject("fault_n", ms=3)
+    assert chip.next_event_ns() == 5 * MS                 # a sleeping board wakes for the release
+    assert chip.rpc_pin_v(pins["FAULT_N"]) == 0
+    board.wait_until(10 * MS)
+    assert chip.pop_events() == [["irq", pins["FAULT_N"], FALL], ["irq", pins["FAULT_N"], RISE]]
+    assert chip.pin_level(pins["FAULT_N"], 5 * MS - 1) == 0 and chip.pin_level(pins["FAULT_N"], 5 * MS) == 1

@@ -254,8 +254,12 @@ class FrontEnd:
             raise ValueError(f"fault_n duration must be 0 < ms <= 60000, got {ms!r}")
         with self._lock:
             self.fault_forced = True
-            self._schedule(self.t + int(ms * 1e6), "fault_forced", False)
+            t_end = self.t + int(ms * 1e6)
+            self._schedule(t_end, "fault_forced", False)
             self._update_fault_pin(self.t)
+            # also on the Chip's own schedule (its next_event_ns bounds time jumps); at t_end this front end
+            # re-drives the true level, so a comparator trip still pending then keeps FAULT_N low
+            self._pending_drives.append((self.pin_fault, 1, t_end))
         self._flush_drives()
 
     def set_charging(self, on: bool) -> None:
@@ -368,6 +372,7 @@ class FrontEnd:
                         restart = True
                     elif kind == "fault_forced":
                         self.fault_forced = val
+                        self._fault_level = None        # re-drive whatever the comparator says now
                 if restart:
                     self._restart(t)
                 self._update_fault_pin(t)
