@@ -72,7 +72,10 @@ class VirtualBoard:
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix="picostim-vb-"))
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
+        self._cond = threading.Condition(self._lock)        # the CPU's waits: exec requests, stdin, Ctrl-C
+        self._time_cond = threading.Condition(self._lock)   # rig waits for virtual time (wait_until)
+        self._stdin_cond = threading.Condition(self._lock)  # the stdin writer
+        self._time_waits = []
         self._out_lock = threading.Lock()
         self._chip_factory = chip_factory
         self._load_spec = load
@@ -161,6 +164,8 @@ class VirtualBoard:
         self._closing = True
         with self._cond:
             self._cond.notify_all()
+            self._time_cond.notify_all()
+            self._stdin_cond.notify_all()
         self._kill_child()
         if self._rig_server is not None:
             try:
@@ -357,18 +362,26 @@ class VirtualBoard:
             self._child_state = "off"
             self._gen += 1
             self._reset_async(WDT_RESET)
-        self._cond.notify_all()
+            self._time_cond.notify_all()
+        # Wake a rig waiter only when its time has come (waking it on every RPC costs thread switches).
+        if self._time_waits and self.chip.now_ns >= min(self._time_waits):
+            self._time_cond.notify_all()
 
     def wait_until(self, t_ns: int, timeout_s: float = 300.0):
         """Block until virtual time reaches t_ns, fast-forwarding the board meanwhile (used by the rig)."""
         deadline = time.monotonic() + timeout_s
+        t_ns = int(t_ns)
         with self._cond:
-            self._ff_target = max(self._ff_target, int(t_ns))
+            self._ff_target = max(self._ff_target, t_ns)
             self._cond.notify_all()
-            while self.chip.now_ns < t_ns and not self._closing:
-                if time.monotonic() > deadline:
-                    raise BoardError(f"virtual time stuck at {self.chip.now_ns} ns waiting for {t_ns} ns")
-                self._cond.wait(0.05)
+            self._time_waits.append(t_ns)
+            try:
+                while self.chip.now_ns < t_ns and not self._closing:
+                    if time.monotonic() > deadline:
+                        raise BoardError(f"virtual time stuck at {self.chip.now_ns} ns waiting for {t_ns} ns")
+                    self._time_cond.wait(0.05)
+            finally:
+                self._time_waits.remove(t_ns)
             if self._ff_target <= self.chip.now_ns:
                 self._ff_target = 0
 
@@ -493,7 +506,7 @@ class VirtualBoard:
         pipe never blocks the board; the host is held back by the pty buffer meanwhile, as USB flow control does."""
         with self._cond:
             self._stdin_backlog += data
-            self._cond.notify_all()
+            self._stdin_cond.notify_all()
 
     def _stdin_writer(self):
         # Pushes host bytes into the running code's stdin pipe; only while code runs, never at the REPL.
@@ -501,7 +514,7 @@ class VirtualBoard:
             with self._cond:
                 proc = self._proc
                 if not self._stdin_backlog or proc is None or self._child_state in ("repl", "off", "draining"):
-                    self._cond.wait(0.05)
+                    self._stdin_cond.wait(0.05)
                     continue
                 try:
                     n = os.write(proc.stdin.fileno(), self._stdin_backlog)
@@ -515,7 +528,7 @@ class VirtualBoard:
                     self._fwd_count += 1
                     self._cond.notify_all()
                 else:
-                    self._cond.wait(0.005)
+                    self._stdin_cond.wait(0.005)
 
     def interrupt(self):
         """Ctrl-C from the host while code runs."""
@@ -704,6 +717,7 @@ class VirtualBoard:
             if self._exec_queue:
                 req = self._exec_queue.pop(0)
                 self._child_state = "running"
+                self._stdin_cond.notify_all()
                 return req
             self._cond.wait(0.1)
         raise _NoReply()
