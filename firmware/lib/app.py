@@ -278,7 +278,7 @@ class App:
                 self.stop(C.END_TIMEOUT, now)
                 return
             ua = self.rampdown_from * (total - rd) // total
-            if ua < self.amp.applied_ua:
+            if ua < self.amp.applied_ua and sup.quiet_now():
                 self.amp.set_ua(ua)
             sup.set_setpoint(self.amp.applied_ua)
             return
@@ -331,8 +331,8 @@ class App:
                 self.sup.arm()
                 if self.burst_ramp_ms:
                     self.retarget(self.target_ua, now, self.burst_ramp_ms)
-        # S8 ramps
-        if self.burst_is_on:
+        # S8 ramps; ramp steps only between pairs (time-based, so a skipped iteration is caught up next time)
+        if self.burst_is_on and (not self.amp.ramping() or sup.quiet_now()):
             self.amp.tick(now)
         sup.set_setpoint(self.amp.applied_ua if self.burst_is_on else 0)
         self.state = C.ST_RAMPING if self.amp.ramping() else C.ST_RUNNING

@@ -80,6 +80,7 @@ class Supervisor:
         # Z = V/I in ohms from raw counts: vref cancels, Z = v_raw*div*R_sense*gain / i_raw
         self.zk = an["v_electrode_divider"] * an["r_sense_ohm"] * an["sense_gain"]
         self.z_max = lim["z_max_ohm"]
+        self.settle_us = 5 * an.get("iset_rc_tau_us", 500)
         self.ctr = engine.ctr
         self.timer = None
         self.t_armed_us = 0
@@ -214,6 +215,22 @@ class Supervisor:
         if self.timer_neg is not None:
             self.timer_neg.deinit()
             self.timer_neg = None
+
+    def quiet_now(self):
+        """True when an ISET change now settles (5 RC time constants) before the next pulse and cannot land
+        inside a pair: amplitude changes between the phases of one pair would unbalance it. Always True when not
+        sampling or when the period leaves no such window (then ramp steps are small anyway)."""
+        f = self.f
+        if f[ARMED] == 0 or f[PER_US] <= 0:
+            return True
+        per = f[PER_US]
+        half = f[TOL_US] + 2
+        lo = f[NEG_US] + half + 20                 # after the -phase ends
+        hi = per - half - self.settle_us           # settled before the next +phase starts
+        if hi <= lo:
+            return True
+        pos = time.ticks_diff(time.ticks_us(), f[MID_US]) % per
+        return lo <= pos <= hi
 
     def set_setpoint(self, ua):
         self.f[SET_RAW] = B.ua_to_adc_raw(self.board, ua)

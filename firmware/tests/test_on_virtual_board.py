@@ -181,6 +181,8 @@ def test_s8_increase_ramped_decrease_immediate(tmp_path):
         t0 = vb.now_ns()
         dev.set_level(5)                     # 80 -> 400 uA: four level steps, >= 1.2 s
         cap = vb.rig.capture(2.0, start_s=t0 / 1e9)
+        # amplitude steps land between pairs: every pair of the ramp is balanced
+        assert cap.n_unbalanced == 0, [(p.t_ns, p.amp_ua) for p in cap.pulses if not p.balanced][:3]
         # each level step (80 -> 160 -> 240 -> 320 -> 400) takes at least 300 ms at the electrodes
         t_prev = t0
         for lv_ua in (160, 240, 320, 400):
@@ -430,3 +432,48 @@ def test_runs_in_192k_heap_and_reports_live_heap(tmp_path):
             assert alloc + free <= 192 * 1024 + 1024 and free > 16 * 1024
         finally:
             dev.close()
+
+
+# ------------------------------------------------------------------------------------------------- bursts, buttons
+def test_ems_bursts_whole_pairs_and_timing(tmp_path):
+    with board_running(tmp_path) as (vb, dev):
+        r = dev.start(2, program="ems")
+        assert r["burst_on_s"] == 2.0 and r["burst_off_s"] == 2.0 and abs(r["rate_hz"] - 50.0) < 1e-6
+        wait_v(vb, 2.5)
+        cap = vb.rig.capture(8.0)
+        act = [p for p in cap.active_pulses() if not p.partial]
+        unb = [(p.t_ns - cap.t0_ns, p.widths_ns, p.amp_ua, p.q_nc) for p in cap.pulses if not p.balanced and not p.partial]
+        assert act and not unb and cap.n_shoot_through == 0, unb
+        assert abs(cap.dc_ua) <= 1.0
+        # bursts: runs of pulses 20 ms apart separated by ~2 s of silence
+        starts = [p.t_ns for p in act]
+        gaps = [(b - a) / 1e9 for a, b in zip(starts, starts[1:])]
+        off = [g for g in gaps if g > 0.5]
+        assert len(off) >= 1 and all(1.9 <= g <= 2.1 for g in off), off
+        inside = [g for g in gaps if g <= 0.5]
+        assert inside and all(abs(g - 0.02) < 1e-6 for g in inside)
+        for p in act:
+            assert abs(p.widths_ns[0] - p.widths_ns[1]) <= TICK_NS and abs(p.widths_ns[0] - 300_000) <= TICK_NS
+        # inside a burst the amplitude ramps up from low (burst ramp) and never exceeds the level
+        assert max(amps(cap)) <= 160 * 1.05 + 1
+
+
+def test_buttons_power_up_down(tmp_path):
+    with board_running(tmp_path) as (vb, dev):
+        vb.rig.press("power", ms=100)
+        wait_v(vb, 0.3)
+        st = dev.status()
+        assert st["state"] in ("ramping", "running"), st
+        lv0 = st["level"]
+        vb.rig.press("up", ms=100)
+        wait_v(vb, 0.3)
+        assert dev.status()["level"] == lv0 + 1
+        vb.rig.press("down", ms=100)
+        wait_v(vb, 0.3)
+        assert dev.status()["level"] == lv0
+        vb.rig.press("power", ms=100)
+        wait_v(vb, 0.3)
+        assert dev.status()["state"] == "idle"
+        assert vb.rig.capture(0.5).n_active == 0
+        names = [e.get("button") for e in dev.poll_events(0.5) if e.get("ev") == "button"]
+        assert names[:4] == ["power", "up", "down", "power"], names
