@@ -14,6 +14,17 @@ CHUNK_S = 30.0
 WALL_BUDGET_S = 30.0
 
 
+def cpu_clock_rate(prof, wall_s):
+    """Baseline: the same session in the cpu clock mode (host execution time x the calibrated factor)."""
+    with provisioned_board(clock="cpu") as (vb, dev):
+        prog = "microcurrent" if "microcurrent" in prof["programs"] else None
+        dev.start(level=len(prof["levels_ua"]), program=prog, duration_s=prof["limits"]["session_default_s"])
+        v0, w0 = vb.now_ns(), time.monotonic()
+        while time.monotonic() - w0 < wall_s:
+            vb.rig.capture(2.0, keep_pieces=False, trace_bins=10)
+        return (vb.now_ns() - v0) / 1e9 / (time.monotonic() - w0), vb.cpu_factor
+
+
 def run(quick: bool = False) -> dict:
     prof = board_profile()
     session_s = prof["limits"]["session_default_s"]
@@ -45,13 +56,15 @@ def run(quick: bool = False) -> dict:
             state = dev.status().get("state")
         except Exception as e:  # noqa: BLE001 — reported below, not hidden
             state = f"no answer: {type(e).__name__}"
+    base_rate, base_factor = cpu_clock_rate(prof, 3.0 if quick else 8.0)
     rate = sim / wall if wall else 0.0
     finished = done >= end_s
     proj = end_s / rate if rate else None
     n_p = sum(c["n_pulses"] for c in chunks)
     figs = [
         Figure("simulated seconds per wall second (long session)", "sim s / wall s", rate,
-               goal=(">=", session_s / 30.0), n=len(chunks), note=f"{sim:.1f} sim s in {wall:.1f} wall s"),
+               goal=(">=", session_s / 30.0), n=len(chunks), note=f"{sim:.1f} sim s in {wall:.1f} wall s",
+               baseline=base_rate, baseline_label=f"cpu clock mode, factor {base_factor:.0f}"),
         Figure(f"{session_s // 60}-minute session verified, wall time", "s wall", wall if finished else proj,
                goal=("<", 30.0), n=n_p, passed=None if finished else False,
                note="measured" if finished else f"projected from the rate: the session did not finish inside the "
