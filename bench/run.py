@@ -146,9 +146,13 @@ def render(results: dict) -> str:
     for name, r in results.items():
         figs = r.get("figures", [])
         g = [f for f in figs if f.get("goal")]
-        lines.append(f"| {name} | {'**FAILED**' if r.get('status') != 'ok' else 'ok'} | "
-                     f"{r.get('started', '—')} | {_fmt(r.get('wall_s'))} | {r.get('clock', '—')} | "
-                     f"{_fmt(r.get('cpu_factor'))} | {sum(1 for f in g if f.get('passed'))}/{len(g)} |")
+        status = "**FAILED**" if r.get("status") != "ok" else "ok"
+        if r.get("quick"):
+            status += " (quick)"
+        clock = r.get("clock") or "—"
+        factor = "not used" if clock == "model" else _fmt(r.get("cpu_factor"))
+        lines.append(f"| {name} | {status} | {r.get('started', '—')} | {_fmt(r.get('wall_s'))} | {clock} | "
+                     f"{factor} | {sum(1 for f in g if f.get('passed'))}/{len(g)} |")
     lines.append("")
     for name, r in results.items():
         lines += [f"## {r.get('title', name)} (`{name}`)", ""]
@@ -162,7 +166,7 @@ def render(results: dict) -> str:
         meta = []
         if r.get("clock"):
             meta.append(f"clock mode `{r['clock']}`")
-        if r.get("cpu_factor") is not None:
+        if r.get("cpu_factor") is not None and r.get("clock") != "model":
             meta.append(f"vb.cpu_factor {_fmt(r['cpu_factor'])}")
         if r.get("setup"):
             meta.append(r["setup"])
@@ -179,9 +183,9 @@ def render(results: dict) -> str:
                     base = f["baseline_label"]
                 ok = {True: "pass", False: "**FAIL**", None: "—"}[f.get("passed")]
                 unit = f" {f['unit']}" if f.get("unit") else ""
+                meas = _fmt(f.get("measured")) + (unit if f.get("measured") is not None else "")
                 lines.append(f"| {f['name']} | {_goal(f.get('goal'))}{unit if f.get('goal') else ''} | "
-                             f"{_fmt(f.get('measured'))}{unit} | {base} | {ok} | {_fmt(f.get('n'))} | "
-                             f"{f.get('note', '')} |")
+                             f"{meas} | {base} | {ok} | {_fmt(f.get('n'))} | {f.get('note', '')} |")
             lines.append("")
         counts = r.get("counts")
         if counts:
