@@ -72,6 +72,7 @@ class VirtualBoard:
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix="picostim-vb-"))
         self._lock = threading.RLock()
+        self.chip_lock = self._lock      # the rig changes the Chip under the same lock as the CPU's RPCs
         self._cond = threading.Condition(self._lock)        # the CPU's waits: exec requests, stdin, Ctrl-C
         self._time_cond = threading.Condition(self._lock)   # rig waits for virtual time (wait_until)
         self._stdin_cond = threading.Condition(self._lock)  # the stdin writer
@@ -326,12 +327,16 @@ class VirtualBoard:
         self._power_off()
 
     def _power_off(self):
-        self._kill_child()
-        self._close_usb()
         with self._cond:
+            # Everything unpowered at this very instant: pins low, registers at reset values; the CPU is gone
+            # (its generation ends, so nothing it still sends is applied).
             self._powered = False
             self._power_cut_armed = None
-            self.chip.reset(PWRON_RESET)  # everything unpowered: pins low, registers at reset values
+            self._gen += 1
+            self._child_state = "off"
+            self.chip.reset(PWRON_RESET)
+        self._kill_child()
+        self._close_usb()
 
     def power_restore(self):
         if not self._powered:
