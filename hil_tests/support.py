@@ -71,6 +71,37 @@ def stop_quietly(dut):
         pass
 
 
+def _unavailable(e) -> bool:
+    return "not available" in str(e) or "needs the virtual board" in str(e)
+
+
+def inject(rig, fault: str, **kw):
+    """rig.inject, but a fault this rig cannot produce (e.g. a firmware hang on the rig Pico) skips the test."""
+    import pytest
+    from picostim.sim.rig import RigError
+    try:
+        return rig.inject(fault, **kw)
+    except RigError as e:
+        if _unavailable(e):
+            pytest.skip(f"rig cannot inject {fault}: {e}")
+        raise
+
+
+def iset_log(rig, since_ns: int = 0, optional: bool = False):
+    """The rig's ISET tap log. A rig without the tap skips the test (never passes it vacuously), or returns None
+    when `optional` (the test then judges only what else it measured)."""
+    import pytest
+    from picostim.sim.rig import RigError
+    try:
+        return rig.iset_log(since_ns)
+    except RigError as e:
+        if not _unavailable(e):
+            raise
+        if optional:
+            return None
+        pytest.skip(f"rig has no ISET tap: {e}")
+
+
 def reconnect(dut, timeout_s: float = 30.0) -> dict:
     """The port went away (power cycle, reset): reopen it and wait for the application's `hello`."""
     dut.t.reconnect(timeout_s)

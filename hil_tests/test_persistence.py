@@ -94,7 +94,7 @@ def test_audit_entry_survives_power_loss(bench, dut, rig, measure, prof, restore
 def test_power_loss_mid_write_leaves_old_or_new(bench, dut, rig, measure, prof, restore_levels, seed):
     old = list(restore_levels)
     new = _tuned_table(old, prof)
-    rig.inject("power_loss", during_write=True, seed=seed)
+    support.inject(rig, "power_loss", during_write=True, seed=seed)
     try:
         dut.request("levels_set", levels_ua=new, operator="hil-cut", timeout=2.0)
     except Exception:

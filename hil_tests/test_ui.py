@@ -63,7 +63,7 @@ def test_bounce_shorter_than_debounce_ignored(dut, rig, measure):
 
 
 def test_buttons_do_nothing_while_charging(dut, rig, measure):
-    rig.inject("charging", on=True)
+    support.inject(rig, "charging", on=True)
     rig.wait(0.05)
     rig.press("power", ms=150)
     rig.wait(0.3)

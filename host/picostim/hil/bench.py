@@ -22,6 +22,7 @@ from .. import paths
 DEFAULT_BOARD = "handheld-home"
 DEFAULT_LOAD = "2k"
 BOOT_TIMEOUT_S = 30.0
+REPLY_TIMEOUT_S = 10.0   # a loaded CI host can slow the virtual board's replies; a real board answers in ms
 
 
 class BenchError(RuntimeError):
@@ -158,7 +159,8 @@ class Bench:
             self.rig = RigClient(self.vb.rig_address)
         from ..transport import SerialTransport
         # the USB port re-enumerates after the reset: wait for it like a host waits for a Pico
-        self.device = Device(SerialTransport(self.vb.port, open_timeout=BOOT_TIMEOUT_S), owns_transport=True)
+        self.device = Device(SerialTransport(self.vb.port, open_timeout=BOOT_TIMEOUT_S), owns_transport=True,
+                             timeout=REPLY_TIMEOUT_S)
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
 
     def _open_hw(self):
@@ -170,7 +172,7 @@ class Bench:
         self.rig = RigClient(s.rig)
         t = SerialTransport(s.dut)
         deploy.deploy(t, s.board, Path(s.firmware_dir) if s.firmware_dir else None)
-        self.device = Device(t, owns_transport=True)
+        self.device = Device(t, owns_transport=True, timeout=REPLY_TIMEOUT_S)
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
 
     def close(self):
