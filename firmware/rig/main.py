@@ -1,6 +1,8 @@
-# HIL rig Pico: serve the rig protocol on the USB serial port (same lines as the virtual rig).
+# HIL rig Pico: serve the rig protocol on the USB serial port (same lines as the virtual rig), draining the
+# continuous edge/ADC capture whenever no request is pending.
 import sys
 import json
+import select
 
 import rigserve
 import righw
@@ -10,10 +12,14 @@ with open("/board.json") as f:
 rig = rigserve.Rig(righw.RigHardware(profile), profile)
 stdin = sys.stdin.buffer
 stdout = sys.stdout.buffer
+poller = select.poll()
+poller.register(sys.stdin, select.POLLIN)
 
 
 def read_chunk():
-    return stdin.read(1)
+    if poller.poll(2):          # ms
+        return stdin.read(1)
+    return None
 
 
 rigserve.serve(rig, read_chunk, stdout.write)

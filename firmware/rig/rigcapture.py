@@ -21,6 +21,70 @@ class CaptureError(ValueError):
     pass
 
 
+class EdgeDecoder:
+    """Incremental durations_to_edges for a continuously running capture: feed words as the DMA ring delivers
+    them; edge times stay on the time base of the state machine's start."""
+
+    def __init__(self, cycle_ns_num=8, cycle_ns_den=1):
+        self.num = cycle_ns_num
+        self.den = cycle_ns_den
+        self.t = 0
+        self.level = 0
+
+    def feed(self, words):
+        edges = []
+        for w in words:
+            n = X_START - (w & 0xFFFFFFFF)
+            detect = self.t + FIRST_SAMPLE + LOOP_CYCLES * n
+            self.level = 1 - self.level
+            edges.append((((detect - 1) * self.num) // self.den, self.level))
+            self.t = detect + (LOW_TAIL if self.level == 1 else HIGH_TAIL)
+        return edges
+
+
+class PulseTracker:
+    """Pairs +phase and -phase intervals as edges stream in; a +phase is held back until its -phase has had the
+    time to arrive (max_gap_ns after the latest edge seen on both taps)."""
+
+    def __init__(self, max_gap_ns=600000):
+        self.max_gap = max_gap_ns
+        self.rise = [None, None]
+        self.pos = []
+        self.neg = []
+        self.seen = [0, 0]
+        self.overlaps = 0
+
+    def add_edges(self, tap, edges):
+        for t, level in edges:
+            self.seen[tap] = t
+            if level == 1:
+                self.rise[tap] = t
+            elif self.rise[tap] is not None:
+                (self.pos if tap == 0 else self.neg).append((self.rise[tap], t))
+                self.rise[tap] = None
+
+    def take(self, now_ns=None):
+        """Completed pulses so far (dicts as pair_pulses makes them); keeps what may still be completed."""
+        horizon = min(self.seen) if now_ns is None else now_ns
+        k = 0
+        while k < len(self.pos):
+            fall = self.pos[k][1]
+            if fall + self.max_gap <= horizon or any(n[0] >= fall for n in self.neg):
+                k += 1
+            else:
+                break
+        ready = self.pos[:k]
+        if not ready:
+            return []
+        last_end = ready[-1][1]
+        pulses, problems = pair_pulses(ready, [n for n in self.neg if n[0] < last_end + self.max_gap])
+        self.overlaps += problems["overlap"]
+        used_until = max([p["end_ns"] for p in pulses] + [last_end])
+        self.pos = self.pos[len(ready):]
+        self.neg = [n for n in self.neg if n[0] > used_until]
+        return pulses
+
+
 def durations_to_edges(words, cycle_ns_num=8, cycle_ns_den=1):
     """PIO words (low, high, low, ...) -> list of (t_ns, level) edges, level = new pin level.
 

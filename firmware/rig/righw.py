@@ -20,13 +20,18 @@ ADC_FCS = ADC_BASE + 0x08
 ADC_DIV = ADC_BASE + 0x10
 DREQ_ADC = 36
 ADC_CLK_HZ = 48000000
+RING_BITS = 12                  # 4 KiB edge ring per tap = 1024 words (512 pulses)
+RING_WORDS = (1 << RING_BITS) // 4
+ADC_RING_BITS = 14              # 16 KiB ADC ring = 8192 samples = 16 ms (32 KiB allocated for alignment)
+ADC_RING = (1 << ADC_RING_BITS) // 2
+ADC_DT_NS = 2000                # 500 kS/s: 96 ADC clocks at 48 MHz
+COUNT_FOREVER = 0xFFFFFFFF      # transfers before a DMA channel stops: ~2.4 h of ADC samples
 
 
 class RigHardware:
     def __init__(self, profile):
         p = profile["pins"]
         self.p = p
-        self.max_edges = profile["capture"]["max_edges"]
         self.sel = [Pin(p["LOAD_SEL0"], Pin.OUT, value=0), Pin(p["LOAD_SEL1"], Pin.OUT, value=0),
                     Pin(p["LOAD_SEL2"], Pin.OUT, value=0)]
         self.contact = Pin(p["CONTACT_EN"], Pin.OUT, value=1)
@@ -40,10 +45,20 @@ class RigHardware:
                                      jmp_pin=self.tap_a)
         self.sm_b = rp2.StateMachine(1, rigpio.level_durations, freq=profile["capture"]["pio_clock_hz"],
                                      jmp_pin=self.tap_b)
-        self.buf_a = array.array("I", [0] * self.max_edges)
-        self.buf_b = array.array("I", [0] * self.max_edges)
+        self._keep = []
+        self.buf_a = self._aligned("I", RING_WORDS, 4, 1 << RING_BITS)
+        self.buf_b = self._aligned("I", RING_WORDS, 4, 1 << RING_BITS)
         self._t_last = time.ticks_us()
         self._t_ns = 0
+        self.start_continuous(profile)
+
+    def _aligned(self, typecode, n, itemsize, align):
+        """A DMA ring must sit on an address aligned to its size: over-allocate, hand out an aligned view."""
+        import uctypes
+        raw = array.array(typecode, [0] * (n + align // itemsize))
+        skip = ((-uctypes.addressof(raw)) % align) // itemsize
+        self._keep.append(raw)
+        return memoryview(raw)[skip:skip + n]
 
     # -- time (ticks_us wraps at 2^30 on rp2: accumulate differences) ------------------------------------------
     def now_ns(self):
@@ -102,34 +117,59 @@ class RigHardware:
     def adc_shunt(self):
         return self.adc.read_u16() >> 4
 
-    # -- capture ---------------------------------------------------------------------------------------------------
-    def capture(self, duration_us):
-        n_adc = min(20000, max(16, duration_us // 20))
-        adc_dt_ns = (duration_us * 1000) // n_adc
-        adc_buf = array.array("H", [0] * n_adc)
-        div = max(96, ADC_CLK_HZ * adc_dt_ns // 1000000000) - 1
-        mem32[ADC_DIV] = div << 8
-        mem32[ADC_FCS] = 1 | (1 << 3) | (1 << 24)      # FIFO on, DREQ on, threshold 1
-        dmas = []
+    # -- continuous capture --------------------------------------------------------------------------------------
+    # Both tap state machines and the ADC run from boot, DMA writing into rings; poll_words() hands out the words
+    # that arrived since the last call (rigserve decodes them into edges with absolute times), and phase_mean_na()
+    # averages the ADC samples inside a phase while they are still in the ring.
+    def start_continuous(self, profile):
+        self.ring_words = RING_WORDS
+        self.adc_ring = self._aligned("H", ADC_RING, 2, 1 << ADC_RING_BITS)
+        self.adc_dt_ns = ADC_DT_NS
+        mem32[ADC_DIV] = (ADC_CLK_HZ * ADC_DT_NS // 1000000000 - 1) << 8
+        mem32[ADC_FCS] = 1 | (1 << 3) | (1 << 24)     # FIFO on, DREQ on, threshold 1
+        self.dmas = []
         for sm_no, buf in ((0, self.buf_a), (1, self.buf_b)):
             d = rp2.DMA()
-            d.config(read=PIO_RXF0 + 4 * sm_no, write=buf, count=len(buf),
-                     ctrl=d.pack_ctrl(size=2, inc_read=False, treq_sel=DREQ_PIO0_RX0 + sm_no), trigger=True)
-            dmas.append(d)
+            d.config(read=PIO_RXF0 + 4 * sm_no, write=buf, count=COUNT_FOREVER,
+                     ctrl=d.pack_ctrl(size=2, inc_read=False, ring_sel=True, ring_size=RING_BITS,
+                                      treq_sel=DREQ_PIO0_RX0 + sm_no), trigger=True)
+            self.dmas.append(d)
         d = rp2.DMA()
-        d.config(read=ADC_FIFO, write=adc_buf, count=n_adc,
-                 ctrl=d.pack_ctrl(size=1, inc_read=False, treq_sel=DREQ_ADC), trigger=True)
-        dmas.append(d)
-        t0 = self.now_ns()
-        # both state machines and the ADC start together: SM_ENABLE (bits 1:0) + CLKDIV_RESTART (bits 9:8)
-        mem32[PIO_CTRL] = 0x303
-        mem32[ADC_CS] = 1 | (1 << 3)                   # EN + START_MANY
-        self.sleep_us(duration_us)
-        mem32[PIO_CTRL] = 0
-        mem32[ADC_CS] = 1
-        counts = [len(self.buf_a) - dmas[0].count, len(self.buf_b) - dmas[1].count]
-        for d in dmas:
-            d.close()
-        return {"t0_ns": t0, "duration_ns": duration_us * 1000, "words_a": list(self.buf_a[:counts[0]]),
-                "words_b": list(self.buf_b[:counts[1]]), "adc": [v & 0xFFF for v in adc_buf],
-                "adc_dt_ns": adc_dt_ns, "hv_on_ns": 0}
+        d.config(read=ADC_FIFO, write=self.adc_ring, count=COUNT_FOREVER,
+                 ctrl=d.pack_ctrl(size=1, inc_read=False, ring_sel=True, ring_size=ADC_RING_BITS,
+                                  treq_sel=DREQ_ADC), trigger=True)
+        self.dmas.append(d)
+        self.taken = [0, 0]
+        self.overruns = 0
+        self.t_start = self.now_ns()
+        mem32[PIO_CTRL] = 0x303                        # SM0+SM1 enabled, clock dividers restarted together
+        mem32[ADC_CS] = 1 | (1 << 3)                   # EN + START_MANY, right after
+
+    def _written(self, i):
+        return COUNT_FOREVER - self.dmas[i].count
+
+    def poll_words(self):
+        out = []
+        for i, buf in ((0, self.buf_a), (1, self.buf_b)):
+            total = self._written(i)
+            new = total - self.taken[i]
+            if new > self.ring_words:
+                self.overruns += 1                     # service came too late: the oldest words are gone
+                self.taken[i] = total - self.ring_words
+            words = [buf[k % self.ring_words] for k in range(self.taken[i], total)]
+            self.taken[i] = total
+            out.append(words)
+        return out[0], out[1]
+
+    def phase_mean_na(self, start_ns, end_ns, vref_mv=3300, shunt=100, gain=10):
+        margin = 2 * self.adc_dt_ns
+        n0 = (start_ns - self.t_start + margin + self.adc_dt_ns - 1) // self.adc_dt_ns
+        n1 = (end_ns - self.t_start - margin) // self.adc_dt_ns
+        total = COUNT_FOREVER - self.dmas[2].count
+        if n1 < n0 or n0 < total - ADC_RING or n1 >= total:
+            return None
+        acc = 0
+        for k in range(n0, n1 + 1):
+            acc += self.adc_ring[k % ADC_RING] & 0xFFF
+        raw = acc // (n1 - n0 + 1)
+        return (raw * vref_mv * 1000000) // (4096 * shunt * gain)

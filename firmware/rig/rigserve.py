@@ -20,6 +20,8 @@ OPS = {
 LOAD_NAMES = {"500": 500, "2k": 2000, "10k": 10000}
 MAX_CAPTURE_S = 10.0       # bounded by the rig's RAM for edge and ADC buffers
 ACTIVE_UA = 2.0
+HISTORY_S = 30             # continuous mode keeps this much pulse history (like the virtual rig's retention)
+HISTORY_MAX_PULSES = 20000
 
 
 class RigError(ValueError):
@@ -54,6 +56,48 @@ class Rig:
         self.shunt = an["shunt_ohm"]
         self.gain = an["shunt_gain"]
         self.cycle_ns = 1000000000 // profile["capture"]["pio_clock_hz"]
+        # Continuous mode (hw.poll_words): edges decoded as they stream in, pulses kept with absolute times, so a
+        # capture may start in the recent past (a window that began before a fault was injected).
+        self.continuous = hasattr(hw, "poll_words")
+        if self.continuous:
+            self.dec = [rc.EdgeDecoder(self.cycle_ns, 1), rc.EdgeDecoder(self.cycle_ns, 1)]
+            self.tracker = rc.PulseTracker()
+            self.history = []
+            self.history_t0 = 0
+
+    # -- continuous capture -------------------------------------------------------------------------------------
+    def service(self):
+        """Drain new edge words, complete pulses, measure their phases from the ADC ring; call often."""
+        if not self.continuous:
+            return
+        words_a, words_b = self.hw.poll_words()
+        self.tracker.add_edges(0, self.dec[0].feed(words_a))
+        self.tracker.add_edges(1, self.dec[1].feed(words_b))
+        now = self.hw.now_ns()
+        for p in self.tracker.take(now):
+            t = p["t_ns"]
+            nb = t + p["pos_ns"] + p["gap_ns"]
+            p["amp_pos_na"] = self.hw.phase_mean_na(t, t + p["pos_ns"])
+            p["amp_neg_na"] = self.hw.phase_mean_na(nb, nb + p["neg_ns"])
+            self.history.append(p)
+        cut = now - HISTORY_S * 1000000000
+        drop = 0
+        while drop < len(self.history) and (self.history[drop]["t_ns"] < cut or
+                                            len(self.history) - drop > HISTORY_MAX_PULSES):
+            drop += 1
+        if drop:
+            self.history_t0 = self.history[drop - 1]["t_ns"]
+            self.history = self.history[drop:]
+
+    def _capture_history(self, t0, t1, trace_bins):
+        while self.hw.now_ns() < t1 + self.tracker.max_gap:
+            self.service()
+            self.hw.sleep_us(1000)
+        self.service()
+        if t0 < self.history_t0:
+            raise RigError("window start no longer retained (history starts at %d ns)" % self.history_t0)
+        sel = [dict(p) for p in self.history if t0 <= p["t_ns"] < t1]
+        return self._capture_dict(sel, t0, t1 - t0, self.tracker.overlaps, None, trace_bins)
 
     # -- load ----------------------------------------------------------------------------------------------
     def _load_desc(self):
@@ -135,7 +179,13 @@ class Rig:
         return self.hw.now_ns() / 1e9
 
     def wait(self, seconds):
-        self.hw.sleep_us(int(_num(seconds, "seconds", 0, 3600) * 1000000))
+        end = self.hw.now_ns() + int(_num(seconds, "seconds", 0, 3600) * 1e9)
+        while True:
+            left = end - self.hw.now_ns()
+            if left <= 0:
+                break
+            self.service()          # keep draining the capture rings while waiting
+            self.hw.sleep_us(min(left // 1000 + 1, 2000))
         return self.now_s()
 
     def iset_log(self, since_ns=0):
@@ -147,9 +197,12 @@ class Rig:
 
     def capture(self, duration_s, start_s=None, trace_bins=2000, keep_pieces=True):
         duration_s = _num(duration_s, "duration_s", 1e-6, MAX_CAPTURE_S)
-        if start_s is not None:
-            raise RigError("this rig captures from now on (start_s needs the virtual rig's history)")
         trace_bins = int(_num(trace_bins, "trace_bins", 1, 10000))
+        if self.continuous:
+            t0 = self.hw.now_ns() if start_s is None else int(_num(start_s, "start_s", 0, 1e7) * 1e9)
+            return self._capture_history(t0, t0 + int(duration_s * 1e9), trace_bins)
+        if start_s is not None:
+            raise RigError("this rig captures from now on (start_s needs continuous capture)")
         raw = self.hw.capture(int(duration_s * 1000000))
         return self.assemble(raw, trace_bins)
 
@@ -165,25 +218,50 @@ class Rig:
         samples = [rc.adc_raw_to_ua(r, self.vref_mv, self.shunt, self.gain) for r in raw["adc"]]   # nA
         dt = raw["adc_dt_ns"]
         rc.measure_pulses(pulses, samples, 0, dt)
+        for p in pulses:
+            p["t_ns"] += t0
+            p["end_ns"] += t0
+        env = self._envelope(samples, dt, dur, trace_bins, t0)
+        out = self._capture_dict(pulses, t0, dur, problems["overlap"], env, trace_bins)
+        out["hv_on_ns"] = raw.get("hv_on_ns", 0)
+        out["max_abs_ua"] = max(samples) / 1000 if samples else 0.0
+        return out
+
+    def _capture_dict(self, pulses, t0, dur, overlaps, env, trace_bins):
         out = []
         q_total = 0
+        peak = 0.0
         for p in pulses:
             ap = (p["amp_pos_na"] or 0) / 1000
             an = (p["amp_neg_na"] or 0) / 1000
+            peak = max(peak, ap, an)
             qp = ap * p["pos_ns"] / 1e6
             qn = -an * p["neg_ns"] / 1e6
             q_total += qp + qn
             tol = max(0.01 * max(abs(qp), abs(qn)), 0.02)
-            out.append({"t_ns": t0 + p["t_ns"], "polarity": "+-", "widths_ns": [p["pos_ns"], p["neg_ns"]],
+            out.append({"t_ns": p["t_ns"], "polarity": "+-", "widths_ns": [p["pos_ns"], p["neg_ns"]],
                         "gap_ns": p["gap_ns"], "amp_ua": [ap, -an], "peak_ua": [ap, -an], "q_nc": [qp, qn],
                         "q_src_net_nc": qp + qn, "q_net_nc": qp + qn, "balanced": abs(qp + qn) <= tol,
-                        "partial": p["end_ns"] >= dur})
-        env = self._envelope(samples, dt, dur, trace_bins, t0)
-        peak = max(samples) / 1000 if samples else 0.0
-        return {"t0_ns": t0, "t1_ns": t0 + dur, "pulses": out, "dc_ua": q_total / (dur / 1e9) / 1000 if dur else 0.0, "q_total_nc": q_total, "n_shoot_through": problems["overlap"],
-                "hv_on_ns": raw.get("hv_on_ns", 0), "max_abs_ua": peak, "max_abs_v": 0.0,
-                "board": self.profile.get("name", ""), "load": self._load_desc(), "faults": self.faults(),
-                "envelope": env, "pieces": None}
+                        "partial": p["end_ns"] >= t0 + dur})
+        if env is None:
+            env = self._pulse_envelope(out, t0, dur, trace_bins)
+        return {"t0_ns": t0, "t1_ns": t0 + dur, "pulses": out, "dc_ua": q_total / (dur / 1e9) / 1000 if dur else 0.0,
+                "q_total_nc": q_total, "n_shoot_through": overlaps, "hv_on_ns": 0, "max_abs_ua": peak,
+                "max_abs_v": 0.0, "board": self.profile.get("name", ""), "load": self._load_desc(),
+                "faults": self.faults(), "envelope": env, "pieces": None}
+
+    def _pulse_envelope(self, pulses, t0, dur, bins):
+        """Envelope from the measured phases (continuous mode keeps pulses, not raw samples)."""
+        bins = max(1, min(bins, 2000))
+        width = max(1, dur // bins)
+        lo = [0.0] * bins
+        hi = [0.0] * bins
+        for p in pulses:
+            k = min(bins - 1, (p["t_ns"] - t0) // width)
+            hi[k] = max(hi[k], p["amp_ua"][0])
+            lo[k] = min(lo[k], p["amp_ua"][1])
+        return {"t_ns": [t0 + k * width + width // 2 for k in range(bins)], "min_ua": lo, "max_ua": hi,
+                "mean_ua": [0.0] * bins}
 
     def _envelope(self, samples, dt, dur, bins, t0):
         bins = max(1, min(bins, len(samples) or 1))
@@ -277,10 +355,14 @@ class LineReader:
 
 
 def serve(rig, read_chunk, write):
-    """Main loop: read_chunk() -> bytes (b"" = end), write(bytes)."""
+    """Main loop: read_chunk() -> bytes, None when nothing arrived yet (the rig then services its capture), or
+    b"" at the end; write(bytes)."""
     reader = LineReader()
     while True:
         data = read_chunk()
+        if data is None:
+            rig.service()
+            continue
         if not data:
             return
         for line in reader.feed(data):
