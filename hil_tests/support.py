@@ -102,6 +102,12 @@ def iset_log(rig, since_ns: int = 0, optional: bool = False):
         pytest.skip(f"rig has no ISET tap: {e}")
 
 
+def measure_hv_on(measure, name, cap, high_ms):
+    """Compliance supply on-time in the window, when the rig can see HV_EN (the rig Pico cannot: null)."""
+    if cap.hv_on_ns is not None:
+        measure(name, cap.hv_on_ns / 1e6, "ms", high=high_ms)
+
+
 def reconnect(dut, timeout_s: float = 30.0) -> dict:
     """The port went away (power cycle, reset): reopen it and wait for the application's `hello`."""
     dut.t.reconnect(timeout_s)

@@ -15,7 +15,7 @@ PHASE, GAP = 200, 100
 def _idle_numbers(measure, cap, prefix="idle"):
     measure(f"{prefix}_max_current", cap.max_abs_ua, "uA", high=1.0)
     measure(f"{prefix}_active_pulses", cap.n_active, "", high=0)
-    measure(f"{prefix}_hv_on", cap.hv_on_ns / 1e6, "ms", high=0.0)
+    support.measure_hv_on(measure, f"{prefix}_hv_on", cap, 0.0)
 
 
 def _iset_max_ua(prof, log):
@@ -179,7 +179,7 @@ def test_s5_fault_n_trips_immediately(dut, rig, measure, levels_ua, load):
     measure("fault_n_latency", latency_ms, "ms", high=(2 * PHASE + GAP) / 1000 + 0.05)
     measure("pulses_started_after_fault_n", sum(1 for p in cap.pulses if p.active and p.t_ns > t_inj_ns + 50_000),
             "", high=0)
-    measure("hv_on_after", cap.hv_on_ns / 1e6, "ms", high=1.0)
+    support.measure_hv_on(measure, "hv_on_after", cap, 1.0)
     rig.wait(0.01)
     _expect_error(codes.E_FAULT_LATCHED, dut.start, level=1)
 

@@ -24,7 +24,7 @@ def test_power_button_starts_and_stops(dut, rig, measure):
     rig.wait(0.3)
     tail = rig.capture(0.5)
     measure("idle_after_second_press", tail.max_abs_ua, "uA", high=1.0)
-    measure("hv_after_second_press", tail.hv_on_ns / 1e6, "ms", high=0.0)
+    support.measure_hv_on(measure, "hv_after_second_press", tail, 0.0)
 
 
 def test_up_button_raises_one_level_with_ramp(dut, rig, measure, prof, levels_ua):

@@ -3,6 +3,7 @@
 #   reply   {"id": 7, "ok": true, "result": ...} | {"id": 7, "ok": false, "error": <code>, "detail": ".."}
 # Codes: bad_json, line_too_long, bad_request, unknown_op, rig_error, internal. A bad line changes nothing.
 #
+# This rig has no HV_EN sense: captures report hv_on_ns = null (unknown), never 0.
 # Hardware access goes through a `hw` object (righw.RigHardware on the Pico, a fake in the tests), so this file
 # runs unchanged on the unix port.
 import json
@@ -223,7 +224,7 @@ class Rig:
             p["end_ns"] += t0
         env = self._envelope(samples, dt, dur, trace_bins, t0)
         out = self._capture_dict(pulses, t0, dur, problems["overlap"], env, trace_bins)
-        out["hv_on_ns"] = raw.get("hv_on_ns", 0)
+        out["hv_on_ns"] = raw.get("hv_on_ns")
         out["max_abs_ua"] = max(samples) / 1000 if samples else 0.0
         return out
 
@@ -246,7 +247,7 @@ class Rig:
         if env is None:
             env = self._pulse_envelope(out, t0, dur, trace_bins)
         return {"t0_ns": t0, "t1_ns": t0 + dur, "pulses": out, "dc_ua": q_total / (dur / 1e9) / 1000 if dur else 0.0,
-                "q_total_nc": q_total, "n_shoot_through": overlaps, "hv_on_ns": 0, "max_abs_ua": peak,
+                "q_total_nc": q_total, "n_shoot_through": overlaps, "hv_on_ns": None, "max_abs_ua": peak,
                 "max_abs_v": 0.0, "board": self.profile.get("name", ""), "load": self._load_desc(),
                 "faults": self.faults(), "envelope": env, "pieces": None}
 
