@@ -87,6 +87,7 @@ def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, quiet):
                 except Exception:  # noqa: BLE001
                     pass
         st = dev.telemetry_stats
+    click.echo("")
     click.echo(f"{st.received} samples, {st.lost} lost ({st.gaps} gaps)")
     if plot_file and samples:
         plot_samples(samples, plot_file)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import click
 
@@ -27,11 +26,14 @@ def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, wait):
                             rate_hz=rate_hz)
         click.echo("started: " + json.dumps({k: v for k, v in applied.items() if k not in ("id", "ok")}))
         if wait:
-            end = time.monotonic() + (applied.get("session_s") or duration_s or 0) + 5
-            for ev in dev.events(timeout=2.0):
-                click.echo(json.dumps(ev))
-                if ev.get("ev") == "session_end" or time.monotonic() > end:
+            # Follow the device's own clock (a virtual board may run slower than real time): until the session
+            # ends (ramped down, S9) or the device leaves the stimulating states.
+            while True:
+                for ev in dev.events(timeout=1.0):
+                    click.echo(json.dumps(ev))
+                if dev.status().get("state") not in ("ramping", "running", "paused"):
                     break
+            click.echo(f"state: {dev.status().get('state')}")
 
 
 @main.command()
