@@ -72,7 +72,7 @@ class VirtualBoard:
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix="picostim-vb-"))
         self._lock = threading.RLock()
-        self.chip_lock = self._lock      # the rig changes the Chip under the same lock as the CPU's RPCs
+        self.chip_lock = _ChipAccess(self)  # the rig changes the Chip under the board lock, at the granted time
         self._cond = threading.Condition(self._lock)        # the CPU's waits: exec requests, stdin, Ctrl-C
         self._time_cond = threading.Condition(self._lock)   # rig waits for virtual time (wait_until)
         self._stdin_cond = threading.Condition(self._lock)  # the stdin writer
@@ -97,6 +97,7 @@ class VirtualBoard:
         self._hang_pending = False
         self._fwd_count = 0
         self._user_code = False
+        self._granted = 0
         self._stdin_backlog = bytearray()
         self._pending_input = bytearray()
         self.in_bootloader = False
@@ -673,7 +674,7 @@ class VirtualBoard:
                 if getattr(self.chip, "has_events", lambda: False)():
                     return ["event", self._fwd_count]
                 if now >= target:
-                    return ["time", self._fwd_count]
+                    return ["time", self._fwd_count, self._grant()]
                 limit = target
                 nxt = self.chip.next_event_ns()
                 if nxt is not None and nxt < limit:
@@ -691,6 +692,26 @@ class VirtualBoard:
         finally:
             if gen == self._gen:
                 self._child_state = "rpc"
+
+    GRANT_NS = 50_000_000
+
+    def _grant(self):
+        """While fast-forwarding, let the CPU sleep on its own (no RPC per sleep) up to a horizon before which
+        nothing can happen to it: no scheduled chip event (button release, WDT expiry, ...), no fault that can drive
+        FAULT_N. Anything the rig does meanwhile is applied at the horizon (see _ChipAccess)."""
+        now = self.chip.now_ns
+        if not (self._ff() or self.speed <= 0) or self._intr_pending or self._hang_pending:
+            return now
+        fe = self.frontend
+        if fe is not None and (getattr(fe, "short_fault", False) or getattr(fe, "fault_forced", False)
+                               or fe.i_fs * fe.cal_gain * getattr(fe, "gain_error", 1.0) >= fe.trip_a):
+            return now
+        h = now + self.GRANT_NS
+        nxt = self.chip.next_event_ns()
+        if nxt is not None and nxt < h:
+            h = max(now, nxt)
+        self._granted = max(self._granted, h)
+        return h
 
     def _op_repl_enter(self, gen):
         """The code finished: stop feeding its stdin and mark the end of what it was given with a sentinel; the
@@ -790,3 +811,25 @@ class VirtualBoard:
 
 class _NoReply(Exception):
     pass
+
+
+class _ChipAccess:
+    """The rig's way in: the board lock, and the Chip brought up to any horizon granted to the CPU, so a change
+    the rig makes can never land in the CPU's past."""
+
+    def __init__(self, board):
+        self.board = board
+
+    def __enter__(self):
+        b = self.board
+        b._lock.acquire()
+        try:
+            if b._granted > b.chip.now_ns:
+                b._advance(b._granted)
+        except BaseException:
+            b._lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.board._lock.release()
