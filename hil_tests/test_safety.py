@@ -175,8 +175,8 @@ def test_s5_fault_n_trips_immediately(dut, rig, measure, levels_ua, load):
     t_inj_ns = int(t_inj * 1e9)
     end = support.last_active_pulse_end(cap, 1.0)
     latency_ms = 0.0 if end is None or end < t_inj_ns else (end - t_inj_ns) / 1e6
-    # a phase already under way may finish (<= one pair), no new pulse may start
-    measure("fault_n_latency", latency_ms, "ms", high=(2 * PHASE + GAP) / 1000 + 0.05)
+    # output off within the spec's trip goal (S4: <= 1 ms after onset); no new pulse may start
+    measure("fault_n_latency", latency_ms, "ms", high=1.0)
     measure("pulses_started_after_fault_n", sum(1 for p in cap.pulses if p.active and p.t_ns > t_inj_ns + 50_000),
             "", high=0)
     support.measure_hv_on(measure, "hv_on_after", cap, 1.0)
