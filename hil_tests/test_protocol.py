@@ -13,7 +13,7 @@ from picostim.shared import codes
 from support import pulse_numbers
 
 PHASE, GAP, RATE = 200, 100, 200
-FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
 CTRL_C = 0x03  # breaks into the REPL by design (mpremote relies on it): not garbage for the protocol
