@@ -426,3 +426,22 @@ def test_s4_power_button_clears_latched_fault(dut, rig, measure):
     support.stop_quietly(dut)
     support.start_running(dut, rig, 1, phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
     measure("pulses_after_user_clear", rig.capture(0.03).n_active, "", low=3)
+
+
+def test_s14_exception_at_startup_leaves_output_idle(bench, dut, rig, measure):
+    """A provisioning mistake makes the application raise while starting: the output stays idle (and the board
+    sits at the REPL), measured while the broken app 'runs'."""
+    support.start_running(dut, rig, 3, phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
+    repl = _repl(dut)
+    repl.enter()
+    original = repl.eval("open('/board.json','rb').read()")
+    try:
+        repl.exec("f=open('/board.json','wb');f.write(b'{\"schema\": 1, \"pins\": 5}');f.close()")
+        repl.soft_reset(run_main=True)          # boot.py + main.py run into the exception
+        cap = rig.capture(0.5)
+        _idle_numbers(measure, cap, "after_exception")
+    finally:
+        repl.enter()
+        repl.exec(f"f=open('/board.json','wb');f.write({original!r});f.close()")
+        repl.soft_reset(run_main=True)
+        dut.hello(timeout=30)
