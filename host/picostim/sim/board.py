@@ -679,6 +679,10 @@ class VirtualBoard:
                 nxt = self.chip.next_event_ns()
                 if nxt is not None and nxt < limit:
                     limit = max(nxt, now)
+                if not self._physics_quiet():
+                    # A fault can trip the FAULT_N comparator at any moment: step in small increments so its
+                    # interrupt reaches the CPU within a step of the edge, not at the end of the sleep.
+                    limit = min(limit, now + self.PHYSICS_STEP_NS)
                 if self._ff() or self.speed <= 0:
                     self._advance(limit)
                     continue
@@ -702,9 +706,7 @@ class VirtualBoard:
         now = self.chip.now_ns
         if not (self._ff() or self.speed <= 0) or self._intr_pending or self._hang_pending:
             return now
-        fe = self.frontend
-        if fe is not None and (getattr(fe, "short_fault", False) or getattr(fe, "fault_forced", False)
-                               or fe.i_fs * fe.cal_gain * getattr(fe, "gain_error", 1.0) >= fe.trip_a):
+        if not self._physics_quiet():
             return now
         h = now + self.GRANT_NS
         nxt = self.chip.next_event_ns()
@@ -712,6 +714,16 @@ class VirtualBoard:
             h = max(now, nxt)
         self._granted = max(self._granted, h)
         return h
+
+    PHYSICS_STEP_NS = 10_000
+
+    def _physics_quiet(self) -> bool:
+        """True when the analog side cannot raise an input edge by itself (no fault that can trip FAULT_N)."""
+        fe = self.frontend
+        if fe is None:
+            return True
+        return not (getattr(fe, "short_fault", False) or getattr(fe, "fault_forced", False)
+                    or fe.i_fs * fe.cal_gain * getattr(fe, "gain_error", 1.0) >= fe.trip_a)
 
     def _op_repl_enter(self, gen):
         """The code finished: stop feeding its stdin and mark the end of what it was given with a sentinel; the
