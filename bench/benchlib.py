@@ -193,3 +193,34 @@ def wait_port(vb, timeout: float = 30.0) -> None:
         end = time.monotonic() + timeout
         while not os.path.exists(vb.port) and time.monotonic() < end:
             time.sleep(0.01)
+
+
+class TrialHung(RuntimeError):
+    pass
+
+
+def run_with_timeout(fn, timeout_s: float, *args):
+    """Run one campaign trial with a wall-clock limit. A trial that hangs (a board that never answers, virtual time
+    that stops) raises TrialHung; the campaign then reports it instead of overrunning its budget."""
+    import threading
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 — handed to the caller
+            box["error"] = e
+    t = threading.Thread(target=target, daemon=True, name="bench-trial")
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        raise TrialHung(f"trial did not finish within {timeout_s:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def checkpoint(section: str, partial: dict) -> None:
+    """Partial results of a long campaign, so a section stopped for overrunning still shows what it measured."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{section}.partial.json").write_text(json.dumps(partial, default=_jsonable))

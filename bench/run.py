@@ -33,7 +33,7 @@ SECTIONS = {
     "host": ("Host: deploy, round trip, telemetry", 80),
     "vbspeed": ("Virtual board speed (15-minute session)", 45),
     "fuzz_vb": ("Campaign: protocol fuzzing end to end", 45),
-    "powerloss": ("Campaign: power loss during writes and deploy", 130),
+    "powerloss": ("Campaign: power loss during writes and deploy", 150),
     "faults": ("Campaign: random faults during stimulation", 50),
 }
 
@@ -81,10 +81,15 @@ def run_section_process(name: str, quick: bool) -> dict:
         err += ": " + tail[-1500:]
     if err is None and path.exists() and path.stat().st_mtime >= mark:
         res = json.loads(path.read_text())
+        (benchlib.RESULTS_DIR / f"{name}.partial.json").unlink(missing_ok=True)
     else:
         res = {"section": name, "title": SECTIONS[name][0], "status": "failed", "quick": quick,
                "error": err or "section wrote no result", "figures": [],
                "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        part = benchlib.RESULTS_DIR / f"{name}.partial.json"
+        if part.exists() and part.stat().st_mtime >= mark:
+            res["counts"] = json.loads(part.read_text())
+            res["notes"] = ["Counts are the campaign's last checkpoint before it was stopped."]
         res["wall_s"] = round(time.monotonic() - t0, 2)
         benchlib.write_result(name, res)
     return res

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from benchlib import Figure, board_profile, provisioned_board, reconnect, wait_virtual
+from benchlib import Figure, TrialHung, board_profile, provisioned_board, reconnect, run_with_timeout, wait_virtual
 
 CLOCK = "model"
 DT_NS = 5_000                 # trace resolution for time-above-cap
@@ -125,7 +125,10 @@ def run(quick: bool = False) -> dict:
         factor = vb.cpu_factor
         for k in range(n):
             try:
-                rows.append(trial(vb, dev, prof, rnd, overcurrent=(k % 2 == 1)))
+                rows.append(run_with_timeout(trial, 60, vb, dev, prof, rnd, k % 2 == 1))
+            except TrialHung as e:
+                errors.append(f"trial {k}: {e}; campaign stopped")
+                break
             except Exception as e:  # noqa: BLE001
                 errors.append(f"trial {k}: {type(e).__name__}: {e}"[:240])
                 try:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 import time
 
-from benchlib import (Figure, board_profile, dist, provisioned_board, reconnect, trip_limit_ua, wait_state,
-                      wait_virtual)
+from benchlib import (Figure, TrialHung, board_profile, dist, provisioned_board, reconnect, run_with_timeout,
+                      trip_limit_ua, wait_virtual)
 
 CLOCK = "model"
 PRE_NS = 3_000_000       # captures start before the injection so a pulse in progress is seen whole
@@ -167,7 +167,11 @@ def campaign(clock, n, prof, rnd):
             for _ in range(count):
                 boots = vb.boot_count
                 try:
-                    v = FNS[kind](vb, dev, prof, rnd)
+                    v = run_with_timeout(FNS[kind], 40, vb, dev, prof, rnd)
+                except TrialHung as e:
+                    failed_trials.setdefault(kind, []).append(f"{e}; {kind} trials stopped")
+                    bad += 1
+                    break
                 except Exception as e:  # noqa: BLE001 — a trial that breaks is counted, the campaign goes on
                     v = None
                     failed_trials.setdefault(kind, []).append(f"{type(e).__name__}: {e}"[:200])

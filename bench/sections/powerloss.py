@@ -15,7 +15,8 @@ import random
 import threading
 import time
 
-from benchlib import Figure, board_profile, provisioned_board, reconnect, wait_port, wait_virtual
+from benchlib import (Figure, TrialHung, board_profile, checkpoint, provisioned_board, reconnect, run_with_timeout,
+                      wait_port, wait_virtual)
 
 CLOCK = "model"
 
@@ -134,14 +135,20 @@ def run(quick: bool = False) -> dict:
     n_deploys = 2 if quick else 10
     rnd = random.Random(1234)
     rows, drows, errors = [], [], []
+    hung = []
     t0 = time.monotonic()
     with provisioned_board(clock=CLOCK) as (vb, dev):
         factor = vb.cpu_factor
         k = -1
-        while sum(1 for r in rows if r.get("cut")) < n_writes and k < n_writes * 2:
+        while sum(1 for r in rows if r.get("cut")) < n_writes and k < n_writes * 2 and not hung:
             k += 1
+            if k % 20 == 0:
+                checkpoint("powerloss", {"write_trials": len(rows), "cuts": sum(1 for r in rows if r.get("cut")),
+                                         "violations": sum(1 for r in rows if r.get("cut") and not r.get("ok"))})
             try:
-                rows.append(write_trial(vb, dev, prof, rnd, k))
+                rows.append(run_with_timeout(write_trial, 45, vb, dev, prof, rnd, k))
+            except TrialHung as e:
+                hung.append(f"write {k}: {e}")
             except Exception as e:  # noqa: BLE001
                 errors.append(f"write {k}: {type(e).__name__}: {e}"[:200])
                 rows.append({"k": k, "ok": False, "error": str(e)[:200], "cut": True})
@@ -151,9 +158,12 @@ def run(quick: bool = False) -> dict:
                     reconnect(dev)
                 except Exception:  # noqa: BLE001
                     pass
-        for k in range(n_deploys):
+        for k in range(n_deploys if not hung else 0):
             try:
-                drows.append(deploy_trial(vb, dev, rnd, k))
+                drows.append(run_with_timeout(deploy_trial, 60, vb, dev, rnd, k))
+            except TrialHung as e:
+                hung.append(f"deploy {k}: {e}")
+                break
             except Exception as e:  # noqa: BLE001
                 errors.append(f"deploy {k}: {type(e).__name__}: {e}"[:200])
                 drows.append({"k": k, "ok": False, "error": str(e)[:200]})
@@ -171,6 +181,8 @@ def run(quick: bool = False) -> dict:
                note=f"{len(drows) - len(dcut)} deploy(s) finished before the armed cut"),
         Figure("deploy cuts: unsafe output after restore or redeploy not verified", "", len(dbad), goal=("==", 0),
                n=len(drows)),
+        Figure("trials that hung (board never answered; campaign stopped there)", "", len(hung), goal=("==", 0),
+               note="; ".join(hung)),
     ]
     return {"figures": figs, "clock": CLOCK, "cpu_factor": factor,
             "counts": {"write cuts": len(cut), "deploy cuts": len(dcut), "violations": len(bad) + len(dbad)},
