@@ -59,6 +59,8 @@ class RawRepl:
                     self.t.write(CTRL_D)
                     sent_eot = True
                     time.sleep(0.1)
+                elif attempt == attempts - 1 and not heard:
+                    self.t.reconnect(wait_s=reconnect_s)    # last resort: a fresh open of a silent port
                 self.t.write(b"\r" + CTRL_C)
                 time.sleep(0.05)
                 self.t.write(CTRL_C)

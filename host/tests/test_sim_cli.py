@@ -109,9 +109,11 @@ def test_run_stop_and_monitor_csv_plot(vb, tmp_path):
             "--csv", str(out_csv), "--plot", str(out_png))
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(out_csv.open()))
-    assert len(rows) >= 20
+    assert len(rows) >= 5
     seqs = [int(x["seq"]) for x in rows]
-    assert seqs == sorted(seqs)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))          # no sample lost on the virtual board
+    span_s = (int(rows[-1]["t_ms"]) - int(rows[0]["t_ms"])) / 1000     # device time (may run slower than wall)
+    assert abs(len(rows) - 1 - 50 * span_s) <= 2                        # the requested 50 Hz, by device time
     assert "lost" in r.output
     assert out_png.read_bytes()[:4] == b"\x89PNG"
     assert max(float(x["i_ua"]) for x in rows) > 50          # measured current while stimulating at level 2

@@ -72,11 +72,13 @@ def test_over_cap_refused_by_host_then_by_device(vb):
 
 
 def _pty_run(args, keys_plan, timeout=90):
-    """Run the CLI with a pseudo-terminal as its terminal; send keys when their trigger text appears."""
+    """Run the CLI with a pseudo-terminal as its terminal; send each key once its trigger (a regex) has appeared
+    in the output that followed the previous key."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
     out = b""
+    mark = 0
     plan = list(keys_plan)
     end = time.monotonic() + timeout
     try:
@@ -90,10 +92,12 @@ def _pty_run(args, keys_plan, timeout=90):
                 if not data:
                     break
                 out += data
-            while plan and plan[0][0].encode() in out:
-                trigger, key = plan.pop(0)
-                os.write(master, key)
-                out = out.replace(trigger.encode(), b"<" + trigger.encode() + b">", 1)
+            while plan:
+                m = re.search(plan[0][0].encode(), out[mark:])
+                if not m:
+                    break
+                os.write(master, plan.pop(0)[1])
+                mark += m.end()
             if proc.poll() is not None and not r:
                 break
         proc.wait(10)
@@ -107,11 +111,12 @@ def _pty_run(args, keys_plan, timeout=90):
 def test_levels_tune_through_a_pty(vb):
     # Up, Up (2 x 10 uA) on level 2 while stimulating, then save, then quit.
     args = [PICOSTIM, "levels", "tune", "--port", vb.port, "--level", "2", "--step", "10", "--operator", "alice"]
-    rc, out = _pty_run(args, [("s = save, q = quit", b"\x1b[A"), ("set 170", b"\x1b[A"), ("set 180", b"s"),
+    rc, out = _pty_run(args, [("s = save, q = quit", b"\x1b[A"), ("set 170", b"\x1b[A"),
+                              (r"set 180 .*measured 1[5-9][0-9] ", b"s"),      # live current has followed
                               ("saved:", b"q")])
     assert rc == 0, out
     assert "level 2 160 -> 180 µA (audit entry written)" in out, out
-    assert re.search(r"measured [1-9][0-9]* µA", out), out          # live telemetry shown while tuning
+    assert re.search(r"set 180 µA \(saved 160 µA\) measured 1[5-9][0-9] µA", out), out   # live measured current
     assert "measured" in out
     with Device(vb.port) as dev:
         dev.reset()
