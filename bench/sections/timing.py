@@ -9,7 +9,8 @@ from __future__ import annotations
 import itertools
 import time
 
-from benchlib import TICK_NS, Figure, board_profile, provisioned_board, wait_virtual
+from benchlib import TICK_NS, Figure, board_profile, provisioned_board, reconnect, wait_virtual
+from picostim.transport import TransportError
 
 CLOCK = "model"
 PHASES_US = (20, 100, 250, 1000)
@@ -77,11 +78,24 @@ def run(quick: bool = False) -> dict:
     t0 = time.monotonic()
     with provisioned_board(clock=CLOCK) as (vb, dev):
         factor = vb.cpu_factor
+        boots = vb.boot_count
         for ph, gap, rate in grid:
-            rows.append(measure_one(vb, dev, ph, gap, rate, sys_hz))
+            for attempt in range(2):
+                b0 = vb.boot_count
+                try:
+                    row = measure_one(vb, dev, ph, gap, rate, sys_hz)
+                    if vb.boot_count == b0:
+                        break
+                    row = {"phase_us": ph, "gap_us": gap, "rate_hz": rate, "error": "board reset during the point"}
+                except TransportError as e:
+                    row = {"phase_us": ph, "gap_us": gap, "rate_hz": rate, "error": str(e)[:160]}
+                reconnect(dev)          # a reset spoils the point: measure it again on the restarted board
+            rows.append(row)
+        resets = vb.boot_count - boots
     done = [r for r in rows if r.get("n_pulses")]
     refused = [r for r in rows if "refused" in r]
     missing = [r for r in rows if "refused" not in r and not r.get("n_pulses")]
+    errs = [r for r in rows if r.get("error")]
 
     def worst(key, rs=done):
         vals = [r[key] for r in rs if r.get(key) is not None]
@@ -113,7 +127,9 @@ def run(quick: bool = False) -> dict:
                baseline_label="stock PWM is hardware-periodic too (0 by construction)"),
         Figure("grid points measured", "", len(done), goal=(">=", len(grid) - len(refused)), n=len(grid),
                note=f"{len(refused)} refused by the planner (pair longer than the period or similar), "
-                    f"{len(missing)} gave no pulses"),
+                    f"{len(missing)} gave no pulses" + (f" ({len(errs)} after a board reset)" if errs else "")),
+        Figure("board resets nobody asked for during the grid", "", resets, goal=("==", 0), n=len(grid),
+               note="a point spoilt by a reset is measured again once"),
     ]
     return {"figures": figs, "clock": CLOCK, "cpu_factor": factor,
             "counts": {"grid points": len(grid), "measured": len(done), "refused": len(refused),
