@@ -98,6 +98,7 @@ class VirtualBoard:
         self._fwd_count = 0
         self._user_code = False
         self._granted = 0
+        self._sentinel = None
         self._stdin_backlog = bytearray()
         self._pending_input = bytearray()
         self.in_bootloader = False
@@ -536,20 +537,23 @@ class VirtualBoard:
                 else:
                     self._stdin_cond.wait(0.005)
 
-    def interrupt(self):
-        """Ctrl-C from the host while code runs."""
+    def interrupt(self) -> bool:
+        """Ctrl-C from the host while code runs. False if no user code is running to interrupt (the board is
+        booting or between two pieces of code): then the byte is ordinary input, as on a Pico."""
         with self._cond:
             state = self._child_state
-            if state == "sleeping":
+            if state == "sleeping" and self._user_code:
                 self._intr_pending = True
                 self._cond.notify_all()
-                return
+                return True
             if state in ("running", "rpc") and self._user_code and self._proc is not None:
                 self._recent_sigint = True
                 try:
                     os.kill(self._proc.pid, signal.SIGINT)
                 except OSError:
                     pass
+                return True
+            return False
 
     def execute(self, src: str, kind: str):
         with self._cond:
@@ -728,12 +732,16 @@ class VirtualBoard:
     def _op_repl_enter(self, gen):
         """The code finished: stop feeding its stdin and mark the end of what it was given with a sentinel; the
         child hands back everything before the sentinel (on a Pico those bytes wait in the USB ring buffer)."""
+        self._user_code = False
+        if self._child_state == "draining" and self._sentinel:
+            return self._sentinel.hex()   # a retry after a Ctrl-C that raced with the first call
         self._child_state = "draining"
         sentinel = os.urandom(12)
         try:
             os.write(self._proc.stdin.fileno(), sentinel)
         except (OSError, AttributeError):
             return None
+        self._sentinel = sentinel
         return sentinel.hex()
 
     def _op_repl_wait(self, gen, result=None, forced=False, leftover=""):
@@ -755,6 +763,8 @@ class VirtualBoard:
             if self._exec_queue:
                 req = self._exec_queue.pop(0)
                 self._child_state = "running"
+                self._user_code = True
+                self._sentinel = None
                 self._stdin_cond.notify_all()
                 return req
             self._cond.wait(0.1)

@@ -72,7 +72,8 @@ class UsbRepl:
                     return
                 if j:
                     self.board.forward_stdin(bytes(rest[:j]))
-                self.board.interrupt()
+                if not self.board.interrupt():
+                    self.board.forward_stdin(bytes([self.intr_char]))
                 return self.feed(rest[j + 1:]) if len(rest) > j + 1 else None
             if self.sub == "rawpaste":
                 self._rawpaste(c)

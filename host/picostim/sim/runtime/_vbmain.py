@@ -131,8 +131,8 @@ def _boot():
 def _main():
     result = None
     forced = False
-    _vblink.call("boot")
     try:
+        _vblink.call("boot")
         forced = _boot()
     except KeyboardInterrupt as e:
         _stdout.write(_exc_text(e))
