@@ -20,6 +20,7 @@ WDT_RESET = 3
 HISTORY_NS = 120 * 1_000_000_000
 _PRUNE_EVERY_NS = 10 * 1_000_000_000
 _MAX_EVENTS = 64
+_MAX_NOTES = 200
 _SRAM_SIZE = regs.SRAM_END - regs.SRAM_BASE
 _READ_WINDOW = 0x4000                 # per-channel SRAM window for rp2.DMA read buffers (16 KB)
 _WRITE_BASE = 12 * _READ_WINDOW       # then a 6 KB window per channel for write buffers
@@ -47,6 +48,7 @@ class Chip:
         self.analog = None
         self.events = []
         self.notes = []
+        self._note_set = set()
         self.iset_log = []
         self.iset_gpio = (profile.get("pins", {}) or {}).get("ISET") if isinstance(profile, dict) else None
         self.wdt_expired = False
@@ -194,7 +196,9 @@ class Chip:
         return bool(self.events)
 
     def note(self, msg):
-        if msg not in self.notes:
+        """Record something the model does not cover (each message once, at most _MAX_NOTES)."""
+        if msg not in self._note_set and len(self.notes) < _MAX_NOTES:
+            self._note_set.add(msg)
             self.notes.append(msg)
 
     # ================================================================== query API (front end, rig, tests)
@@ -281,7 +285,7 @@ class Chip:
         elif regs.PERIPH_START <= addr < regs.PERIPH_END:
             v = self._reg_read(addr & ~0x3003, t)
         else:
-            self.note(f"unmodelled memory read at 0x{addr:08x}")
+            self.note(f"unmodelled memory read at 0x{addr & ~0xFFF:08x}+")
             v = self.unmodelled.get(addr & ~3, 0)
         return (v >> (8 * (addr & 3))) & ((1 << bits) - 1)
 
@@ -313,7 +317,7 @@ class Chip:
                     new = v32 if alias != regs.ALIAS_CLR else 0
                 self._reg_write(base, new & 0xFFFFFFFF, t)
             return
-        self.note(f"unmodelled memory write at 0x{addr:08x}")
+        self.note(f"unmodelled memory write at 0x{addr & ~0xFFF:08x}+")
         self.unmodelled[addr & ~3] = value
 
     # ================================================================== RPC ops (see ../DESIGN.md)
