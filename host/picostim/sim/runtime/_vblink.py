@@ -134,10 +134,9 @@ def call(op, *args):
     _last_gap_us = gap
     _seq += 1
     seq = _seq
-    _sock.write(json.dumps([seq, op, _elapsed(op, gap)] + list(args)))
-    _sock.write(b"\n")
+    _sock.write(json.dumps([seq, op, _elapsed(op, gap)] + list(args)) + "\n")
     while True:
-        r = json.loads(_sock.readline())
+        r = json.loads(_readline())
         if r[0] == seq:
             break
     _now = r[2]
@@ -157,6 +156,24 @@ def call(op, *args):
         gc.collect()
     _wall = _rt.ticks_us()
     return res
+
+
+_rbuf = b""
+
+
+def _readline():
+    # The socket's own readline() reads a byte per system call; read in blocks instead.
+    global _rbuf
+    while True:
+        i = _rbuf.find(b"\n")
+        if i >= 0:
+            line = _rbuf[:i]
+            _rbuf = _rbuf[i + 1:]
+            return line
+        chunk = _sock.recv(4096)
+        if not chunk:
+            raise OSError(104)
+        _rbuf += chunk
 
 
 def _events(evs):
