@@ -694,6 +694,8 @@ class VirtualBoard:
                 self._cond.wait((limit - now) / 1e9 / self.speed)
                 if gen != self._gen:
                     break
+                if getattr(self.chip, "has_events", lambda: False)():
+                    return ["event", self._fwd_count]   # woken by an input edge: the CPU takes it now
                 waited = time.monotonic() - wall0
                 self._advance(min(limit, now + int(waited * 1e9 * self.speed)) if not self._ff() else limit)
             raise _NoReply()

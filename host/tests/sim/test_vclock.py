@@ -61,11 +61,12 @@ def test_fifteen_minute_session_auto_off_verified_end_to_end(record_property):
             assert any(p.active for p in first.pulses), "stimulation did not start"
             # Fast-forward through the session; capture the last seconds and the auto-off.
             end = vb.rig.capture(12.0, start_s=t_start + session_s - 6)
+            rampdown_s = vb.profile["limits"]["session_rampdown_ms"] / 1000
     wall = time.monotonic() - t_wall
     record_property("wall_s", round(wall, 1))
     print(f"15-minute session verified in {wall:.1f} s of wall time")
     assert wall < WALL_BUDGET_S, f"15-minute session took {wall:.1f} s of wall time"
     on = [p for p in end.pulses if p.active and p.t_ns / 1e9 < t_start + session_s - 2.5]
-    off_after = [p for p in end.pulses if p.active and p.t_ns / 1e9 > t_start + session_s + 0.5]
+    off_after = [p for p in end.pulses if p.active and p.t_ns / 1e9 > t_start + session_s + rampdown_s + 0.5]
     assert on, "no pulses before the end of the session"
     assert not off_after, f"pulses after auto-off: {[p.t_ns / 1e9 for p in off_after][:5]}"
