@@ -48,6 +48,26 @@ def output_off_ns(vb, cap, t_on, i_fs):
     return max(zero, last_end)
 
 
+def landed(vb):
+    """When an injected fault took effect: the board applies a rig change at the CPU's granted horizon (never in
+    its past), so the instant is the board clock right after the inject call, not before it."""
+    return vb.now_ns()
+
+
+def fault_n_edge(vb, prof, t_from):
+    """The FAULT_N line's falling edge as the rig sees it (None if the board offers no pin history)."""
+    chip = getattr(vb, "chip", None)
+    if chip is None or not hasattr(chip, "pin_edges"):
+        return None
+    try:
+        res = chip.pin_edges(prof["pins"]["FAULT_N"], t_from - 1000, vb.now_ns() + 1)
+    except Exception:  # noqa: BLE001
+        return None
+    edges = res[1] if isinstance(res, (list, tuple)) and len(res) == 2 and isinstance(res[1], list) else res
+    falls = [t for t, lvl in edges if lvl == 0 and t >= t_from - 1000]
+    return falls[0] if falls else None
+
+
 def _start(vb, dev, level):
     dev.start(level=level, duration_s=600, **WAVE)
     wait_virtual(vb, SETTLE_S)
@@ -71,10 +91,10 @@ def trial_overcurrent(vb, dev, prof, rnd):
     limit = trip_limit_ua(prof)
     _start(vb, dev, 1)
     wait_virtual(vb, rnd.uniform(0.0, 0.01))           # random phase of the pulse train
-    t_inj = vb.now_ns()
     # source gain error large enough to take level 1 past the trip point (a short ramp keeps trials quick)
     factor = round(limit * 1.15 / prof["levels_ua"][0], 2)
     vb.rig.inject("overcurrent", factor=factor)
+    t_inj = landed(vb)
     cap = vb.rig.capture(0.05, start_s=(t_inj - PRE_NS) / 1e9, keep_pieces=False, trace_bins=10)
     onset = None
     for p in cap.pulses:
@@ -97,8 +117,8 @@ def trial_contact(vb, dev, prof, rnd):
     probe = min(_ps().CONTACT_PROBE_UA, prof["limits"]["cap_ua"])
     _start(vb, dev, 1)
     wait_virtual(vb, rnd.uniform(0.0, 0.01))
-    t_inj = vb.now_ns()
     vb.rig.inject("contact_loss")
+    t_inj = landed(vb)
     wait_virtual(vb, 0.05)
     log = vb.rig.iset_log(since_ns=t_inj)
     paused = next((e["t_ns"] for e in log if _iset_ua(e, i_fs) <= probe + 0.5), None)
@@ -111,8 +131,9 @@ def trial_fault_n(vb, dev, prof, rnd):
     i_fs = prof["analog"]["i_fs_ua"]
     _start(vb, dev, 1)
     wait_virtual(vb, rnd.uniform(0.0, 0.01))
-    t_inj = vb.now_ns()
+    t_call = vb.now_ns()
     vb.rig.inject("fault_n", ms=5)
+    t_inj = fault_n_edge(vb, prof, t_call) or landed(vb)
     cap = vb.rig.capture(0.02, start_s=(t_inj - PRE_NS) / 1e9, keep_pieces=False, trace_bins=10)
     off = output_off_ns(vb, cap, t_inj, i_fs)
     _recover(vb, dev)
@@ -124,8 +145,8 @@ def trial_hang(vb, dev, prof, rnd):
     _start(vb, dev, 1)
     wait_virtual(vb, rnd.uniform(0.0, 0.01))
     boots = vb.boot_count
-    t_inj = vb.now_ns()
     vb.rig.inject("hang")
+    t_inj = landed(vb)
     wdt_ms = prof["limits"]["wdt_timeout_ms"]
     cap = vb.rig.capture(wdt_ms * 2.5 / 1000, start_s=(t_inj - PRE_NS) / 1e9, keep_pieces=False, trace_bins=10)
     # the reset re-initialises the chip (its ISET log too): output off = end of the last current-carrying phase
@@ -237,7 +258,7 @@ def run(quick: bool = False) -> dict:
             "counts": {**{k: v["dist_ms"]["n"] for k, v in out.items()},
                        **{f"cpu {k}": v["dist_ms"]["n"] for k, v in out_cpu.items()},
                        "unexpected resets": resets + resets_cpu},
-            "setup": f"handheld-home, 2 kOhm, level 1, waveform {WAVE}, random injection phase; over-current = "
+            "setup": f"handheld-home, 2 kOhm, level 1, waveform {WAVE}, random injection phase; onset = the instant the fault took effect (FAULT_N: the line's falling edge); over-current = "
                      "source gain error to 1.15 x the trip point; FAULT_N held 5 ms. Main figures in clock mode "
                      "model (virtual time = the profile's per-call RP2040 costs, no host execution time; "
                      f"factor {factor}); the [cpu clock] rows add host execution time x the calibrated factor "
