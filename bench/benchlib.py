@@ -127,7 +127,7 @@ def provisioned_board(board="handheld-home", load="2k", clock="cpu", seed=0, fla
                 dev.close()
             except Exception:
                 pass
-        vb.close()
+        close_board(vb)
 
 
 def wait_state(dev, states, timeout=30.0) -> dict:
@@ -224,3 +224,21 @@ def checkpoint(section: str, partial: dict) -> None:
     """Partial results of a long campaign, so a section stopped for overrunning still shows what it measured."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{section}.partial.json").write_text(json.dumps(partial, default=_jsonable))
+
+
+def close_board(vb, timeout_s: float = 20.0) -> bool:
+    """Close a virtual board, but never wait forever: a trial abandoned by run_with_timeout may still hold the
+    board's lock. Returns False if the close was abandoned (the section still reports what it measured)."""
+    import threading
+    t = threading.Thread(target=vb.close, daemon=True, name="bench-close")
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        proc = getattr(vb, "_proc", None)
+        if proc is not None:
+            try:
+                proc.kill()          # the board's CPU process, which we started through the board
+            except OSError:
+                pass
+        return False
+    return True
