@@ -72,7 +72,7 @@ class VirtualBoard:
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix="picostim-vb-"))
         self._lock = threading.RLock()
-        self.chip_lock = _ChipAccess(self)  # the rig changes the Chip under the board lock, at the granted time
+        self.chip_lock = self._lock      # the rig changes the Chip under the same lock as the CPU's RPCs
         self._cond = threading.Condition(self._lock)        # the CPU's waits: exec requests, stdin, Ctrl-C
         self._time_cond = threading.Condition(self._lock)   # rig waits for virtual time (wait_until)
         self._stdin_cond = threading.Condition(self._lock)  # the stdin writer
@@ -97,7 +97,6 @@ class VirtualBoard:
         self._hang_pending = False
         self._fwd_count = 0
         self._user_code = False
-        self._granted = 0
         self._sentinel = None
         self._stdin_backlog = bytearray()
         self._pending_input = bytearray()
@@ -414,7 +413,9 @@ class VirtualBoard:
                         self._advance(self._ff_target)
                     else:
                         self._advance(self.chip.now_ns + int(dt * 1e9 * self.speed))
-                elif self._child_state == "running" and now - self._last_rpc_wall > 0.02 and not self._rpc_pending():
+                elif (self._child_state == "running" and not self._rpc_pending()
+                      and now - self._last_rpc_wall > (0.25 if self.clock == "model" else 0.02)):
+                    # (model mode: only a CPU silent for long, i.e. hung, is credited; its own account is exact)
                     factor = 1.0 if self.clock == "realtime" else (self.cpu_factor or 40.0)
                     # Credit the CPU time the child really used (a process waiting for a core, or for a reply,
                     # executes nothing); wall time only where /proc is unavailable.
@@ -619,9 +620,11 @@ class VirtualBoard:
             if gen != self._gen:
                 return None
             self._last_rpc_wall = time.monotonic()
-            # Time the CPU spent executing since its last call, less what the monitor already credited.
-            credit = min(self._credited, dt)
-            self._credited -= credit
+            # Time the CPU spent executing since its last call, less what the monitor already credited. In model
+            # mode dt is the CPU's own exact account (call costs, busy-wait charges): the monitor's credit for a
+            # silent CPU is extra, never subtracted (else a charged sleep_us would come out short).
+            credit = min(self._credited, dt) if self.clock != "model" else 0
+            self._credited = 0 if self.clock == "model" else self._credited - credit
             self._advance(self.chip.now_ns + dt - credit)
             if gen != self._gen:
                 return None
@@ -678,7 +681,7 @@ class VirtualBoard:
                 if getattr(self.chip, "has_events", lambda: False)():
                     return ["event", self._fwd_count]
                 if now >= target:
-                    return ["time", self._fwd_count, self._grant()]
+                    return ["time", self._fwd_count]
                 limit = target
                 nxt = self.chip.next_event_ns()
                 if nxt is not None and nxt < limit:
@@ -702,24 +705,6 @@ class VirtualBoard:
         finally:
             if gen == self._gen:
                 self._child_state = "rpc"
-
-    GRANT_NS = 50_000_000
-
-    def _grant(self):
-        """While fast-forwarding, let the CPU sleep on its own (no RPC per sleep) up to a horizon before which
-        nothing can happen to it: no scheduled chip event (button release, WDT expiry, ...), no fault that can drive
-        FAULT_N. Anything the rig does meanwhile is applied at the horizon (see _ChipAccess)."""
-        now = self.chip.now_ns
-        if not (self._ff() or self.speed <= 0) or self._intr_pending or self._hang_pending:
-            return now
-        if not self._physics_quiet():
-            return now
-        h = now + self.GRANT_NS
-        nxt = self.chip.next_event_ns()
-        if nxt is not None and nxt < h:
-            h = max(now, nxt)
-        self._granted = max(self._granted, h)
-        return h
 
     PHYSICS_STEP_NS = 10_000
 
@@ -835,25 +820,3 @@ class VirtualBoard:
 
 class _NoReply(Exception):
     pass
-
-
-class _ChipAccess:
-    """The rig's way in: the board lock, and the Chip brought up to any horizon granted to the CPU, so a change
-    the rig makes can never land in the CPU's past."""
-
-    def __init__(self, board):
-        self.board = board
-
-    def __enter__(self):
-        b = self.board
-        b._lock.acquire()
-        try:
-            if b._granted > b.chip.now_ns:
-                b._advance(b._granted)
-        except BaseException:
-            b._lock.release()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.board._lock.release()

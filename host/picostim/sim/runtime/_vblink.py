@@ -17,7 +17,6 @@ _call_ns = 4000     # fixed virtual cost of one peripheral call
 _ticks_ns = 2000    # virtual cost of one ticks read (model mode)
 _sync_every = 200000  # a ticks read syncs with the board after this much local virtual time
 _fwd = 0            # how many stdin forwards the board had made when we last asked
-_horizon = 0        # virtual ns up to which the board lets us sleep without asking (fast-forward)
 _timers = []
 _irq = {}
 _pending_irq = []
@@ -252,7 +251,7 @@ def now_ns():
         t = _now + _local + (int(us * 1000 * _factor) if us > 0 else 0)
     else:
         t = _now + _rt.ticks_diff(_rt.ticks_us(), _wall) * 1000
-    if t - _now > _sync_every and t > _horizon and not _servicing:
+    if t - _now > _sync_every and not _servicing:
         call("sync")
         return _now
     return t
@@ -306,27 +305,16 @@ def enable_irq(state=False):
 
 def sleep_until(t_ns, wake_on_stdin=False):
     # Sleep in virtual time, waking for timer deadlines; returns "stdin" if input arrived first.
-    global _fwd, _horizon, _local
+    global _fwd
     while True:
         target = t_ns
         if _timers and not _irq_disabled and _timers[0]._deadline < target:
             target = _timers[0]._deadline
         if target <= _now:
             target = _now
-        if target <= _horizon:
-            # Nothing can happen to us before the board's horizon: sleep here, without a round trip.
-            now = now_ns()
-            if target > now:
-                _local += target - now
-            _service()
-            if now_ns() >= t_ns:
-                return "time"
-            continue
         r = call("sleep_until", target, wake_on_stdin, _fwd)
         reason = r[0]
         _fwd = r[1]
-        if len(r) > 2:
-            _horizon = r[2]
         if reason == "stdin" and wake_on_stdin:
             return "stdin"
         if _now >= t_ns:
