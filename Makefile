@@ -16,7 +16,7 @@ $(STAMP): host/pyproject.toml
 
 # The whole suite: host + virtual board + firmware under the MicroPython unix port + HIL suite on the virtual board.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 host/tests firmware/tests firmware/rig/tests
+	$(BIN)/python -m pytest -n 2 --timeout 300 host/tests firmware/tests firmware/rig/tests
 	$(BIN)/picostim hil --dut sim --quiet
 
 demo: $(STAMP)
