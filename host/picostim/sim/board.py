@@ -464,7 +464,8 @@ class VirtualBoard:
                 n = os.write(self._master, view)
                 view = view[n:]
             except BlockingIOError:
-                deadline = deadline or time.monotonic() + 0.5
+                # The host is not reading: USB CDC drops what does not fit rather than stall the board.
+                deadline = deadline or time.monotonic() + 0.05
                 if time.monotonic() > deadline:
                     return
                 time.sleep(0.001)
@@ -575,11 +576,14 @@ class VirtualBoard:
             if not ev:
                 continue
             with self._out_lock:
-                if not self._drain_child_stdout(fd):
+                if not self._drain_child_stdout(fd, max_chunks=4):
                     return
 
-    def _drain_child_stdout(self, fd) -> bool:
-        while True:
+    def _drain_child_stdout(self, fd, max_chunks=None) -> bool:
+        # Bounded per call from the relay, so a chatty CPU can never hold the output lock for long.
+        n = 0
+        while max_chunks is None or n < max_chunks:
+            n += 1
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
@@ -589,6 +593,7 @@ class VirtualBoard:
             if not data:
                 return False
             self._write_master(data)
+        return True
 
     # ---------------------------------------------------------------------------------------------- RPC
     def _rpc_loop(self, conn, gen):
