@@ -576,15 +576,19 @@ class VirtualBoard:
             if not ev:
                 continue
             with self._out_lock:
-                if not self._drain_child_stdout(fd, max_chunks=4):
+                if gen != self._gen or not self._drain_child_stdout(fd, max_chunks=4):
                     return
 
     def _drain_child_stdout(self, fd, max_chunks=None) -> bool:
         # Bounded per call from the relay, so a chatty CPU can never hold the output lock for long.
+        import select as _select
         n = 0
         while max_chunks is None or n < max_chunks:
             n += 1
             try:
+                # Never block here: after a reset the old pipe's fd number may already belong to something else.
+                if not _select.select([fd], [], [], 0)[0]:
+                    return True
                 data = os.read(fd, 65536)
             except BlockingIOError:
                 return True
