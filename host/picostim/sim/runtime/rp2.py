@@ -1,8 +1,9 @@
 # `rp2` for the virtual board: rp2.DMA over _vblink (ports/rp2/rp2_dma.c semantics), PIO assembly via _pioasm.
 # PIO execution is not modelled (the stimulator firmware does not use PIO).
 import binascii
-import micropython
 import _vblink
+# peripheral access from a hard IRQ runs the RPC with the heap unlocked: the same helpers as machine.py
+from machine import _r2 as _call2, _r3 as _call3
 
 _CLOSED = 0xFF
 # (name, shift, bits, read_only) as in rp2_dma.c's field table (RP2040)
@@ -12,27 +13,6 @@ _FIELDS = (("enable", 0, 1, 0), ("high_pri", 1, 1, 0), ("size", 2, 2, 0), ("inc_
            ("busy", 24, 1, 1), ("write_err", 29, 1, 0), ("read_err", 30, 1, 0), ("ahb_err", 31, 1, 1))
 # quiet, unpaced, read and write incrementing, word transfers, enabled
 _DEFAULT_CTRL = (1 << 21) | (0x3F << 15) | (1 << 5) | (1 << 4) | (2 << 2) | 1
-
-
-def _call2(op, a, b):
-    # peripheral access from a hard IRQ: run the RPC with the heap unlocked (see machine.py)
-    if _vblink._in_hard:
-        micropython.heap_unlock()
-        try:
-            return _vblink.call(op, a, b)
-        finally:
-            micropython.heap_lock()
-    return _vblink.call(op, a, b)
-
-
-def _call3(op, a, b, c):
-    if _vblink._in_hard:
-        micropython.heap_unlock()
-        try:
-            return _vblink.call(op, a, b, c)
-        finally:
-            micropython.heap_lock()
-    return _vblink.call(op, a, b, c)
 
 
 def _addr(cfg, name, v):
