@@ -1,5 +1,4 @@
 """PWM register file and timeline: reset values, aliases, double buffering, biphasic pair timing to the tick."""
-import time
 
 import pytest
 
@@ -217,15 +216,16 @@ def test_iset_log_records_amplitude_writes():
     assert abs(tl[-1][1] - 0.4) < 1e-3 and tl[0][0] == 0
 
 
-def test_pin_edges_fast_for_a_one_second_train(chip):
+def test_pin_edges_of_a_one_second_train_are_all_there_and_periodic(chip):
+    # (how fast the timeline is built is a benchmark figure, bench/sections/vbspeed.py, not a test)
     bridge(chip, ACTIVE, top=62499)                            # 2000 pairs/s: 4000 edges per pin
     t0 = chip.now_ns
     chip.advance_to(t0 + 1_000_000_000)
-    start = time.perf_counter()
     lv, edges = chip.pin_edges(0, t0 - 1, t0 + 1_000_000_000)
-    dt = time.perf_counter() - start
     assert len(edges) == 4000
-    assert dt < 0.1                                  # brief: well under 100 ms (measured ~5 ms)
+    rises = [t for t, level in edges if level]
+    assert len(rises) == 2000
+    assert {b - a for a, b in zip(rises, rises[1:])} == {500_000}     # one pair every 62500 ticks of 8 ns
 
 
 def test_halted_slice_pins_change_only_when_it_counts(chip):

@@ -58,8 +58,8 @@ def _measure_ref_loop():
         t0 = _rt.ticks_us()
         _ref_loop(4000)
         runs.append(_rt.ticks_diff(_rt.ticks_us(), t0))
-    runs.sort()
-    return max(1, runs[4]) * 1000 / 4000
+    # Host noise (other processes, interrupts) only ever adds time: the fastest run is the loop's real cost.
+    return max(1, min(runs)) * 1000 / 4000
 
 
 def measure_overhead(fn):
