@@ -36,13 +36,45 @@ def init(sock, rt, mode, vclock):
     _call_ns = int(costs.get("default", 4) * 1000)
     _costs = {k: int(v * 1000) for k, v in costs.items()}
     _ticks_ns = int(vclock.get("ticks_cost_us", 2) * 1000)
-    _wall = rt.ticks_us()
+    if mode == "cpu":
+        _open_cpu_clock()
+    _wall = _clock_us()
     if mode == "cpu":
         # Calibrate against this host now, so virtual time does not depend on how fast the host is:
         # the factor maps host time of a reference loop to the RP2040's time for it.
         host_ns = _measure_ref_loop()
         _factor = vclock.get("ref_loop_ns", 4000) / host_ns
     return _factor
+
+
+_cpu_f = None
+_cpu_buf = bytearray(64)
+
+
+def _open_cpu_clock():
+    # cpu mode charges what this process executed: its own CPU time (/proc/self/schedstat, ns), not host wall
+    # time, which also counts waiting for a core or blocking on a full stdout pipe (a Pico executes nothing then).
+    global _cpu_f
+    try:
+        _cpu_f = open("/proc/self/schedstat", "rb")
+        _clock_us()
+    except (OSError, ValueError):
+        _cpu_f = None
+
+
+def _clock_us():
+    f = _cpu_f
+    if f is None:
+        return _rt.ticks_us()
+    f.seek(0)
+    f.readinto(_cpu_buf)
+    return int(bytes(_cpu_buf[:_cpu_buf.find(b" ")])) // 1000
+
+
+def _since_us(t0):
+    if _cpu_f is None:
+        return _rt.ticks_diff(_rt.ticks_us(), t0)
+    return _clock_us() - t0
 
 
 def _ref_loop(n):
@@ -129,7 +161,7 @@ def _raise(err):
 
 def call(op, *args):
     global _seq, _now, _wall, _last_gap_us
-    gap = _rt.ticks_diff(_rt.ticks_us(), _wall)
+    gap = _since_us(_wall)
     _last_gap_us = gap
     _seq += 1
     seq = _seq
@@ -140,20 +172,20 @@ def call(op, *args):
             break
     _now = r[2]
     if len(r) > 3:
-        _wall = _rt.ticks_us()
+        _wall = _clock_us()
         _events(r[3])
     res = r[1]
     if isinstance(res, dict) and "err" in res:
-        _wall = _rt.ticks_us()
+        _wall = _clock_us()
         _raise(res)
     if not _servicing and (_timers or _pending_irq):
-        _wall = _rt.ticks_us()
+        _wall = _clock_us()
         _service()
     if gc.mem_free() < _gc_reserve:
         # Collect the link's own garbage here, off the firmware's clock, so a collection the link caused is
         # not charged as firmware time (the firmware's own allocations still trigger collections in its code).
         gc.collect()
-    _wall = _rt.ticks_us()
+    _wall = _clock_us()
     return res
 
 
@@ -247,7 +279,7 @@ def now_ns():
         t = _now + _local
     elif _mode == "cpu":
         _local += _ticks_ns
-        us = _rt.ticks_diff(_rt.ticks_us(), _wall) - _overhead_us
+        us = _since_us(_wall) - _overhead_us
         t = _now + _local + (int(us * 1000 * _factor) if us > 0 else 0)
     else:
         t = _now + _rt.ticks_diff(_rt.ticks_us(), _wall) * 1000
