@@ -221,23 +221,24 @@ def _events(evs):
 
 
 def _service():
-    # Run due timer callbacks and pending pin IRQs (they ran "late" by at most one sync interval).
-    global _servicing, _in_hard
+    # Run pending pin IRQs and due timer callbacks, one at a time, pin IRQs first, looking at both again after
+    # every callback: an edge reported in the reply to an RPC a callback made is taken as soon as that callback
+    # returns (as the NVIC takes a pending IRQ), not left for some later call (the main loop may sleep first).
+    global _servicing
     if _irq_disabled or (not _timers and not _pending_irq):
         return
     _servicing = True
     try:
-        while _pending_irq:
-            gpio = _pending_irq.pop(0)
-            h = _irq.get(gpio)
-            if h:
-                _dispatch(h[0], h[1])
-        while _timers:
-            t = _timers[0]
-            if t._deadline > now_ns():
+        while True:
+            if _pending_irq:
+                h = _irq.get(_pending_irq.pop(0))
+                if h:
+                    _dispatch(h[0], h[1])
+            elif _timers and _timers[0]._deadline <= now_ns():
+                t = _timers.pop(0)
+                _dispatch(t._expire, t._hard)
+            else:
                 break
-            _timers.pop(0)
-            _dispatch(t._expire, t._hard)
     finally:
         _servicing = False
 
@@ -339,6 +340,8 @@ def sleep_until(t_ns, wake_on_stdin=False):
     # Sleep in virtual time, waking for timer deadlines; returns "stdin" if input arrived first.
     global _fwd
     while True:
+        if _pending_irq and not _servicing:
+            _service()      # an IRQ already pending runs before the CPU sleeps (as WFI returns at once)
         target = t_ns
         if _timers and not _irq_disabled and _timers[0]._deadline < target:
             target = _timers[0]._deadline
