@@ -12,6 +12,7 @@ _now = 0            # virtual ns at the last sync
 _wall = 0           # host ticks_us when the last sync returned
 _local = 0          # virtual ns accounted locally since the last sync (model mode, ticks reads)
 _factor = 40        # virtual ns per host ns while executing (cpu mode)
+_factor_k = 40 * 1024  # the same in 1/1024ths: now_ns runs in hard IRQs, where a float would allocate
 _mode = "cpu"
 _call_ns = 4000     # fixed virtual cost of one peripheral call
 _ticks_ns = 2000    # virtual cost of one ticks read (model mode)
@@ -36,45 +37,55 @@ def init(sock, rt, mode, vclock):
     _call_ns = int(costs.get("default", 4) * 1000)
     _costs = {k: int(v * 1000) for k, v in costs.items()}
     _ticks_ns = int(vclock.get("ticks_cost_us", 2) * 1000)
+    _wall = rt.ticks_us()
     if mode == "cpu":
-        _open_cpu_clock()
-    _wall = _clock_us()
-    if mode == "cpu":
+        _open_sched()
         # Calibrate against this host now, so virtual time does not depend on how fast the host is:
         # the factor maps host time of a reference loop to the RP2040's time for it.
         host_ns = _measure_ref_loop()
         _factor = vclock.get("ref_loop_ns", 4000) / host_ns
+    global _factor_k
+    _factor_k = int(_factor * 1024 + 0.5)
     return _factor
 
 
-_cpu_f = None
-_cpu_buf = bytearray(64)
+_sched_f = None
+_sched_buf = bytearray(64)
+_waited_last = 0     # run-queue wait (us) at the last sync
+_seen_us = 0         # the largest local extrapolation (us past _wall) the firmware has read since the last sync
 
 
-def _open_cpu_clock():
-    # cpu mode charges what this process executed: its own CPU time (/proc/self/schedstat, ns), not host wall
-    # time, which also counts waiting for a core or blocking on a full stdout pipe (a Pico executes nothing then).
-    global _cpu_f
+def _open_sched():
+    # cpu mode charges host time between two calls as firmware execution; time this process spent runnable but
+    # waiting for a core (another process had it) executes nothing on a Pico, so it is taken out of each gap.
+    # /proc/self/schedstat field 2 is that wait in ns, updated whenever the process gets a core back.
+    global _sched_f, _waited_last
     try:
-        _cpu_f = open("/proc/self/schedstat", "rb")
-        _clock_us()
+        _sched_f = open("/proc/self/schedstat", "rb")
+        _waited_last = _waited_us()
     except (OSError, ValueError):
-        _cpu_f = None
+        _sched_f = None
 
 
-def _clock_us():
-    f = _cpu_f
+def _waited_us():
+    # allocation-free (hard IRQ callbacks make calls too)
+    f = _sched_f
     if f is None:
-        return _rt.ticks_us()
+        return 0
     f.seek(0)
-    f.readinto(_cpu_buf)
-    return int(bytes(_cpu_buf[:_cpu_buf.find(b" ")])) // 1000
-
-
-def _since_us(t0):
-    if _cpu_f is None:
-        return _rt.ticks_diff(_rt.ticks_us(), t0)
-    return _clock_us() - t0
+    f.readinto(_sched_buf)
+    field = 0
+    v = 0
+    for c in _sched_buf:
+        if c == 32:
+            if field:
+                break
+            field = 1
+        elif field:
+            if c < 48 or c > 57:
+                break
+            v = v * 10 + c - 48
+    return v // 1000
 
 
 def _ref_loop(n):
@@ -160,8 +171,13 @@ def _raise(err):
 
 
 def call(op, *args):
-    global _seq, _now, _wall, _last_gap_us
-    gap = _since_us(_wall)
+    global _seq, _now, _wall, _last_gap_us, _waited_last, _seen_us
+    gap = _rt.ticks_diff(_rt.ticks_us(), _wall)
+    if _sched_f is not None:
+        gap -= _waited_us() - _waited_last
+        if gap < _seen_us:
+            gap = _seen_us      # never less than the firmware already read: its clock must not step back
+        _seen_us = 0
     _last_gap_us = gap
     _seq += 1
     seq = _seq
@@ -172,20 +188,22 @@ def call(op, *args):
             break
     _now = r[2]
     if len(r) > 3:
-        _wall = _clock_us()
+        _wall = _rt.ticks_us()
         _events(r[3])
     res = r[1]
     if isinstance(res, dict) and "err" in res:
-        _wall = _clock_us()
+        _wall = _rt.ticks_us()
         _raise(res)
     if not _servicing and (_timers or _pending_irq):
-        _wall = _clock_us()
+        _wall = _rt.ticks_us()
         _service()
     if gc.mem_free() < _gc_reserve:
         # Collect the link's own garbage here, off the firmware's clock, so a collection the link caused is
         # not charged as firmware time (the firmware's own allocations still trigger collections in its code).
         gc.collect()
-    _wall = _clock_us()
+    if _sched_f is not None:
+        _waited_last = _waited_us()
+    _wall = _rt.ticks_us()
     return res
 
 
@@ -274,14 +292,16 @@ def _soft(cb):
 
 
 def now_ns():
-    global _local
+    global _local, _seen_us
     if _mode == "model":
         _local += _ticks_ns
         t = _now + _local
     elif _mode == "cpu":
         _local += _ticks_ns
-        us = _since_us(_wall) - _overhead_us
-        t = _now + _local + (int(us * 1000 * _factor) if us > 0 else 0)
+        us = _rt.ticks_diff(_rt.ticks_us(), _wall) - _overhead_us
+        if us + _overhead_us > _seen_us:
+            _seen_us = us + _overhead_us
+        t = _now + _local + ((us * 1000 * _factor_k) >> 10 if us > 0 else 0)
     else:
         t = _now + _rt.ticks_diff(_rt.ticks_us(), _wall) * 1000
     if t - _now > _sync_every and not _servicing:
