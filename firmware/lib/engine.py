@@ -46,7 +46,8 @@ class PulseEngine:
         self.plan = None
         self.gated_on = False
         self.t_enable_us = 0
-        self.first_mid_us = 0      # ticks_us of the middle of the first +phase after the last (re)start
+        self.first_mid_us = 0      # ticks_us of the middle of the first +phase after the last (re)start ...
+        self.first_mid_frac = 0    # ... plus this many sys clock ticks (less than one us)
         self.setup_idle()
 
     # --- idle (S13) ---
@@ -156,9 +157,11 @@ class PulseEngine:
         mem32[self.en_set] = self.mask
         t = time.ticks_us()
         self.t_enable_us = t
-        lead_us = lead_counts * p["div"] // p["clk_per_us"]
-        half_us = p["phase_counts"] * p["div"] // p["clk_per_us"] // 2
-        self.first_mid_us = time.ticks_add(t, lead_us + half_us)
+        # exact in sys clock ticks (the supervisor's schedule carries the sub-us part)
+        c = p["clk_per_us"]
+        mid_ticks = (lead_counts * 2 + p["phase_counts"]) * p["div"] // 2
+        self.first_mid_us = time.ticks_add(t, mid_ticks // c)
+        self.first_mid_frac = mid_ticks % c
         self.gated_on = True
 
     def period_us(self):

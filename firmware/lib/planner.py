@@ -12,6 +12,11 @@
 # repetition period (each <= 65535 counts). CC and TOP are written by two DMA chains paced by the same
 # PWM wrap DREQ; the schedule is returned as segments [(word, count), ...] that the engine turns into chained
 # channels. All repetition periods are exact to the tick of the (integer) divider.
+#
+# Period accuracy (sys clock ticks, against the exact request sys_hz / rate): the applied period is the multiple of
+# DIV nearest the request, so the error is <= 1/2 tick at DIV 1 (pairs up to 65535 ticks) and <= DIV/2 ticks above
+# that; among the dividers that keep phases and gap exact, the one closest to the request is used. Exception: an idle
+# remainder under MIN_IDLE_US is dropped (the train is then continuous at the pair period).
 from pscodes import PHASE_US_MIN, PHASE_US_MAX, GAP_US_MAX, RATE_MHZ_MIN, RATE_MHZ_MAX
 
 IDLE_WORD = 0xFFFF0000
@@ -48,6 +53,46 @@ def choose_div(pair_ticks, clk_per_us):
     return need
 
 
+def request_ticks(rate_mhz, sys_hz):
+    """The requested repetition period sys_hz * 1000 / rate_mhz as (whole ticks, remainder in 1/rate_mhz ticks),
+    by long division so every intermediate stays below 2^30."""
+    q = sys_hz // rate_mhz
+    r = sys_hz % rate_mhz
+    for _ in range(3):                      # x 1000, one decimal digit at a time
+        r *= 10
+        q = q * 10 + r // rate_mhz
+        r %= rate_mhz
+    return q, r
+
+
+def nearest_counts(q, r, rate_mhz, d):
+    """(counts, error) for the multiple of d ticks nearest the request q + r/rate_mhz; error in 1/rate_mhz ticks."""
+    c, m = divmod(q, d)
+    below = m * rate_mhz + r                # request minus c*d, in 1/rate_mhz ticks (< d * rate_mhz)
+    above = d * rate_mhz - below
+    if above <= below:
+        return c + 1, above
+    return c, below
+
+
+def choose_div_for_period(phase_ticks, gap_ticks, clk_per_us, q, r, rate_mhz):
+    """The divider for a pair that needs DIV > 1: among those that fit the pair and keep phase and gap whole counts,
+    the one whose period grid lies closest to the request (ties: the smallest)."""
+    pair_ticks = 2 * phase_ticks + gap_ticks
+    need = (pair_ticks + PERIOD_COUNTS_MAX - 1) // PERIOD_COUNTS_MAX
+    best = 0
+    best_err = 0
+    d = need
+    while d <= 255:
+        if phase_ticks % d == 0 and gap_ticks % d == 0:
+            err = nearest_counts(q, r, rate_mhz, d)[1]
+            if best == 0 or err < best_err:
+                best = d
+                best_err = err
+        d += 1
+    return best if best else choose_div(pair_ticks, clk_per_us)
+
+
 def plan(phase_us, gap_us, rate_mhz, sys_hz):
     """Return the PWM settings for one biphasic pair repeated at rate_mhz (milli-hertz)."""
     _check_int("phase_us", phase_us, PHASE_US_MIN, PHASE_US_MAX)
@@ -60,11 +105,15 @@ def plan(phase_us, gap_us, rate_mhz, sys_hz):
     pair_us = 2 * phase_us + gap_us
     if pair_us > period_us:
         raise PlanError("out_of_range", "pair (%d us) longer than the repetition period (%d us)" % (pair_us, period_us))
-    d = choose_div(pair_us * clk_per_us, clk_per_us)
+    q, r = request_ticks(rate_mhz, sys_hz)                  # <= 4e8 ticks at 200 MHz (30-bit safe)
+    if pair_us * clk_per_us <= PERIOD_COUNTS_MAX:
+        d = 1
+    else:
+        d = choose_div_for_period(phase_us * clk_per_us, gap_us * clk_per_us, clk_per_us, q, r, rate_mhz)
     phase_c = (phase_us * clk_per_us + d // 2) // d
     gap_c = (gap_us * clk_per_us + d // 2) // d
     pair_c = 2 * phase_c + gap_c
-    rep_c = (period_us * clk_per_us + d // 2) // d            # <= 2.5e8 at 125 MHz (30-bit safe)
+    rep_c = nearest_counts(q, r, rate_mhz, d)[0]
     idle_c = rep_c - pair_c
     min_idle_c = MIN_IDLE_US * clk_per_us // d
     if idle_c < min_idle_c:

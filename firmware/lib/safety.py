@@ -1,14 +1,18 @@
 # Safety supervisor: the paths that must act without the main loop.
 #
-# Current sensing: I_SENSE sees |I| only while a phase drives, so samples are taken by two hard machine.Timers
-# phase-locked to the pair schedule, one in the middle of the +phase and one in the middle of the -phase. The
-# engine starts the slice itself and knows to the microsecond when the first +phase begins (t_enable + lead);
-# the repetition period is a whole number of microseconds (planner), and the timers (1 us resolution,
-# drift-free periodic re-arm) and the PWM run from the same crystal, so timers created at those instants keep
-# hitting the middle of every phase. Each sample is bracketed by two reads of the slice counter and discarded
-# unless both lie inside the expected phase (no wrap between them), so a late interrupt can never be mistaken
-# for "no current". Two looks per pair catch an over-current that starts after the +phase sample within the
-# same pair (at most phase + gap later).
+# Current sensing: I_SENSE sees |I| only while a phase drives, so samples are taken by hard machine.Timer callbacks
+# in the middle of the +phase and in the middle of the -phase of every pair. The engine starts the slice itself and
+# knows to the microsecond when the first +phase middle comes (t_enable + lead); from there the schedule is exact in
+# sys clock ticks (the repetition period is a whole number of ticks, not of microseconds). The rp2 Timer counts whole
+# microseconds, so a periodic timer would drift against the PWM; instead each callback arms the next sample as a
+# one-shot at the deadline computed from the exact tick schedule (whole us + a sub-us remainder carried in ticks, so
+# the rounding never accumulates, for hours; ticks_add/ticks_diff for the 30-bit wrap). Two Timer objects take turns
+# (a callback arms the other one, never re-inits the alarm that is firing). A callback that comes more than TOL_US
+# after its deadline (an interrupt held off, e.g. by a flash write) does not judge: its sample is discarded and the
+# chain goes on at the next deadline still ahead. Each sample is also bracketed by two reads of the slice counter and
+# discarded unless both lie inside the expected phase, so a late interrupt can never be mistaken for "no current".
+# Two looks per pair catch an over-current that starts after the +phase sample within the same pair (at most
+# phase + gap later); when the -phase middle is too close for the CPU (short phase and gap) only the +phase is seen.
 #
 # Decisions are made in integer ADC counts inside the callback (no allocation, no floats):
 #   S4 over-current: i_raw > trip_raw        -> kill output, ISET 0, HV off, latch (main loop reports it)
@@ -39,25 +43,26 @@ PAUSE_V = 12
 CC_B = 13
 CTR_POS = 14      # slice counter at the last valid +phase sample (where in the phase the timer lands)
 CTR_NEG = 15      # ... and at the last valid -phase sample
-MID_US = 16       # ticks_us of a +phase middle (schedule anchor)
-PER_US = 17       # repetition period, us
-NEG_US = 18       # -phase middle after the +phase middle, us
-TOL_US = 19       # a sample further than this from its phase middle is discarded
+MID_US = 16       # ticks_us of the latest scheduled +phase middle (whole us; the rest is in MID_FRAC)
+PER_US = 17       # repetition period, us (rounded; for quiet_now)
+NEG_US = 18       # -phase middle after the +phase middle, us (rounded; for quiet_now)
+TOL_US = 19       # a sample later than this after its deadline is discarded
 LATE = 20         # samples discarded for timing (an interrupt held off, e.g. by a flash write)
-NFLAGS = 21
+DUE_US = 21       # ticks_us deadline of the armed sample
+DUE_NEG = 22      # 1: the armed sample is the -phase one
+MID_FRAC = 23     # sub-us part of the +phase middle at MID_US, in sys clock ticks (0..CLK-1)
+PER_INT = 24      # repetition period = PER_INT us + PER_FRAC ticks
+PER_FRAC = 25
+NEG_TICKS = 26    # -phase middle after the +phase middle, sys clock ticks
+CLK = 27          # sys clock ticks per us
+NEXT_TIMER = 28   # which of the two Timer objects arms the next sample
+NFLAGS = 29
+
+LEAD_US = 4       # a sample deadline closer than this when arming is skipped (the callback could not make it)
 
 TRIP_OVER_CURRENT = 1
 TRIP_FAULT_N = 2
 MIN_Z_RAW = 10    # below ~8 uA the impedance estimate is noise; do not decide contact from it
-
-
-def _wait_until_us(target):
-    """Return at ticks_us() == target (to the microsecond): sleep the bulk, spin the last millisecond."""
-    rest = time.ticks_diff(target, time.ticks_us())
-    if rest > 1500:
-        time.sleep_us(rest - 1000)
-    while time.ticks_diff(target, time.ticks_us()) > 0:
-        pass
 
 
 class Supervisor:
@@ -82,11 +87,10 @@ class Supervisor:
         self.z_max = lim["z_max_ohm"]
         self.settle_us = 5 * an.get("iset_rc_tau_us", 500)
         self.ctr = engine.ctr
-        self.timer = None
         self.t_armed_us = 0
-        self._sample_cb = self._sample
-        self._sample_neg_cb = self._sample_neg
-        self.timer_neg = None
+        # two one-shot timers that take turns, made once (no allocation when the chain re-arms in the callback)
+        self.timers = (Timer(), Timer())
+        self._tick_cb = self._tick
         self._fault_cb = self._fault
         self._mem32 = mem32
         self.fault_pin = Pin(pins["FAULT_N"], Pin.IN, Pin.PULL_UP)
@@ -110,25 +114,53 @@ class Supervisor:
     def _fault(self, _pin):
         self._trip(TRIP_FAULT_N, 0)
 
-    def _on_time(self, off_us):
-        # The counter check alone cannot tell the pair's period from an idle period (the counter runs through
-        # [0, CC_A) in both), so a sample delayed by a whole period would read "no current". Check the time too:
-        # it must lie within TOL_US of a phase middle of the schedule. Small ints only.
+    def _tick(self, _t):
+        # one-shot deadline reached: sample the phase it was armed for (unless too late), then arm the next one
         f = self.f
-        if f[PER_US] <= 0:
-            return False
-        r = time.ticks_diff(time.ticks_us(), f[MID_US]) - off_us
-        r %= f[PER_US]
-        if r <= f[TOL_US] or f[PER_US] - r <= f[TOL_US]:
-            return True
-        f[LATE] += 1
-        return False
+        if f[ARMED] == 0:
+            return
+        if time.ticks_diff(time.ticks_us(), f[DUE_US]) > f[TOL_US]:
+            f[LATE] += 1
+        elif f[DUE_NEG]:
+            self._sample_neg()
+        else:
+            self._sample()
+        if f[ARMED]:                     # (a trip disarms)
+            self._arm_next()
 
-    def _sample(self, _t):
+    def _arm_next(self):
+        """Arm the next sample after the one at DUE_US: the -phase middle of the same pair if still ahead, else the
+        next +phase middle still ahead. Exact tick schedule: whole us in MID_US, the remainder in MID_FRAC."""
+        f = self.f
+        c = f[CLK]
+        now = time.ticks_us()
+        if not f[DUE_NEG]:
+            t = f[MID_FRAC] + f[NEG_TICKS]
+            due = time.ticks_add(f[MID_US], t // c + (1 if 2 * (t % c) >= c else 0))
+            if time.ticks_diff(due, now) >= LEAD_US:
+                self._arm_at(due, 1)
+                return
+        while True:
+            t = f[MID_FRAC] + f[PER_FRAC]
+            f[MID_US] = time.ticks_add(f[MID_US], f[PER_INT] + t // c)
+            f[MID_FRAC] = t % c
+            due = time.ticks_add(f[MID_US], 1 if 2 * f[MID_FRAC] >= c else 0)
+            if time.ticks_diff(due, now) >= LEAD_US:
+                self._arm_at(due, 0)
+                return
+
+    def _arm_at(self, due, neg):
+        f = self.f
+        f[DUE_US] = due
+        f[DUE_NEG] = neg
+        k = f[NEXT_TIMER]
+        f[NEXT_TIMER] = 1 - k
+        self.timers[k].init(mode=Timer.ONE_SHOT, period=time.ticks_diff(due, time.ticks_us()), tick_hz=1000000,
+                            callback=self._tick_cb, hard=True)
+
+    def _sample(self):
         # middle of the +phase: CTR in [0, CC_A)
         f = self.f
-        if f[ARMED] == 0 or not self._on_time(0):
-            return
         m = self._mem32
         c0 = m[self.ctr] & 0xFFFF
         i = self.adc_i.read_u16() >> 4
@@ -140,12 +172,10 @@ class Supervisor:
         f[CTR_POS] = c0
         self._judge(i, v)
 
-    def _sample_neg(self, _t):
+    def _sample_neg(self):
         # middle of the -phase: CTR in [CC_B, TOP] and no wrap between the two counter reads. A second look per
         # pair, so an over-current that starts after the +phase sample is still caught inside the same pair.
         f = self.f
-        if f[ARMED] == 0 or not self._on_time(f[NEG_US]):
-            return
         m = self._mem32
         c0 = m[self.ctr] & 0xFFFF
         i = self.adc_i.read_u16() >> 4
@@ -179,42 +209,37 @@ class Supervisor:
 
     # --- main-loop side ---
     def arm(self):
-        """Start phase-locked sampling for the engine's current schedule (after engine.gate(True))."""
+        """Start phase-locked sampling for the engine's current schedule (after engine.gate(True)). Does not wait:
+        the first sample is armed for the first +phase middle still ahead."""
         self.disarm()
         e = self.engine
         p = e.plan
-        self.f[CC_A] = p["phase_counts"]
-        self.f[CC_B] = p["cc_b"]
-        # wait for the middle of the next +phase still ahead, then start the periodic timer there (its first
-        # callback comes one period later, in the middle of a +phase again)
-        per = p["period_us"]
-        mid = e.first_mid_us
-        wait = time.ticks_diff(mid, time.ticks_us())
-        while wait < 0:
-            mid = time.ticks_add(mid, per)
-            wait += per
-        _wait_until_us(mid)
         f = self.f
-        f[MID_US] = mid
-        f[PER_US] = per
-        f[NEG_US] = (p["phase_counts"] + p["gap_counts"]) * p["div"] // p["clk_per_us"]
-        f[TOL_US] = max(1, p["phase_counts"] * p["div"] // p["clk_per_us"] // 2 - 2)
+        c = p["clk_per_us"]
+        d = p["div"]
+        f[CC_A] = p["phase_counts"]
+        f[CC_B] = p["cc_b"]
+        f[CLK] = c
+        f[PER_INT] = p["period_ticks"] // c
+        f[PER_FRAC] = p["period_ticks"] % c
+        f[NEG_TICKS] = (p["phase_counts"] + p["gap_counts"]) * d
+        f[PER_US] = p["period_us"]
+        f[NEG_US] = (f[NEG_TICKS] + c // 2) // c
+        f[TOL_US] = max(1, p["phase_counts"] * d // c // 2 - 2)
+        # the +phase middle before the first one: _arm_next steps a period on to the first one still ahead
+        t = e.first_mid_frac + c - f[PER_FRAC]
+        f[MID_US] = time.ticks_add(e.first_mid_us, t // c - 1 - f[PER_INT])
+        f[MID_FRAC] = t % c
+        f[DUE_NEG] = 1
+        f[NEXT_TIMER] = 0
         self.t_armed_us = time.ticks_us()
-        self.timer = Timer(mode=Timer.PERIODIC, period=per, tick_hz=1000000, callback=self._sample_cb, hard=True)
-        # the -phase middle is (phase + gap) later in the same pair
-        _wait_until_us(time.ticks_add(mid, f[NEG_US]))
-        self.timer_neg = Timer(mode=Timer.PERIODIC, period=per, tick_hz=1000000, callback=self._sample_neg_cb,
-                               hard=True)
-        self.f[ARMED] = 1
+        f[ARMED] = 1
+        self._arm_next()
 
     def disarm(self):
         self.f[ARMED] = 0
-        if self.timer is not None:
-            self.timer.deinit()
-            self.timer = None
-        if self.timer_neg is not None:
-            self.timer_neg.deinit()
-            self.timer_neg = None
+        self.timers[0].deinit()
+        self.timers[1].deinit()
 
     def quiet_now(self):
         """True when an ISET change now settles (5 RC time constants) before the next pulse and cannot land

@@ -16,7 +16,8 @@ import rp2regs as R
 from amplitude import Amplitude, AmplitudeError
 from engine import PulseEngine
 import time
-from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES, MID_US, PER_US, TOL_US, LATE
+import safety
+from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES, TOL_US, LATE, DUE_US, DUE_NEG
 import pscodes as C
 
 pins = BOARD["pins"]
@@ -64,60 +65,105 @@ check("dma_no_increment", all((d.ctrl >> 4) & 3 == 0 for d in ch))
 check("dma_cc_targets", ch[0].cfg[1] == cc_addr and ch[0].cfg[2] == 1 and ch[1].cfg[2] == p["idle_periods"])
 check("slice_enabled", machine.mem32[R.PWM_EN + R.ALIAS_SET] & 1 == 1)
 
-# supervisor hard-IRQ paths under heap_lock
+# supervisor hard-IRQ paths under heap_lock; the supervisor's clock is a stand-in the test moves (wraps at 2**30
+# like rp2's ticks_us), so deadlines and lateness are exact
+class Clock:
+    MASK = (1 << 30) - 1
+    HALF = 1 << 29
+    now = (1 << 30) - 3000000          # wraps 3 s into the run
+
+    def ticks_us(self):
+        return Clock.now
+
+    def ticks_add(self, a, b):
+        return (a + b) & Clock.MASK
+
+    def ticks_diff(self, a, b):
+        return ((a - b + Clock.HALF) & Clock.MASK) - Clock.HALF
+
+
+clock = Clock()
+safety.time = clock
 hv = machine.Pin(pins["HV_EN"], machine.Pin.OUT, value=1)
 sup = Supervisor(BOARD, eng, amp, hv)
 machine.preset([R.pwm_reg(0, R.PWM_CTR)])
 amp.set_ua(400)
 sup.set_setpoint(400)
-sup.f[ARMED] = 1
-sup.f[10] = p["phase_counts"]
-sup.f[PER_US] = 1000000          # 1 s schedule, anchored now, generous tolerance: these samples are on time
-sup.f[MID_US] = time.ticks_us()
-sup.f[TOL_US] = 200000
 i_pin, v_pin = pins["I_SENSE"], pins["V_ELECTRODE"]
 machine.ADC.values[i_pin] = B.ua_to_adc_raw(BOARD, 400) << 4
 machine.ADC.values[v_pin] = (400 * 2000 // 1000 * 4096 // 3300 // 5) << 4     # 2 kOhm load
-err = None
-ex = None
-machine._locked[0] = True
-micropython.heap_lock()
-try:
-    sup._sample(None)
-except Exception as ex:
-    err = ex
-micropython.heap_unlock()
-machine._locked[0] = False
-check("sample_no_alloc", err is None, repr(err))
-check("sample_normal_no_trip", sup.f[TRIPPED] == 0 and sup.f[PAUSED] == 0 and sup.f[SAMPLES] == 1)
 
-# a sample off the schedule (half a period late, e.g. an interrupt held off) is discarded, not judged
+
+def tick_locked():
+    err = None
+    machine._locked[0] = True
+    micropython.heap_lock()
+    try:
+        sup._tick(None)
+    except Exception as ex:
+        err = ex
+    micropython.heap_unlock()
+    machine._locked[0] = False
+    return err
+
+
+# the sample chain follows the exact tick schedule for hours: 130.7 Hz is 956389 ticks, not a whole number of us
+p2 = planner.plan(100, 50, 130700, 125000000)
+eng.plan = p2
+eng.first_mid_us = clock.ticks_add(Clock.now, 1000)
+eng.first_mid_frac = 17
+sup.arm()
+t0_ticks = (Clock.now + 1000) * 125 + 17        # exact first +phase middle, sys clock ticks (long int here)
+worst = 0
+n_pos = 0
+pairs = 40000                                   # 40000 x 7.65 ms = 5.1 virtual minutes, the us clock wraps once
+for k in range(2 * pairs):
+    due = sup.f[DUE_US]
+    t_armed = Clock.now
+    timer_ok = machine.Timer.last is not None and machine.Timer.last.period == clock.ticks_diff(due, t_armed)
+    if not timer_ok:
+        break
+    n = n_pos if not sup.f[DUE_NEG] else n_pos - 1
+    exact = t0_ticks + n * p2["period_ticks"] + (p2["phase_counts"] + p2["gap_counts"]) * p2["div"] * sup.f[DUE_NEG]
+    want = ((exact + 62) // 125) & Clock.MASK   # the whole us nearest the exact instant
+    worst = max(worst, abs(clock.ticks_diff(due, want)))
+    if not sup.f[DUE_NEG]:
+        n_pos += 1
+    Clock.now = clock.ticks_add(due, 3)         # interrupt latency
+    if k == 0:
+        err = tick_locked()                     # once under heap_lock: sample + re-arm allocate nothing
+        check("sample_no_alloc", err is None, repr(err))
+        check("sample_normal_no_trip", sup.f[TRIPPED] == 0 and sup.f[PAUSED] == 0 and sup.f[SAMPLES] == 1)
+    else:
+        sup._tick(None)
+check("chain_rearms_from_the_callback", timer_ok and machine.Timer.last.mode == machine.Timer.ONE_SHOT
+      and machine.Timer.last.hard and machine.Timer.last.cb == sup._tick_cb)
+check("chain_deadlines_within_1us_of_the_exact_schedule_for_minutes", worst <= 1 and n_pos == pairs,
+      "worst %d us, %d pairs" % (worst, n_pos))
+check("no_sample_late_on_schedule", sup.f[LATE] == 0, sup.f[LATE])
+
+# a sample off the schedule (half a second late, e.g. an interrupt held off) is discarded, not judged, and the chain
+# goes on at the next deadline still ahead
 machine.ADC.values[i_pin] = 0
-sup.f[MID_US] = time.ticks_add(time.ticks_us(), -500000)
+Clock.now = clock.ticks_add(sup.f[DUE_US], 500000)
 n0 = sup.f[SAMPLES]
-machine._locked[0] = True
-micropython.heap_lock()
-try:
-    sup._sample(None)
-except Exception as ex:
-    err = ex
-micropython.heap_unlock()
-machine._locked[0] = False
+err = tick_locked()
 check("late_sample_no_alloc", err is None, repr(err))
 check("late_sample_discarded", sup.f[LATE] == 1 and sup.f[SAMPLES] == n0 and sup.f[PAUSED] == 0)
-sup.f[MID_US] = time.ticks_us()
+check("late_chain_resumes_ahead", 0 < clock.ticks_diff(sup.f[DUE_US], Clock.now) <= p2["period_us"] + 1)
+sup.f[TOL_US] = 200000
+
+
+def tick_pos_locked():
+    # a +phase sample due now
+    sup.f[DUE_US] = Clock.now
+    sup.f[DUE_NEG] = 0
+    return tick_locked()
 
 # contact lost (open load: no current at 400 uA setpoint) -> probe current, paused
 machine.ADC.values[i_pin] = 0
 machine.ADC.values[v_pin] = 4000 << 4
-machine._locked[0] = True
-micropython.heap_lock()
-try:
-    sup._sample(None)
-except Exception as ex:
-    err = ex
-micropython.heap_unlock()
-machine._locked[0] = False
+err = tick_pos_locked()
 check("no_contact_no_alloc", err is None, repr(err))
 check("no_contact_paused_to_probe", sup.f[PAUSED] == 1 and amp.applied_ua == C.CONTACT_PROBE_UA)
 
@@ -125,14 +171,7 @@ check("no_contact_paused_to_probe", sup.f[PAUSED] == 1 and amp.applied_ua == C.C
 sup.clear_pause()
 machine.ADC.values[i_pin] = (B.ua_to_adc_raw(BOARD, sup.trip_ua) + 3) << 4
 eng_ctrl_before = [d.ctrl for d in ch]
-machine._locked[0] = True
-micropython.heap_lock()
-try:
-    sup._sample(None)
-except Exception as ex:
-    err = ex
-micropython.heap_unlock()
-machine._locked[0] = False
+err = tick_pos_locked()
 check("trip_no_alloc", err is None, repr(err))
 check("trip_latched", sup.f[TRIPPED] == 1)
 check("trip_idle_word", machine.mem32[cc_addr] == planner.IDLE_WORD)

@@ -85,10 +85,22 @@ class Timer:
     ONE_SHOT = 0
     last = None
 
-    def __init__(self, mode=1, period=0, tick_hz=1000, callback=None, hard=False):
+    def __init__(self, id=-1, **kw):
+        self.cb = None
+        self.mode = 1
+        self.period = 0
+        self.tick_hz = 1000
+        self.hard = False
+        if kw:
+            self.init(**kw)
+
+    def init(self, mode=1, period=0, tick_hz=1000, callback=None, hard=False):
+        # (keyword-only on rp2; no allocation here: the supervisor re-arms from hard callbacks)
+        self.mode = mode
         self.cb = callback
         self.period = period
         self.tick_hz = tick_hz
+        self.hard = hard
         Timer.last = self
 
     def deinit(self):
