@@ -71,6 +71,11 @@ def test_timing_grid(dut, rig, measure, prof, levels_ua, phase_us, gap_us, rate_
     # the reply states the applied (quantised) values: within one tick of the request
     measure("applied_phase_err", abs(reply["phase_us"] * 1000 - phase_us * 1000), "ns", high=tick_ns)
     measure("applied_gap_err", abs(reply["gap_us"] * 1000 - gap_us * 1000), "ns", high=tick_ns)
+    # the applied repetition period is the DIV grid point nearest the request (firmware/lib/planner.py): within one
+    # sys clock tick at DIV 1, within DIV/2 ticks when the pair needs DIV > 1
+    sys_ns = support.sys_tick_ns(prof)
+    measure("applied_period_err", abs(reply["period_ticks"] * sys_ns - 1e9 / rate_hz), "ns",
+            high=max(1.0, reply["div"] / 2) * sys_ns)
     cap = rig.capture(max(0.03, 4.5 / rate_hz))
     support.attach_trace(measure, cap, t_span_s=min(cap.duration_s, 2.5 / rate_hz))
     _check_pulses(measure, cap, prof, phase_us, gap_us, rate_hz, levels_ua[level - 1], min_pulses=4,

@@ -7,6 +7,10 @@ Definitions (all from rig measurements, never firmware variables):
   carries current (|i| > 2 uA) after the onset.
 * over-current onset = start of the first phase whose measured peak exceeds cap + max(5 %, 20 uA).
 * pause = the first ISET write at or below the contact-probe amplitude after the contact is lost.
+* contact-loss onset = the first instant the loss can show at the electrodes: the injection itself if it lands
+  inside a phase, else the start of the first phase after it (between pulses no current is asked to flow, so no
+  device can tell an open contact from a closed one; at 200 Hz that wait is up to ~4.5 ms and is not the device's
+  reaction time). Measured from the rig's capture of the pulses, like the over-current onset.
 
 Baseline (same run): the firmware's main-loop polling period measured from telemetry timestamps — what a
 loop-polled (no IRQ, no hardware gating) safety check could at best achieve."""
@@ -112,6 +116,26 @@ def trial_overcurrent(vb, dev, prof, rnd):
     return None if onset is None or off is None else (off - onset) / 1e6
 
 
+def phase_spans(cap):
+    """(start, end) of every phase the capture saw, in order."""
+    out = []
+    for p in cap.pulses:
+        for k, w in enumerate(p.widths_ns):
+            start = p.t_ns if k == 0 else p.t_ns + p.widths_ns[0] + (p.gap_ns or 0)
+            out.append((start, start + w))
+    return sorted(out)
+
+
+def contact_onset_ns(cap, t_loss):
+    """First instant the lost contact shows at the electrodes: t_loss inside a phase, else the next phase start."""
+    for start, end in phase_spans(cap):
+        if start <= t_loss < end:
+            return t_loss
+        if start >= t_loss:
+            return start
+    return None
+
+
 def trial_contact(vb, dev, prof, rnd):
     i_fs = prof["analog"]["i_fs_ua"]
     probe = min(_ps().CONTACT_PROBE_UA, prof["limits"]["cap_ua"])
@@ -119,12 +143,13 @@ def trial_contact(vb, dev, prof, rnd):
     wait_virtual(vb, rnd.uniform(0.0, 0.01))
     vb.rig.inject("contact_loss")
     t_inj = landed(vb)
-    wait_virtual(vb, 0.05)
+    cap = vb.rig.capture(0.05, start_s=(t_inj - PRE_NS) / 1e9, keep_pieces=False, trace_bins=10)
+    onset = contact_onset_ns(cap, t_inj)
     log = vb.rig.iset_log(since_ns=t_inj)
     paused = next((e["t_ns"] for e in log if _iset_ua(e, i_fs) <= probe + 0.5), None)
     vb.rig.inject("contact_return")
     _recover(vb, dev)
-    return None if paused is None else (paused - t_inj) / 1e6
+    return None if paused is None or onset is None else (paused - onset) / 1e6
 
 
 def trial_fault_n(vb, dev, prof, rnd):
@@ -258,7 +283,7 @@ def run(quick: bool = False) -> dict:
             "counts": {**{k: v["dist_ms"]["n"] for k, v in out.items()},
                        **{f"cpu {k}": v["dist_ms"]["n"] for k, v in out_cpu.items()},
                        "unexpected resets": resets + resets_cpu},
-            "setup": f"handheld-home, 2 kOhm, level 1, waveform {WAVE}, random injection phase; onset = the instant the fault took effect (FAULT_N: the line's falling edge); over-current = "
+            "setup": f"handheld-home, 2 kOhm, level 1, waveform {WAVE}, random injection phase; onset = the instant the fault took effect (FAULT_N: the line's falling edge; over-current: the first over-limit phase; contact loss: the first phase that drives into the open contact); over-current = "
                      "source gain error to 1.15 x the trip point; FAULT_N held 5 ms. Main figures in clock mode "
                      "model (virtual time = the profile's per-call RP2040 costs, no host execution time; "
                      f"factor {factor}); the [cpu clock] rows add host execution time x the calibrated factor "

@@ -237,8 +237,6 @@ def test_s4_over_current_trips_and_latches(tmp_path, offset_s):
         assert vb.rig.capture(0.2).n_active > 0
 
 
-@pytest.mark.xfail(strict=False, reason="virtual board: a FAULT_N edge injected by the rig is handled at the CPU's "
-                                       "next wake-up (timer/poll deadline), not at the edge (reported to the sim)")
 def test_s5_fault_n_trips_output_off_fast(tmp_path):
     with board_running(tmp_path) as (vb, dev):
         dev.start(3, phase_us=1000, gap_us=0, rate_hz=400.0)     # near-continuous so latency is visible
