@@ -69,3 +69,15 @@ def test_buttons_do_nothing_while_charging(dut, rig, measure):
     rig.wait(0.3)
     cap = rig.capture(0.3)
     measure("no_output_while_charging", cap.max_abs_ua, "uA", high=1.0)
+
+
+@pytest.mark.parametrize("offset_ms", [0, 13, 27, 38])
+def test_firm_press_counts_at_any_phase_of_the_loop(dut, rig, measure, offset_ms):
+    # The loop sleeps up to tens of ms while steady; a press twice the debounce time long must still count wherever
+    # it falls in that sleep (the pin IRQ notes the edge; the debounce is timed from it).
+    support.start_running(dut, rig, 1, phase_us=200, gap_us=100, rate_hz=100)
+    rig.wait(0.2 + offset_ms / 1000)
+    rig.press("power", ms=2 * codes.DEBOUNCE_MS)
+    rig.wait(0.3)
+    cap = rig.capture(0.3)
+    measure("output_after_firm_press", cap.max_abs_ua, "uA", high=1.0)

@@ -1,5 +1,6 @@
-# Buttons (power/up/down, active low, polled and debounced in the main loop) and indicators (status LED PWM,
-# red therapy LED and vibration motor where the board has them).
+# Buttons (power/up/down, active low, sampled and debounced in the main loop) and indicators (status LED PWM,
+# red therapy LED and vibration motor where the board has them). A soft pin IRQ notes when a button's level moved,
+# so the main loop may sleep longer while nothing happens and still time the debounce from the real edge.
 import time
 from machine import Pin, PWM
 
@@ -17,13 +18,27 @@ class Button:
         self.stable = 1
         self.last_raw = 1
         self.t_change = 0
+        self.edge = False
+        self.t_edge = 0
+        self.pin.irq(handler=self._on_edge, trigger=Pin.IRQ_FALLING | Pin.IRQ_RISING)
+
+    def _on_edge(self, _pin):
+        self.t_edge = time.ticks_ms()
+        self.edge = True
+
+    def busy(self):
+        """True while a level change is not yet debounced (the loop then samples at its fast rate)."""
+        return self.edge or self.last_raw != self.stable
 
     def poll(self, now, gpio_in):
         """Return True once per debounced press (high -> low held for DEBOUNCE_MS); gpio_in = SIO GPIO_IN word."""
         raw = (gpio_in >> self.gpio) & 1
+        edge = self.edge
+        self.edge = False
         if raw != self.last_raw:
             self.last_raw = raw
-            self.t_change = now
+            # the IRQ saw the edge (possibly well before this sample): debounce from there
+            self.t_change = self.t_edge if edge else now
             return False
         if raw != self.stable and time.ticks_diff(now, self.t_change) >= DEBOUNCE_MS:
             self.stable = raw
@@ -55,6 +70,15 @@ class UI:
             if b.poll(now, gpio_in):
                 out.append(b.name)
         return out
+
+    def busy(self):
+        """Something needs the main loop's fast rate: a button press being debounced, the vibration pulse."""
+        if self.vib_on:
+            return True
+        for b in self.buttons:
+            if b.busy():
+                return True
+        return False
 
     def buzz(self, now, ms=60):
         if self.vib is not None:

@@ -28,6 +28,9 @@ class GpioBlock:
         self.in_v = [[] for _ in range(self.N)]
         self.pending_drives = []   # (t, gpio, level) driven for a future time
         self.od_mask = 0           # MicroPython's machine_pin_open_drain_mask (static RAM)
+        self._hist_ver = 0         # bumped by every recorded change (control snapshot or external drive)
+        self._hist_last_t = 0      # time of the latest recorded change
+        self._gin_key = None       # GPIO_IN cache: (version, time it was built at)
         self.power_on(0)
 
     def power_on(self, t):
@@ -60,11 +63,18 @@ class GpioBlock:
         snap = self._snap(g)
         if ht and ht[-1] >= t:
             hv[-1] = snap     # several changes at one instant: keep the last
+            self._changed(t)
             return
         if hv and hv[-1] == snap:
             return
         ht.append(t)
         hv.append(snap)
+        self._changed(t)
+
+    def _changed(self, t):
+        self._hist_ver += 1
+        if t > self._hist_last_t:
+            self._hist_last_t = t
 
     def _snap_at(self, g, t):
         ht = self.hist_t[g]
@@ -266,6 +276,7 @@ class GpioBlock:
         else:
             it.append(t)
             iv.append(level)
+        self._changed(t)
         after = self.level(g, t)
         if before != after:
             self._irq_edge(g, after)
@@ -416,9 +427,35 @@ class GpioBlock:
                 self.pad[n] = v & 0xFF
             self._change(n, t, f)
 
+    def gpio_in_word(self, t):
+        """SIO GPIO_IN at t. Read once per CPU wake-up, so it is cached: pins whose level cannot move without a
+        recorded change (constant outputs, inputs) are folded into one word until the next change; only pins
+        driven by a PWM slice are evaluated at t."""
+        if t < self._hist_last_t:
+            return sum(self.sio_in(g, t) << g for g in range(self.N))      # a past instant: the plain way
+        if self._gin_key != self._hist_ver:
+            static, dynamic = 0, []
+            for g in range(self.N):
+                snap = self._snap_at(g, t)
+                if not snap[1] & regs.PAD_IE:
+                    continue
+                inover = (self.ctrl[g] >> regs.CTRL_INOVER_SHIFT) & 3
+                kind, a, b = self._source(g, snap, t)
+                if kind == _SRC_PWM and inover < 2:
+                    dynamic.append((g, a, b ^ inover))
+                else:
+                    static |= self.sio_in(g, t) << g
+            self._gin_static, self._gin_dynamic = static, tuple(dynamic)
+            self._gin_key = self._hist_ver
+        v = self._gin_static
+        slices = self.chip.pwm.slices
+        for g, sl, inv in self._gin_dynamic:
+            v |= (slices[sl].seg_at(t).level(g & 1, t) ^ inv) << g
+        return v
+
     def sio_read(self, off, t):
         if off == regs.SIO_GPIO_IN:
-            return sum(self.sio_in(g, t) << g for g in range(self.N))
+            return self.gpio_in_word(t)
         if off == regs.SIO_GPIO_OUT:
             return self.out
         if off == regs.SIO_GPIO_OE:

@@ -367,13 +367,47 @@ def sleep_until(t_ns, wake_on_stdin=False):
             target = _timers[0]._deadline
         if target <= _now:
             target = _now
+        seq = _seq + 1
         r = call("sleep_until", target, wake_on_stdin, _fwd)
         reason = r[0]
         _fwd = r[1]
+        _note_gpio_in(r, seq)
         if reason == "stdin" and wake_on_stdin:
             return "stdin"
         if _now >= t_ns:
             return "time"
+
+
+# SIO GPIO_IN as the board saw it when the CPU woke up. A loop that wakes, then reads its inputs, reads them a few
+# virtual microseconds later on a Pico; nothing but a rig action in that instant could change them, so a read soon
+# after the wake-up returns the sample (charged as the read it replaces) instead of another round trip.
+GPIO_IN_FRESH_NS = 100000
+_gin = None
+_gin_seq = -1
+
+
+def _note_gpio_in(r, seq):
+    global _gin, _gin_seq
+    if len(r) > 2 and _seq == seq:     # (no other call since: a timer callback may have run after the reply)
+        _gin = r[2]
+        _gin_seq = seq
+    else:
+        _gin_seq = -1
+
+
+def gpio_in_sample(cost_op):
+    """The wake-up sample of GPIO_IN while it is still fresh (no call since, little virtual time), else None."""
+    global _local
+    if _gin_seq != _seq:
+        return None
+    if _mode == "model":
+        since = _local
+    else:
+        since = _rt.ticks_diff(_rt.ticks_us(), _wall) * 1000 * (_factor if _mode == "cpu" else 1)
+    if since > GPIO_IN_FRESH_NS:
+        return None
+    _local += _costs.get(cost_op, _call_ns)
+    return _gin
 
 
 def reset(cause=3):
