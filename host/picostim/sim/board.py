@@ -23,6 +23,7 @@ import tty
 from pathlib import Path
 
 from .. import boards, paths
+from .chip.regs import SIO_GPIO_IN
 from .usbrepl import UsbRepl
 
 PWRON_RESET = 1
@@ -92,6 +93,7 @@ class VirtualBoard:
         self._gen = 0                   # child generation: threads of an old child stop touching the board
         self._last_rpc_wall = time.monotonic()
         self._credited = 0
+        self.rpc_counts: dict[str, int] = {}
         self._intr_pending = False
         self._recent_sigint = False
         self._hang_pending = False
@@ -625,6 +627,7 @@ class VirtualBoard:
     def _handle(self, req, gen):
         seq, op, dt = req[0], req[1], req[2]
         args = req[3:]
+        self.rpc_counts[op] = self.rpc_counts.get(op, 0) + 1     # what the CPU asks for, per op (bench figures)
         with self._cond:
             if gen != self._gen:
                 return None
@@ -673,7 +676,11 @@ class VirtualBoard:
     def _op_sync(self, gen, *args):
         return None
 
-    def _op_sleep_until(self, gen, target, wake_on_stdin=False, fwd_seen=0):
+    def _op_sleep_until(self, gen, *args):
+        # the reply carries GPIO_IN at the wake-up: a loop reading its inputs right after waking needs no round trip
+        return self._sleep_until(gen, *args) + [self.chip.gpio.sio_read(SIO_GPIO_IN, self.chip.now_ns)]
+
+    def _sleep_until(self, gen, target, wake_on_stdin=False, fwd_seen=0):
         target = int(target)
         if self._recent_sigint:
             # A SIGINT may have raced with this call: don't hold the CPU asleep, let KeyboardInterrupt surface.
