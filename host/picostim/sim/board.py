@@ -727,10 +727,7 @@ class VirtualBoard:
     def _physics_quiet(self) -> bool:
         """True when the analog side cannot raise an input edge by itself (no fault that can trip FAULT_N)."""
         fe = self.frontend
-        if fe is None:
-            return True
-        return not (getattr(fe, "short_fault", False) or getattr(fe, "fault_forced", False)
-                    or fe.i_fs * fe.cal_gain * getattr(fe, "gain_error", 1.0) >= fe.trip_a)
+        return fe is None or fe.quiet()
 
     def _op_repl_enter(self, gen):
         """The code finished: stop feeding its stdin and mark the end of what it was given with a sentinel; the

@@ -28,6 +28,7 @@ ADC_CHANNELS = 5
 _EPS_V = 1e-9
 _EPS_A = 1e-12
 _OPEN = ld.parse_load("open")
+DEFER_MAX_NS = 1_000_000_000    # integrate at least once per virtual second (the Chip keeps 120 s of pin history)
 
 
 class Piece:
@@ -137,7 +138,26 @@ class FrontEnd:
     # ---- the Chip's interface ------------------------------------------------------------------------------------
     def on_advance(self, t0: int, t1: int) -> None:
         with self._lock:
+            if self._may_defer() and t1 - self.t < DEFER_MAX_NS:
+                return          # nothing here can act on the Chip before someone looks: integrate on demand
             self._sync(int(t1))
+
+    def quiet(self) -> bool:
+        """True when the analog side cannot raise an input edge by itself (no fault that can trip FAULT_N)."""
+        return not (self.short_fault or self.fault_forced
+                    or self.i_fs * self.cal_gain * self.gain_error >= self.trip_a)
+
+    def _may_defer(self) -> bool:
+        # Following the Chip on every advance costs a pin-timeline walk per board round trip. Integrating a longer
+        # stretch later gives the same pieces (they split only at pin and duty changes), so when the front end has
+        # nothing to drive onto the Chip meanwhile (quiet physics, nothing scheduled, no drive pending), it waits
+        # until its waveform is asked for (_catch_up in every public entry point).
+        return self.quiet() and not self._sched and not self._pending_drives
+
+    def _catch_up(self) -> None:
+        t = int(self.chip.now_ns)
+        if t > self.t:
+            self._sync(t)
 
     def adc_volts(self, channel: int, t_ns: int) -> float:
         """Volts at ADC `channel` at the instant t (noise included; the Chip quantises)."""
@@ -152,6 +172,7 @@ class FrontEnd:
     def attach(self, chip) -> None:
         """Follow a new Chip object (a board that rebuilds its Chip on power-on); the physics carries on."""
         with self._lock:
+            self._catch_up()                    # (on the old Chip's pin timelines)
             self.chip = chip
             chip.analog = self
             t = max(self.t, int(chip.now_ns))
@@ -172,6 +193,8 @@ class FrontEnd:
 
     # ---- queries ---------------------------------------------------------------------------------------------------
     def piece_at(self, t_ns: int) -> Piece:
+        with self._lock:
+            self._catch_up()
         k = bisect.bisect_right(self._t0s, t_ns) - 1
         if k < 0:
             raise ValueError(f"t={t_ns} ns is before the retained waveform (from {self._t0s[0]} ns)")
@@ -184,6 +207,7 @@ class FrontEnd:
     def pieces(self, t0: int, t1: int) -> list:
         """Pieces overlapping [t0, t1] (the open one clipped to the present), for captures."""
         with self._lock:
+            self._catch_up()
             if not self._t0s or t0 < self._t0s[0]:
                 raise ValueError(f"window start {t0} ns is no longer retained (oldest {self._t0s[0]} ns)")
             k = max(0, bisect.bisect_right(self._t0s, t0) - 1)
@@ -198,6 +222,7 @@ class FrontEnd:
         """Where the pulse chain running at t_ns began: the first phase after the last bridge-idle stretch of at
         least idle_ns before t_ns (t_ns itself when no phase is in between; the oldest retained time at most)."""
         with self._lock:
+            self._catch_up()
             k = bisect.bisect_right(self._t0s, t_ns) - 1
             start, run = t_ns, 0
             while k >= 0:
@@ -214,6 +239,7 @@ class FrontEnd:
     def hold(self, key, t_ns: int) -> None:
         """Keep the waveform from t_ns on until release(key) (a capture in progress)."""
         with self._lock:
+            self._catch_up()
             self._holds[key] = int(t_ns)
 
     def release(self, key) -> None:
@@ -241,6 +267,7 @@ class FrontEnd:
         if not isinstance(channel, int) or isinstance(channel, bool) or not 0 <= channel < ADC_CHANNELS:
             raise ValueError(f"ADC channel must be 0..{ADC_CHANNELS - 1}, got {channel!r}")
         with self._lock:
+            self._catch_up()
             if raw is None:
                 self.stuck.pop(channel, None)
             else:
@@ -253,6 +280,7 @@ class FrontEnd:
         if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 < ms <= 60_000:
             raise ValueError(f"fault_n duration must be 0 < ms <= 60000, got {ms!r}")
         with self._lock:
+            self._catch_up()
             self.fault_forced = True
             t_end = self.t + int(ms * 1e6)
             self._schedule(t_end, "fault_forced", False)
@@ -264,6 +292,7 @@ class FrontEnd:
 
     def set_charging(self, on: bool) -> None:
         with self._lock:
+            self._catch_up()
             self.charging = bool(on)
             self._pending_drives.append((self.pin_charging, int(self.charging), self.t))
         self._flush_drives()
@@ -274,6 +303,7 @@ class FrontEnd:
         if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 < ms <= 60_000:
             raise ValueError(f"press duration must be 0 < ms <= 60000, got {ms!r}")
         with self._lock:
+            self._catch_up()
             self._pending_drives.append((gpio, 0, self.t))
             self._pending_drives.append((gpio, None, self.t + int(ms * 1e6)))
         self._flush_drives()
@@ -291,6 +321,7 @@ class FrontEnd:
 
     def faults(self) -> dict:
         with self._lock:
+            self._catch_up()
             return {"short": self.short_fault, "gain_error": self.gain_error, "contact": self.contact,
                     "adc_stuck": {str(ch): raw for ch, raw in self.stuck.items()}, "fault_n_forced": self.fault_forced, "charging": self.charging,
                     "fault_n": self._fault_level}
@@ -298,6 +329,7 @@ class FrontEnd:
     # ---- internals -------------------------------------------------------------------------------------------------
     def _change(self, fn) -> None:
         with self._lock:
+            self._catch_up()
             fn()
             self._restart(self.t)
         self._flush_drives()
