@@ -12,6 +12,9 @@ from benchlib import Figure, board_profile, provisioned_board
 CLOCK = "model"
 CHUNK_S = 30.0
 WALL_BUDGET_S = 30.0
+# Round trips per simulated second before the firmware slept while steady and the board sampled GPIO_IN at each
+# wake-up (measured with the same program: sleep 250/s + GPIO_IN read 250/s + watchdog feeds and samples).
+ROUND_TRIPS_BEFORE = 525
 
 
 def cpu_clock_rate(prof, wall_s):
@@ -36,6 +39,7 @@ def run(quick: bool = False) -> dict:
         prog = "microcurrent" if "microcurrent" in prof["programs"] else None
         dev.start(level=len(prof["levels_ua"]), program=prog, duration_s=session_s)
         boots = vb.boot_count
+        rpc0 = dict(vb.rpc_counts)
         v0 = vb.now_ns()
         w0 = time.monotonic()
         end_s = session_s + prof["limits"]["session_rampdown_ms"] / 1000 + 1.0
@@ -49,6 +53,7 @@ def run(quick: bool = False) -> dict:
         wall = time.monotonic() - w0
         sim = (vb.now_ns() - v0) / 1e9
         resets = vb.boot_count - boots
+        rpcs = {op: n - rpc0.get(op, 0) for op, n in vb.rpc_counts.items() if n - rpc0.get(op, 0)}
         ended, state = False, None
         try:
             events = dev.poll_events(0.5)
@@ -74,6 +79,11 @@ def run(quick: bool = False) -> dict:
         Figure("unbalanced pulses during the session", "", sum(c["n_unbalanced"] for c in chunks), goal=("==", 0),
                n=n_p),
     ]
+    n_rpc = sum(rpcs.values())
+    top = ", ".join(f"{op} {n / sim:.0f}/s" for op, n in sorted(rpcs.items(), key=lambda kv: -kv[1])[:4])
+    figs.append(Figure("CPU-to-board round trips per simulated second (long session)", "1/s", n_rpc / sim if sim else None,
+                       n=n_rpc, baseline=ROUND_TRIPS_BEFORE, baseline_label="before: 4 ms polling loop, GPIO_IN by RPC (measured 2026-11-23, not re-run)",
+                       note=top))
     figs.append(Figure("board resets during the session", "", resets, goal=("==", 0), n=len(chunks)))
     if finished:
         figs.append(Figure("session ended by the device (session_end event, idle)", "", ended and state == "idle",
@@ -82,4 +92,4 @@ def run(quick: bool = False) -> dict:
             "setup": f"handheld-home, program {prog}, top level, session {session_s} s, rig capture in {CHUNK_S:.0f} s "
                      "chunks",
             "details": {"chunks": chunks, "sim_s": sim, "wall_s": wall, "finished": finished, "ended": ended,
-                        "state_after": state, "resets": resets}}
+                        "state_after": state, "resets": resets, "round_trips": rpcs}}

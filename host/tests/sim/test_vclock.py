@@ -40,10 +40,10 @@ def test_cpu_clock_runs_python_at_rp2040_speed_and_never_much_faster():
     assert ratios["poll_button_to_led_us"] <= 4 and ratios["gpio_toggle_loop_us"] <= 12, f
 
 
-# Goal (issue): under 30 s of wall time. Measured 60-100 s on a 2-core machine: the firmware's 4 ms main loop reads
-# SIO_GPIO_IN once per iteration (225,000 round trips to the board in 15 virtual minutes, ~0.1-0.3 ms each). The
-# bound below keeps the end-to-end check honest without claiming the goal.
-WALL_BUDGET_S = 240
+# Goal (issue #7): under 30 s of wall time; that figure is measured by the bench (bench/sections/vbspeed.py, about
+# 10 s on a quiet 2-core machine). This test checks the session end to end; its wall bound only catches a gross
+# regression (the suite shares two cores with another board), it is not the goal.
+WALL_BUDGET_S = 90
 
 
 def test_fifteen_minute_session_auto_off_verified_end_to_end(record_property):
