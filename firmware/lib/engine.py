@@ -46,8 +46,8 @@ class PulseEngine:
         self.plan = None
         self.gated_on = False
         self.t_enable_us = 0
-        self.first_mid_us = 0      # ticks_us of the middle of the first +phase after the last (re)start ...
-        self.first_mid_frac = 0    # ... plus this many sys clock ticks (less than one us)
+        self.first_start_us = 0    # ticks_us of the start of the first +phase after the last (re)start ...
+        self.first_start_frac = 0  # ... plus this many sys clock ticks (less than one us)
         self.setup_idle()
 
     # --- idle (S13) ---
@@ -159,9 +159,9 @@ class PulseEngine:
         self.t_enable_us = t
         # exact in sys clock ticks (the supervisor's schedule carries the sub-us part)
         c = p["clk_per_us"]
-        mid_ticks = (lead_counts * 2 + p["phase_counts"]) * p["div"] // 2
-        self.first_mid_us = time.ticks_add(t, mid_ticks // c)
-        self.first_mid_frac = mid_ticks % c
+        start_ticks = lead_counts * p["div"]
+        self.first_start_us = time.ticks_add(t, start_ticks // c)
+        self.first_start_frac = start_ticks % c
         self.gated_on = True
 
     def period_us(self):

@@ -17,7 +17,8 @@ from amplitude import Amplitude, AmplitudeError
 from engine import PulseEngine
 import time
 import safety
-from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES, TOL_US, LATE, DUE_US, DUE_NEG
+from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES, TOL_US, LATE, DUE_US, DUE_NEG, AIM_US, \
+    SETTLE_CTS, MISSED
 import pscodes as C
 
 pins = BOARD["pins"]
@@ -86,7 +87,7 @@ clock = Clock()
 safety.time = clock
 hv = machine.Pin(pins["HV_EN"], machine.Pin.OUT, value=1)
 sup = Supervisor(BOARD, eng, amp, hv)
-machine.preset([R.pwm_reg(0, R.PWM_CTR)])
+machine.preset([R.pwm_reg(0, R.PWM_CTR), machine.ADC_CS, machine.ADC_RESULT])
 amp.set_ua(400)
 sup.set_setpoint(400)
 i_pin, v_pin = pins["I_SENSE"], pins["V_ELECTRODE"]
@@ -110,10 +111,13 @@ def tick_locked():
 # the sample chain follows the exact tick schedule for hours: 130.7 Hz is 956389 ticks, not a whole number of us
 p2 = planner.plan(100, 50, 130700, 125000000)
 eng.plan = p2
-eng.first_mid_us = clock.ticks_add(Clock.now, 1000)
-eng.first_mid_frac = 17
+eng.first_start_us = clock.ticks_add(Clock.now, 1000)
+eng.first_start_frac = 17
 sup.arm()
-t0_ticks = (Clock.now + 1000) * 125 + 17        # exact first +phase middle, sys clock ticks (long int here)
+# exact first +phase sample deadline, sys clock ticks (long int here): the phase start plus the aim
+t0_ticks = (Clock.now + 1000 + sup.f[AIM_US]) * 125 + 17
+ctr_addr = R.pwm_reg(0, R.PWM_CTR)
+machine.mem32[ctr_addr] = sup.f[SETTLE_CTS] + 1         # (the fake counter stands still inside the +phase)
 worst = 0
 n_pos = 0
 pairs = 40000                                   # 40000 x 7.65 ms = 5.1 virtual minutes, the us clock wraps once
@@ -152,6 +156,17 @@ check("late_sample_no_alloc", err is None, repr(err))
 check("late_sample_discarded", sup.f[LATE] == 1 and sup.f[SAMPLES] == n0 and sup.f[PAUSED] == 0)
 check("late_chain_resumes_ahead", 0 < clock.ticks_diff(sup.f[DUE_US], Clock.now) <= p2["period_us"] + 1)
 sup.f[TOL_US] = 200000
+
+# a counter outside the settled +phase (still settling, or past the phase) makes the sample missed, not judged
+for ctr in (0, sup.f[SETTLE_CTS] - 1, p2["phase_counts"], p2["cc_b"]):
+    machine.mem32[ctr_addr] = ctr
+    sup.f[DUE_US] = Clock.now
+    sup.f[DUE_NEG] = 0
+    n0, m0 = sup.f[SAMPLES], sup.f[MISSED]
+    tick_locked()
+    check("out_of_phase_sample_missed_%d" % ctr, sup.f[SAMPLES] == n0 and sup.f[MISSED] == m0 + 1
+          and sup.f[PAUSED] == 0)
+machine.mem32[ctr_addr] = sup.f[SETTLE_CTS] + 1
 
 
 def tick_pos_locked():

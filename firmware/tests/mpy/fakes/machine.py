@@ -2,6 +2,8 @@
 # register and pin writes; it does not model timing (the virtual board does that).
 _regs = {}
 log = []
+ADC_CS = 0x4004C000
+ADC_RESULT = 0x4004C004
 
 
 class _Mem:
@@ -10,7 +12,12 @@ class _Mem:
 
     def __setitem__(self, a, v):
         _regs[a] = v & 0xFFFFFFFF if v >= 0 else v
-        if not _locked[0]:
+        if a == ADC_CS:
+            # START_ONCE: RESULT = the 12-bit conversion of the channel in AINSEL (from ADC.values, by GPIO); not
+            # logged (every sample makes two)
+            if v & 4:
+                _regs[ADC_RESULT] = ADC.values.get(26 + ((v >> 12) & 7), 0) >> 4
+        elif not _locked[0]:
             log.append(("mem", a, v))
 
 
