@@ -80,7 +80,9 @@ WITH_V = 32       # 1: the phase leaves room for the V_ELECTRODE conversion afte
 V_OK = 33         # 1: V_RAW is from the last valid sample; 0: that sample had I only (V_RAW then reads 0)
 NFLAGS = 34
 
-LEAD_US = 4       # a sample deadline closer than this when arming is skipped (the callback could not make it)
+# a sample deadline closer than this when arming is skipped: arming reads the clock, Timer.init reads it again
+# (3 us each), so a closer alarm fires late and the sample would land past its window (counted missed for nothing)
+LEAD_US = 8
 # RP2040 figures (MicroPython at 125 MHz; the board profiles' mcu.vclock is calibrated to the same): they aim the
 # samples, the counter brackets judge them (see the top of this file).
 SENSE_SETTLE_US = 3   # I_SENSE (R_sense x gain 10) settled this long after a bridge edge

@@ -277,6 +277,51 @@ def test_s7_contact_loss_pauses_and_recontact_ramps_from_zero(tmp_path):
         assert any(e.get("ev") == "resume" for e in dev.poll_events(0.5))
 
 
+# ------------------------------------------------------------------------------------------------- S4 / S7, any phase
+# The spec allows phases of 20-1000 us; the supervisor must see the current in every one of them (an I_SENSE sample
+# that cannot be proven inside a phase is discarded, so a design too slow for short phases would never act).
+@pytest.mark.parametrize("phase_us,gap_us,rate_hz", [(20, 0, 500.0), (20, 20, 10.0), (50, 20, 100.0),
+                                                     (100, 50, 250.0), (1000, 0, 400.0)])    # (200: tests above)
+def test_s4_s7_supervised_for_every_phase_width(tmp_path, phase_us, gap_us, rate_hz):
+    import numpy as np
+    period_ns = int(1e9 / rate_hz)
+    with board_running(tmp_path) as (vb, dev):
+        dev.start(5, phase_us=phase_us, gap_us=gap_us, rate_hz=rate_hz)
+        wait_v(vb, 2.0)
+        s0 = dev.status()
+        wait_v(vb, 0.5)
+        s1 = dev.status()
+        looks, missed = s1["samples"] - s0["samples"], s1["missed"] - s0["missed"]
+        assert looks >= 0.5 * rate_hz - 1 and missed < looks, (s0, s1)      # at least one look per pair
+        # S4: 130 % of the 400 uA setpoint flows (limit 420 uA); the rig sees the output stop within a period
+        t_inj = vb.now_ns()
+        vb.rig.inject("overcurrent", factor=1.3)
+        cap = vb.rig.capture(max(0.1, 3 * period_ns / 1e9), start_s=t_inj / 1e9)
+        tr = cap.trace(min(100_000, int(cap.t1_ns - cap.t0_ns) // 2000))
+        above = np.nonzero(np.abs(tr.i_ua) > 420)[0]
+        flowing = np.nonzero(np.abs(tr.i_ua) > 2.0)[0]
+        assert len(above), "the injected over-current never reached the electrodes"
+        t_on, last_on = int(tr.t_ns[above[0]]), int(tr.t_ns[flowing[-1]])
+        assert last_on - t_on <= period_ns + 1_000_000, (last_on - t_on) / 1e6
+        ev = events_of(dev, "trip")
+        assert ev and ev[0]["reason"] == "over_current", ev
+        vb.rig.inject("clear")
+        dev.clear_fault()
+        # S7: contact lost -> paused at the probe current; on return the pulses start from the probe current
+        dev.start(5, phase_us=phase_us, gap_us=gap_us, rate_hz=rate_hz)
+        wait_v(vb, 2.0)
+        vb.rig.inject("contact_loss")
+        wait_v(vb, 0.05 + 3 * period_ns / 1e9)
+        ev = events_of(dev, "pause")
+        assert ev and ev[0]["reason"] == "no_contact", ev
+        t_ret = vb.now_ns()
+        vb.rig.inject("contact_return")
+        cap = vb.rig.capture(max(0.05, 4 * period_ns / 1e9), start_s=t_ret / 1e9)
+        act = cap.active_pulses()
+        assert act
+        assert max(max(abs(a) for a in p.amp_ua) for p in act[:2]) <= 0.2 * 400
+
+
 # ------------------------------------------------------------------------------------------------- S9 / S10
 def test_s9_session_limit_ramps_down_over_2s(tmp_path):
     with board_running(tmp_path) as (vb, dev):
