@@ -414,19 +414,36 @@ class VirtualRig:
             return fe.current_ua(fe.t)
 
     # -- load and faults -------------------------------------------------------------------------------------------
-    def set_load(self, spec) -> dict:
+    def set_load(self, spec, at_s=None) -> dict:
+        """Change the load now, or at the virtual instant at_s (seconds since power-on, not in the past): the
+        change lands exactly there, whatever the firmware is doing (no round trip needed)."""
         try:
+            if at_s is not None:
+                new = ld.parse_load(spec)
+                self._schedule(at_s, "load", spec)
+                return new.describe()
             with self._chip_lock:
                 return self._fe().set_load(spec).describe()
         except ld.LoadError as e:
             raise RigError(str(e)) from None
 
+    def _schedule(self, at_s, what, *args):
+        t = int(round(_number(at_s, "at_s", 0, 1e7) * 1e9))
+        try:
+            with self._chip_lock:
+                self._fe().at(t, what, *args)
+        except ValueError as e:
+            raise RigError(str(e)) from None
+
     def load(self) -> dict:
         return self._fe().load.describe()
 
-    def inject(self, fault: str, **kw) -> dict:
+    def inject(self, fault: str, at_s=None, **kw) -> dict:
         """Inject a fault: contact_loss, contact_return, short, overcurrent(factor), adc_stuck(channel, raw),
-        fault_n(ms), hang, power_loss(during_write, seed), power_restore, charging(on), clear."""
+        fault_n(ms), hang, power_loss(during_write, seed), power_restore, charging(on), clear.
+        at_s: inject at that virtual instant (seconds since power-on, not in the past) instead of now; the onset
+        then lands exactly there, not at the next board round trip (front-end faults only: not hang/power_*).
+        Returns the faults in force now (a scheduled one shows once its instant has passed)."""
         fe = self._fe()
         allowed = {"contact_loss": (), "contact_return": (), "short": ("on",), "overcurrent": ("factor",),
                    "adc_stuck": ("channel", "raw"), "fault_n": ("ms",), "hang": (),
@@ -436,6 +453,11 @@ class VirtualRig:
         extra = set(kw) - set(allowed[fault])
         if extra:
             raise RigError(f"fault {fault!r} takes {list(allowed[fault]) or 'no arguments'}, got {sorted(extra)}")
+        if at_s is not None:
+            if fault in ("hang", "power_loss", "power_restore"):
+                raise RigError(f"fault {fault!r} cannot be scheduled (at_s): it acts on the board, not the front end")
+            self._schedule(at_s, *self._fault_change(fault, kw))
+            return fe.faults()
         try:
             # board-level faults take the board's own locks; the rest touch the Chip through the front end
             board_level = fault in ("hang", "power_loss", "power_restore")
@@ -473,6 +495,24 @@ class VirtualRig:
             fe.set_charging(_bool(kw.get("on", True), "on"))
         elif fault == "clear":
             fe.clear_faults()
+
+    def _fault_change(self, fault, kw):
+        """The front-end change (FrontEnd.at arguments) a fault makes."""
+        if fault == "contact_loss":
+            return ("contact", False)
+        if fault == "contact_return":
+            return ("contact", True)
+        if fault == "short":
+            return ("short", _bool(kw.get("on", True), "on"))
+        if fault == "overcurrent":
+            return ("gain_error", _number(kw.get("factor", 1.3), "factor", 0, 10))
+        if fault == "adc_stuck":
+            return ("adc_stuck", self._adc_channel(kw.get("channel", 0)), kw.get("raw", 4095))
+        if fault == "fault_n":
+            return ("fault_n", _number(kw.get("ms", 1.0), "ms", 1e-3, 60_000))
+        if fault == "charging":
+            return ("charging", _bool(kw.get("on", True), "on"))
+        return ("clear",)
 
     def faults(self) -> dict:
         return self._fe().faults()

@@ -26,9 +26,9 @@ OPS = {
     "info": (),
     "capture": ("duration_s", "start_s", "trace_bins", "keep_pieces"),
     "current_ua": (),
-    "set_load": ("spec",),
+    "set_load": ("spec", "at_s"),
     "load": (),
-    "inject": None,                # "fault" plus that fault's own keywords (checked by the rig)
+    "inject": None,                # "fault", optional "at_s", plus that fault's own keywords (checked by the rig)
     "faults": (),
     "press": ("button", "ms"),
     "leds": (),
@@ -78,7 +78,7 @@ def handle_line(rig, line: bytes) -> dict:
         elif op == "set_load":
             if "spec" not in kw:
                 return _reply_error(rid, "bad_request", "set_load needs spec")
-            result = rig.set_load(kw["spec"])
+            result = rig.set_load(kw["spec"], at_s=kw.get("at_s"))
         elif op == "press":
             if "button" not in kw:
                 return _reply_error(rid, "bad_request", "press needs button")
@@ -253,13 +253,17 @@ class RigClient:
     def current_ua(self):
         return self.call("current_ua")
 
-    def set_load(self, spec):
-        return self.call("set_load", spec=spec)
+    def set_load(self, spec, at_s=None):
+        if at_s is None:
+            return self.call("set_load", spec=spec)
+        return self.call("set_load", spec=spec, at_s=at_s)
 
     def load(self):
         return self.call("load")
 
-    def inject(self, fault, **kw):
+    def inject(self, fault, at_s=None, **kw):
+        if at_s is not None:
+            kw["at_s"] = at_s
         return self.call("inject", fault=fault, **kw)
 
     def faults(self):

@@ -344,3 +344,53 @@ def test_deferred_integration_gives_the_same_waveform_as_following_every_step(pu
         reads = [fe.adc_volts(0, end) for _ in range(3)]
         return [(p.t0, p.pol, p.mode, round(p.current(p.t0), 15)) for p in fe.pieces(0, end)], reads, fe.t
     assert run(eager=True) == run(eager=False)
+
+
+# ---- rig changes scheduled at a virtual instant (at) ----------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(frac=st.floats(0.0, 1.0), step=st.sampled_from([1_000, 7_000, 30_000, 400_000]),
+       what=st.sampled_from([("contact", False), ("gain_error", 1.5), ("load", "10k")]))
+def test_scheduled_change_lands_at_its_instant_however_time_advances(frac, step, what):
+    # A pulse at 1 ms..1.2 ms; the change is scheduled anywhere in [0.9, 1.3] ms: the waveform must split exactly at
+    # the instant (the current changes there), as if the rig had been called at that very instant.
+    t_at = int(0.9 * MS + frac * 0.4 * MS)
+
+    def run(scheduled):
+        chip, fe, pins = make(HOME, "2k", duty=0.4)
+        phase(chip, pins, 1 * MS, 1 * MS + 200 * US)
+        if scheduled:
+            fe.at(t_at, *what)
+            assert fe.next_event_ns() == t_at
+            chip.advance_in_steps(2 * MS, step)
+            assert fe.next_event_ns() is None
+        else:
+            chip.advance_in_steps(t_at, 1_000)
+            {"contact": fe.set_contact, "gain_error": fe.set_gain_error, "load": fe.set_load}[what[0]](what[1])
+            chip.advance_in_steps(2 * MS, 1_000)
+        return [(p.t0, p.pol, p.mode, round(p.current(p.t0), 12), round(p.current(p.t1), 12))
+                for p in fe.pieces(0, 2 * MS) if p.t1 > p.t0]
+
+    assert run(scheduled=True) == run(scheduled=False)
+
+
+def test_scheduled_change_keeps_the_front_end_eager_and_bounds_time_jumps():
+    chip, fe, pins = make(HOME, "2k")
+    chip.advance_in_steps(1 * MS)
+    assert fe._may_defer()
+    fe.at(3 * MS + 123, "contact", False)
+    assert not fe._may_defer() and fe.next_event_ns() == 3 * MS + 123
+    with pytest.raises(ValueError):
+        fe.at(0, "contact", True)                   # in the past
+    with pytest.raises(ValueError):
+        fe.at(4 * MS, "gain_error", 11)             # checked when scheduled, not when applied
+    chip.advance_to(5 * MS)
+    assert fe.next_event_ns() is None and fe._may_defer() and not fe.contact
+    assert any(p.t0 == 3 * MS + 123 for p in fe.pieces(0, 5 * MS))
+
+
+def test_scheduled_fault_n_asserts_and_releases_at_its_instants():
+    chip, fe, pins = make(HOME, "2k")
+    chip.advance_in_steps(1 * MS)
+    fe.at(2 * MS + 7, "fault_n", 0.5)
+    chip.advance_in_steps(4 * MS)
+    assert _fault_log(chip, pins)[1:] == [(0, 2 * MS + 7), (1, 2 * MS + 500_007)]

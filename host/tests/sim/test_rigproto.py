@@ -164,3 +164,27 @@ def test_bad_addresses():
         RigClient("tcp://nohost")
     with pytest.raises(OSError):
         RigClient("/dev/does-not-exist-rig", timeout=1)
+
+
+def test_scheduled_injection_and_load_change_over_the_protocol(served):
+    # Pulses every 2 ms from 1 ms (200 us phases, 100 us gap): an over-current scheduled inside the +phase of the
+    # pulse at 5 ms lands exactly there, mid-phase; a load change scheduled for later lands at its own instant.
+    chip, board, rig, server, client = served
+    t_on = 5 * MS + 73 * US + 411
+    assert client.inject("overcurrent", at_s=t_on / 1e9, factor=1.5)["gain_error"] == 1.0      # not yet
+    assert client.set_load("10k", at_s=0.0081) == {"kind": "resistive", "r_s_ohm": 10000.0}
+    assert client.load()["r_s_ohm"] == 2000.0
+    cap = client.capture(0.012, start_s=0.0)
+    tr = cap.trace(12_000 * 8)      # 125 ns bins
+    dt = tr.t_ns[1] - tr.t_ns[0]
+    over = [t for t, i in zip(tr.t_ns, tr.i_ua) if i > 500]
+    assert over and abs(over[0] - t_on) <= dt
+    assert all(abs(p.amp_ua[0] - 400.0) < 1 for p in cap.pulses if p.t_ns + 200 * US <= t_on)
+    assert client.faults()["gain_error"] == 1.5 and client.load()["r_s_ohm"] == 10000.0
+    # in the past, or a board-level fault: refused, nothing changes
+    for call in (lambda: client.inject("contact_loss", at_s=0.001), lambda: client.set_load("500", at_s=0.002),
+                 lambda: client.inject("hang", at_s=1.0), lambda: client.inject("overcurrent", at_s="soon")):
+        with pytest.raises(RigError) as e:
+            call()
+        assert e.value.code == "rig_error"
+    assert client.faults()["contact"] is True and client.load()["r_s_ohm"] == 10000.0

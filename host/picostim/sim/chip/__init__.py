@@ -166,7 +166,11 @@ class Chip:
             self.prune(t - HISTORY_NS)
 
     def next_event_ns(self):
-        ts = [x for x in (self.wdt.next_event(), self.gpio.next_pending()) if x is not None]
+        # (the analog front end's own schedule too: a rig change scheduled at an instant must not be jumped past)
+        fe = self.analog.next_event_ns() if self.analog is not None else None
+        if fe is not None and fe <= self.now_ns:
+            fe = None               # (taken by the next advance; never a bound that stops time)
+        ts = [x for x in (self.wdt.next_event(), self.gpio.next_pending(), fe) if x is not None]
         return min(ts) if ts else None
 
     def prune(self, t_keep):

@@ -186,8 +186,8 @@ class FrontEnd:
         self._flush_drives()
 
     def next_event_ns(self):
-        """Earliest scheduled front-end change (the end of an injected FAULT_N assertion) or None: a board that
-        jumps virtual time ahead should not jump past it."""
+        """Earliest scheduled front-end change (a rig action scheduled with at(), the end of an injected FAULT_N
+        assertion) or None: a board that jumps virtual time ahead should not jump past it."""
         with self._lock:
             return self._sched[0][0] if self._sched else None
 
@@ -308,16 +308,88 @@ class FrontEnd:
             self._pending_drives.append((gpio, None, self.t + int(ms * 1e6)))
         self._flush_drives()
 
+    def at(self, t_ns: int, what: str, *args) -> None:
+        """Schedule one rig-side change at the virtual instant t_ns (not before the front end's present): `what` is
+        load(spec), contact(on), short(on), gain_error(factor), adc_stuck(channel, raw), fault_n(ms), charging(on)
+        or clear(). Arguments are checked now. The physics changes exactly at t_ns (the change is merged into the
+        integration in time order with the pin edges), and until then the front end integrates eagerly (_may_defer
+        is false while anything is scheduled) and next_event_ns() bounds the board's time jumps."""
+        t_ns = int(t_ns)
+        fn, t_end = self._mutation(what, args, t_ns)
+        with self._lock:
+            self._catch_up()
+            if t_ns < self.t:
+                raise ValueError(f"t={t_ns} ns is in the past (now {self.t} ns)")
+            if t_end is not None:
+                self._schedule(t_end, "fault_forced", False)
+            if t_ns > self.t:
+                self._schedule(t_ns, "action", fn)
+                return
+            fn()                    # at the present: now (a schedule entry there would never be advanced to)
+            self._restart(self.t)
+        self._flush_drives()
+
+    def _mutation(self, what, args, t_ns):
+        """(fn, t_end): fn changes the state at its instant (lock held, self.t there, no catch-up); t_end is when a
+        FAULT_N assertion scheduled with it ends (put on the schedule up front, so it is merged in time order)."""
+        if what == "load":
+            new = ld.parse_load(*args)
+            return (lambda: setattr(self, "load", new)), None
+        if what in ("contact", "short", "charging"):
+            on = bool(args[0]) if args else True
+            if what == "contact":
+                return (lambda: setattr(self, "contact", on)), None
+            if what == "short":
+                return (lambda: setattr(self, "short_fault", on)), None
+
+            def charging():
+                self.charging = on
+                self._pending_drives.append((self.pin_charging, int(on), self.t))
+            return charging, None
+        if what == "gain_error":
+            (factor,) = args
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (0 <= factor <= 10):
+                raise ValueError(f"gain error factor must be a number 0..10, got {factor!r}")
+            return (lambda: setattr(self, "gain_error", float(factor))), None
+        if what == "adc_stuck":
+            channel, raw = args
+            if not isinstance(channel, int) or isinstance(channel, bool) or not 0 <= channel < ADC_CHANNELS:
+                raise ValueError(f"ADC channel must be 0..{ADC_CHANNELS - 1}, got {channel!r}")
+            if raw is not None and (not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= 4095):
+                raise ValueError(f"raw ADC value must be 0..4095, got {raw!r}")
+
+            def stuck():
+                if raw is None:
+                    self.stuck.pop(channel, None)
+                else:
+                    self.stuck[channel] = raw
+            return stuck, None
+        if what == "fault_n":
+            (ms,) = args
+            if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 < ms <= 60_000:
+                raise ValueError(f"fault_n duration must be 0 < ms <= 60000, got {ms!r}")
+            t_end = t_ns + int(ms * 1e6)
+
+            def fault_n():
+                self.fault_forced = True
+                # at t_end this front end re-drives the true level; also on the Chip's own schedule
+                self._pending_drives.append((self.pin_fault, 1, t_end))
+            return fault_n, t_end
+        if what == "clear":
+            return self._clear_now, None
+        raise ValueError(f"unknown scheduled change {what!r}")
+
     def clear_faults(self) -> None:
-        def undo():
-            self.short_fault = False
-            self.gain_error = 1.0
-            self.contact = True
-            self.stuck.clear()
-            self.fault_forced = False
-            self._sched = [e for e in self._sched if e[2] != "fault_forced"]
-            heapq.heapify(self._sched)
-        self._change(undo)
+        self._change(self._clear_now)
+
+    def _clear_now(self):
+        self.short_fault = False
+        self.gain_error = 1.0
+        self.contact = True
+        self.stuck.clear()
+        self.fault_forced = False
+        self._sched = [e for e in self._sched if e[2] != "fault_forced"]
+        heapq.heapify(self._sched)
 
     def faults(self) -> dict:
         with self._lock:
@@ -405,6 +477,9 @@ class FrontEnd:
                     elif kind == "fault_forced":
                         self.fault_forced = val
                         self._fault_level = None        # re-drive whatever the comparator says now
+                    elif kind == "action":
+                        val()                           # a rig change scheduled for this instant (at())
+                        restart = True
                 if restart:
                     self._restart(t)
                 self._update_fault_pin(t)
