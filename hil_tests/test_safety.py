@@ -240,6 +240,39 @@ def test_s7_open_electrodes_at_start_no_current(dut, rig, measure, levels_ua):
             high=max(codes.CONTACT_PROBE_UA + 10, 0.2 * levels_ua[-1]))
 
 
+@pytest.mark.parametrize("phase_us,gap_us", [(20, 0), (50, 20)])
+def test_s4_s7_act_on_short_phases(dut, rig, measure, prof, levels_ua, phase_us, gap_us):
+    # The spec allows phases down to 20 us: the supervisor must see the current in them too (a sample it cannot
+    # prove inside a phase is discarded, so a supervisor too slow for short phases would never act).
+    period_ms = 1000 / RATE
+    limit = prof["limits"]["cap_ua"] + max(prof["limits"]["cap_ua"] * prof["limits"]["overcurrent_margin_pct"] / 100,
+                                           prof["limits"]["overcurrent_margin_min_ua"])
+    support.start_running(dut, rig, len(levels_ua), phase_us=phase_us, gap_us=gap_us, rate_hz=RATE)
+    t_inj = rig.now_s()
+    support.inject(rig, "overcurrent", factor=1.3)
+    cap = rig.capture(0.1, start_s=t_inj)
+    over = [p for p in cap.pulses if max(abs(a) for a in p.peak_ua) > limit]
+    measure("pulses_over_limit", len(over), "", low=1, high=2)
+    onset = max(over[0].t_ns, int(t_inj * 1e9)) if over else int(t_inj * 1e9)
+    off = support.last_active_pulse_end(cap, 1.0) or onset
+    measure("trip_latency", (off - onset) / 1e6, "ms", high=period_ms + 1.0)
+    trips = [e for e in dut.poll_events(0.3) if e.get("ev") == codes.EV_TRIP]
+    measure("trip_events", len(trips), "", low=1)
+    rig.inject("clear")
+    dut.clear_fault()
+    support.start_running(dut, rig, len(levels_ua), phase_us=phase_us, gap_us=gap_us, rate_hz=RATE)
+    t_inj = rig.now_s()
+    t_inj_ns = int(t_inj * 1e9)
+    rig.inject("contact_loss")
+    cap = rig.capture(0.05, start_s=t_inj)
+    first = next((p for p in cap.pulses if p.t_ns >= t_inj_ns), None)
+    onset = first.t_ns if first else t_inj_ns
+    drops = [e for e in support.iset_log(rig, t_inj_ns)
+             if e["duty"] * prof["analog"]["i_fs_ua"] <= codes.CONTACT_PROBE_UA + 1]
+    measure("pause_latency", ((drops[0]["t_ns"] - onset) / 1e6) if drops else 1e3, "ms", high=2.0)
+    rig.inject("contact_return")
+
+
 # ---- S8 ramps --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("level", [1, 3, 5])
