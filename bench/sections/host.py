@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchlib import BENCH_DIR, REPO, RESULTS_DIR, Figure, dist, provisioned_board, wait_booted, wait_port
 
-CLOCK = "cpu"
+CLOCK = "model"          # deterministic virtual time; telemetry throughput is counted in device time
 ANCHOR_RTT_MS = 4.2      # real RP2040 USB round trip (belay measurement, reference/host-tooling.md)
 
 

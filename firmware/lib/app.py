@@ -6,7 +6,8 @@ import sys
 import time
 import select
 import machine
-from machine import Pin, mem32
+from array import array
+from machine import Pin, Timer, mem32
 
 import board as B
 import planner
@@ -14,7 +15,7 @@ import protocol as P
 from protocol import ProtoError
 from amplitude import Amplitude, AmplitudeError
 from engine import PulseEngine
-from safety import Supervisor, TRIP_OVER_CURRENT, TRIP_FAULT_N
+from safety import Supervisor, TRIP_OVER_CURRENT, TRIP_FAULT_N, I_RAW, V_RAW
 from config import Settings, ConfigError
 from audit import Audit
 from ui import UI
@@ -24,7 +25,11 @@ import rp2regs as R
 LOOP_MS = 4
 WDT_FEED_MS = 50         # feed interval; the watchdog itself is <= 1 s (board profile)
 MAX_BYTES_PER_LOOP = 2048
-TELEMETRY_HZ_LOOP_MAX = 200
+READ_BUDGET_US = 2000    # request reading per loop iteration: half the loop period
+TEL_RING = 128           # telemetry samples buffered between two loop iterations (128 ms at 1 kHz)
+TEL_COUNT_MASK = 0x3FFFFFF  # sample counters wrap here (small ints: no allocation in the sampling IRQ)
+TEL_BATCH_MAX = 25       # samples per telemetry event (keeps a line well under 1 KB)
+TEL_SEND_MS = 10         # batches go out at least this often while telemetry is on
 DEFAULT_WAVEFORM = {"phase_us": 250, "gap_us": 50, "rate_hz": 2.0}
 STIM_STATES = (C.ST_RAMPING, C.ST_RUNNING, C.ST_PAUSED)
 
@@ -73,9 +78,16 @@ class App:
         self.rampdown_from = 0
         self.fault = None
         self.tel_on = False
-        self.tel_ms = 0
-        self.tel_seq = 0
-        self.tel_next = 0
+        self.tel_seq = 0          # seq of the last telemetry sample sent
+        self.tel_next = 0         # when the next batch is due (the loop sleeps no longer than that)
+        self.tel_timer = None     # the sampling timer while telemetry is on
+        self.tel_i = None         # sample rings (raw ADC counts), allocated once at the first telemetry request
+        self.tel_v = None
+        self.tel_w = 0            # samples the timer took (wraps at TEL_COUNT_MASK)
+        self.tel_r = 0            # samples sent
+        self.tel_r_us = 0         # ticks_us of sample tel_r
+        self.tel_dt_us = 0
+        self.tel_stim = False
         self.last_samples = 0
         self.wdt = None
         self.stopping = False
@@ -493,11 +505,44 @@ class App:
         P.check_keys(req, ("on", "rate_hz"))
         on = P.get_bool(req, "on", True)
         rate = P.get_int(req, "rate_hz", 1, C.TELEMETRY_HZ_MAX, 20)
-        applied = min(rate, TELEMETRY_HZ_LOOP_MAX)
+        self._tel_stop()
         self.tel_on = on
-        self.tel_ms = 1000 // applied
-        self.tel_next = now
-        return {"on": on, "rate_hz": 1000 // self.tel_ms if on else 0}
+        if not on:
+            return {"on": False, "rate_hz": 0}
+        # Sampling runs from a hard timer into a preallocated ring; the loop sends what accumulated in batches,
+        # so the sample rate does not depend on the loop period and a slow iteration loses nothing.
+        per_us = (1000000 + rate // 2) // rate
+        if self.tel_i is None:
+            self.tel_i = array("H", bytes(2 * TEL_RING))
+            self.tel_v = array("H", bytes(2 * TEL_RING))
+        self.tel_dt_us = per_us
+        self.tel_w = 0
+        self.tel_r = 0
+        self.tel_stim = self.state in STIM_STATES
+        self.tel_r_us = time.ticks_add(time.ticks_us(), per_us)
+        self.tel_timer = Timer(mode=Timer.PERIODIC, period=per_us, tick_hz=1000000, callback=self._tel_cb,
+                               hard=True)
+        applied = 1000000 / per_us
+        return {"on": True, "rate_hz": int(applied) if applied == int(applied) else applied, "dt_us": per_us}
+
+    def _tel_stop(self):
+        t = self.tel_timer
+        self.tel_timer = None
+        if t is not None:
+            t.deinit()
+
+    def _tel_cb(self, t):
+        # Hard IRQ: copy the supervisor's last in-phase I/V samples (raw ADC counts) into the ring; no allocation.
+        w = self.tel_w
+        k = w % TEL_RING
+        if self.tel_stim:
+            f = self.sup.f
+            self.tel_i[k] = f[I_RAW]
+            self.tel_v[k] = f[V_RAW]
+        else:
+            self.tel_i[k] = 0
+            self.tel_v[k] = 0
+        self.tel_w = (w + 1) & TEL_COUNT_MASK
 
     def cmd_audit(self, req, now):
         P.check_keys(req, ("clear",))
@@ -570,24 +615,49 @@ class App:
             self.emit(C.EV_BUTTON, {"button": name, "refused": e.code})
 
     def telemetry(self, now):
-        if not self.tel_on or time.ticks_diff(now, self.tel_next) < 0:
+        """Send the samples the timer took since the last call, as batches: {seq (of the first), n, t0_us, dt_us,
+        i_ua[], v_mv[]} plus setpoint_ua, state and samples at sending time. Samples the ring overwrote before
+        they were sent are skipped in seq, so the host sees the loss."""
+        if not self.tel_on or self.tel_timer is None:
             return
-        self.tel_next = time.ticks_add(self.tel_next, self.tel_ms)
-        if time.ticks_diff(now, self.tel_next) > 0:
-            self.tel_next = time.ticks_add(now, self.tel_ms)   # fell behind: skip, seq stays continuous
-        self.tel_seq += 1
-        stim = self.state in STIM_STATES
-        self.emit(C.EV_TELEMETRY, {"seq": self.tel_seq, "i_ua": self.sup.measured_ua() if stim else 0,
-                                   "v_mv": self.sup.measured_mv() if stim else 0,
-                                   "setpoint_ua": self.amp.applied_ua, "state": self.state,
-                                   "samples": self.sup.f[5]})
+        self.tel_stim = self.state in STIM_STATES
+        self.tel_next = time.ticks_add(now, TEL_SEND_MS)
+        w = self.tel_w
+        pending = (w - self.tel_r) & TEL_COUNT_MASK
+        if pending > TEL_RING - 1:      # the IRQ overwrote the oldest: skip them (seq shows the gap)
+            lost = pending - (TEL_RING - 1)
+            self.tel_r = (self.tel_r + lost) & TEL_COUNT_MASK
+            self.tel_r_us = time.ticks_add(self.tel_r_us, lost * self.tel_dt_us)
+            self.tel_seq += lost
+            pending = TEL_RING - 1
+        b = self.board
+        while pending > 0:
+            n = pending if pending < TEL_BATCH_MAX else TEL_BATCH_MAX
+            r = self.tel_r
+            ii = []
+            vv = []
+            for j in range(n):
+                k = (r + j) % TEL_RING
+                ii.append(B.adc_raw_to_ua(b, self.tel_i[k]))
+                vv.append(B.adc_raw_to_electrode_mv(b, self.tel_v[k]))
+            self.emit(C.EV_TELEMETRY, {"seq": self.tel_seq + 1, "n": n,
+                                       "t0_us": self.tel_r_us,
+                                       "dt_us": self.tel_dt_us, "i_ua": ii, "v_mv": vv,
+                                       "setpoint_ua": self.amp.applied_ua, "state": self.state,
+                                       "samples": self.sup.f[5]})
+            self.tel_seq += n
+            self.tel_r = (r + n) & TEL_COUNT_MASK
+            self.tel_r_us = time.ticks_add(self.tel_r_us, n * self.tel_dt_us)
+            pending -= n
 
     # ---------------------------------------------------------------- main loop
     def run(self):
         self.pending = None
         poller = select.poll()
         poller.register(sys.stdin, select.POLLIN)
-        rd = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
+        binary_in = hasattr(sys.stdin, "buffer")
+        rd = sys.stdin.buffer if binary_in else sys.stdin
+        reader = self.reader
         self.emit(C.EV_BOOT, {"fw": C.FW_VERSION, "board": self.board.get("name"),
                               "reset_cause": machine.reset_cause(), "config_status": self.settings.status})
         if self.settings.status == "config_corrupt":
@@ -597,14 +667,22 @@ class App:
         t_fed = time.ticks_ms()
         while True:
             t_start = time.ticks_ms()
+            # Requests, byte by byte (stdin can only promise one byte), for at most READ_BUDGET_US: a flood or a
+            # huge line waits in the USB buffer instead of holding off the safety work below and the watchdog.
+            t_rd = time.ticks_us()
             n = 0
             while n < MAX_BYTES_PER_LOOP and poller.poll(0):
                 b = rd.read(1)
                 if not b:
                     break
                 n += 1
-                for line in self.reader.feed(b):
-                    self.handle_line(line, time.ticks_ms())
+                item = reader.feed_byte(b[0] if binary_in else ord(b))
+                if item is not None:
+                    self.handle_line(item, time.ticks_ms())
+                    if time.ticks_diff(time.ticks_us(), t_rd) >= READ_BUDGET_US:
+                        break
+                elif n & 15 == 0 and time.ticks_diff(time.ticks_us(), t_rd) >= READ_BUDGET_US:
+                    break
             now = time.ticks_ms()
             self.gpio_in = mem32[R.SIO_GPIO_IN] & 0x3FFFFFFF     # buttons + CHARGING in one read
             for name in self.ui.poll(now, self.gpio_in):

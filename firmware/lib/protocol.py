@@ -14,32 +14,45 @@ class ProtoError(ValueError):
 
 
 class LineReader:
-    """Accumulates bytes into lines of at most max_line bytes. An over-long line is dropped whole (up to its
-    newline) and reported once, so a flood cannot grow memory."""
+    """Accumulates bytes into lines of at most max_line bytes, in one buffer allocated up front. An over-long line
+    is dropped whole (up to its newline, however long that takes to arrive) and reported once, so a flood cannot
+    grow memory and nothing inside an over-long line is ever parsed."""
 
     def __init__(self, max_line=MAX_LINE):
         self.max_line = max_line
-        self.buf = bytearray()
+        self.buf = bytearray(max_line)
+        self.n = 0
         self.overflow = False
+
+    def feed_byte(self, b):
+        """One byte (int): a complete line (bytes), a ProtoError for an over-long one, or None (line not over)."""
+        if b == 10 or b == 13:
+            if self.overflow:
+                self.overflow = False
+                return ProtoError(E_LINE_TOO_LONG, "line longer than %d bytes" % self.max_line)
+            n = self.n
+            if n:
+                self.n = 0
+                return bytes(memoryview(self.buf)[:n])
+            return None
+        if self.overflow:
+            return None
+        n = self.n
+        if n >= self.max_line:
+            self.overflow = True
+            self.n = 0
+            return None
+        self.buf[n] = b
+        self.n = n + 1
+        return None
 
     def feed(self, data):
         """Feed bytes; return a list of complete lines (bytes) or ProtoError instances for over-long ones."""
         out = []
         for b in data:
-            if b == 10 or b == 13:
-                if self.overflow:
-                    out.append(ProtoError(E_LINE_TOO_LONG, "line longer than %d bytes" % self.max_line))
-                    self.overflow = False
-                elif self.buf:
-                    out.append(bytes(self.buf))
-                self.buf = bytearray()
-            elif self.overflow:
-                continue
-            elif len(self.buf) >= self.max_line:
-                self.overflow = True
-                self.buf = bytearray()
-            else:
-                self.buf.append(b)
+            r = self.feed_byte(b)
+            if r is not None:
+                out.append(r)
         return out
 
 

@@ -16,6 +16,7 @@ from .shared import codes
 from .transport import SerialTransport, TransportError
 
 DEFAULT_TIMEOUT = 3.0
+TICKS_MASK = (1 << 30) - 1      # MicroPython ticks_us/ticks_ms wrap at 2**30
 
 
 class DeviceError(Exception):
@@ -58,6 +59,8 @@ class Device:
         self._events: deque = deque(maxlen=10000)
         self.noise: deque = deque(maxlen=200)
         self.telemetry_stats = TelemetryStats()
+        self._tel_us: int | None = None          # last sample time of the telemetry stream (unwrapped ticks_us)
+        self._tel_ms_base: float | None = None
         self._info: dict | None = None
         if start_app:
             self.ensure_app()
@@ -215,6 +218,7 @@ class Device:
         r = self.request("telemetry", on=on, rate_hz=rate_hz)
         if on:
             self.telemetry_stats = TelemetryStats()
+            self._tel_us = self._tel_ms_base = None
         return r.get("rate_hz", rate_hz)
 
     def audit(self, clear: bool = False) -> list[dict]:
@@ -279,6 +283,38 @@ class Device:
         st.received += 1
         return sample
 
+    def _unwrap_us(self, t_us: int) -> int:
+        """Device ticks_us (wraps at 2**30) -> a continuous sample clock for this telemetry stream."""
+        prev = self._tel_us
+        if prev is None:
+            self._tel_us = t_us
+            return t_us
+        step = (t_us - prev) & TICKS_MASK
+        if step >= TICKS_MASK // 2:
+            step -= TICKS_MASK + 1
+        self._tel_us = prev + step
+        return self._tel_us
+
+    def telemetry_samples(self, ev: dict) -> list[dict]:
+        """One telemetry event -> its samples, each {seq, t_ms, t_us, i_ua, v_mv, setpoint_ua, state, samples}
+        (a batch event carries n samples `dt_us` apart from `t0_us`; a single-sample event is passed through)."""
+        if not isinstance(ev.get("i_ua"), list):
+            return [ev]
+        n, dt, seq = ev.get("n", len(ev["i_ua"])), ev.get("dt_us", 0), ev.get("seq")
+        t0 = self._unwrap_us(ev.get("t0_us", 0))
+        if self._tel_ms_base is None:
+            # device ms of this stream's first sample: the batch went out at t_ms, its last sample a little before
+            self._tel_ms_base = ev.get("t_ms", 0) - (n - 1) * dt / 1000 - t0 / 1000
+        common = {k: ev[k] for k in ("setpoint_ua", "state", "samples") if k in ev}
+        out = []
+        for k in range(n):
+            t_us = t0 + k * dt
+            out.append({"ev": ev.get("ev"), "seq": None if seq is None else seq + k,
+                        "t_ms": round(self._tel_ms_base + t_us / 1000, 3), "t_us": t_us,
+                        "i_ua": ev["i_ua"][k], "v_mv": ev["v_mv"][k] if k < len(ev.get("v_mv", ())) else None,
+                        **common})
+        return out
+
     def telemetry(self, rate_hz: int = 20, duration_s: float | None = None, enable: bool = True,
                   other_events: list | None = None) -> Iterator[dict]:
         """Yield telemetry samples (seq gaps counted in `telemetry_stats`, and a `gap` key on the sample after a
@@ -297,7 +333,8 @@ class Device:
                     if ev is None or "ev" not in ev:
                         continue
                 if ev.get("ev") == codes.EV_TELEMETRY:
-                    yield self._account(ev)
+                    for sample in self.telemetry_samples(ev):
+                        yield self._account(sample)
                 elif other_events is not None:
                     other_events.append(ev)
         finally:
