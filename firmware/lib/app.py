@@ -22,8 +22,9 @@ from ui import UI
 import pscodes as C
 import rp2regs as R
 
-LOOP_MS = 4
-WDT_FEED_MS = 50         # feed interval; the watchdog itself is <= 1 s (board profile)
+LOOP_MS = 4              # loop period while something moves: ramps, pauses, button debounce, ramp-down
+QUIET_LOOP_MS = 40       # longest sleep while steady (running, idle): IRQs hold safety and note button edges
+WDT_FEED_MS = 100        # feed interval; the watchdog itself is <= 1 s (board profile)
 MAX_BYTES_PER_LOOP = 2048
 READ_BUDGET_US = 2000    # request reading per loop iteration: half the loop period
 TEL_RING = 128           # telemetry samples buffered between two loop iterations (128 ms at 1 kHz)
@@ -701,7 +702,26 @@ class App:
             if time.ticks_diff(t_end, t_start) < budget and time.ticks_diff(t_end, t_fed) >= WDT_FEED_MS:
                 self.wdt.feed()
                 t_fed = t_end
-            poller.poll(LOOP_MS)
+            poller.poll(self.loop_wait_ms(time.ticks_ms()))
+
+    def loop_wait_ms(self, now):
+        """How long the loop may sleep: LOOP_MS while something changes from one iteration to the next, else up to
+        QUIET_LOOP_MS but never past the next deadline (telemetry, session end, program step, burst edge). Input
+        on stdin ends the sleep early; safety does not wait for the loop (hard IRQs, safety.py)."""
+        if self.ui.busy() or self.state == C.ST_RAMPING or self.state == C.ST_PAUSED or self.rampdown_t0 is not None:
+            return LOOP_MS
+        wait = QUIET_LOOP_MS
+        if self.tel_on:
+            wait = min(wait, time.ticks_diff(self.tel_next, now))
+        if self.state == C.ST_RUNNING:
+            wait = min(wait, time.ticks_diff(time.ticks_add(self.t0, self.session_ms), now))
+            if self.steps and len(self.steps) > 1 and self.steps[self.step_i]["duration_ms"]:
+                end = time.ticks_add(self.step_t0, self.steps[self.step_i]["duration_ms"])
+                wait = min(wait, time.ticks_diff(end, now))
+            if self.burst_on_ms:
+                edge = self.burst_on_ms if self.burst_is_on else self.burst_off_ms
+                wait = min(wait, time.ticks_diff(time.ticks_add(self.burst_t0, edge), now))
+        return wait if wait > 1 else 1
 
 
 def run(board):
