@@ -442,6 +442,43 @@ def test_protocol_garbage_changes_nothing(tmp_path):
         assert a and max(a) <= 160 * 1.05 + 1
 
 
+def test_oversized_line_with_embedded_request_executes_nothing(tmp_path):
+    """Spec section 4: a 64 KB line (no newline for 64 KB) that carries a valid set_level inside it and right before
+    its newline gets one line_too_long reply; the embedded request is never executed (amplitude at the electrodes
+    and the ISET writes unchanged) and the output keeps stimulating without a watchdog reset."""
+    with board_running(tmp_path) as (vb, dev):
+        cause0 = dev.hello()["reset_cause"]
+        dev.start(2, phase_us=200, gap_us=100, rate_hz=50.0, duration_s=600)
+        wait_v(vb, 1.0)
+        a_before = amps(vb.rig.capture(0.3))
+        assert a_before and all(abs(x - 160) <= 160 * 0.05 + 1 for x in a_before), a_before
+        t_mark = vb.now_ns()
+        embedded = b'{"id":901,"cmd":"set_level","level":5}'
+        line = b"x" * 32768 + embedded + b"y" * (65536 - 32768 - len(embedded)) + b'{"id":902,"cmd":"set_level","level":5}\n'
+        assert line.count(b"\n") == 1 and len(line) > 65536
+        dev.send_raw(line)
+        replies, events = [], []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            obj = dev._read_message(2.0 if replies else 5.0)
+            if obj is None:
+                if replies:
+                    break
+                continue
+            (events if "ev" in obj else replies).append(obj)
+        assert [r.get("error") for r in replies] == ["line_too_long"], replies
+        assert all(r.get("ok") is False and r.get("id") is None for r in replies), replies
+        st = dev.status()
+        wait_v(vb, 0.5)
+        a_after = amps(vb.rig.capture(0.3))
+        assert a_after and all(abs(x - 160) <= 160 * 0.05 + 1 for x in a_after), (min(a_after), max(a_after))
+        assert abs(sum(a_after) / len(a_after) - sum(a_before) / len(a_before)) <= 2.0
+        assert vb.rig.iset_log(t_mark) == [], vb.rig.iset_log(t_mark)[:5]      # nothing written to the DAC
+        assert st["state"] == "running" and st["level"] == 2, st
+        assert vb.boot_count == 1 and not [e for e in events if e.get("ev") == "boot"], events
+        assert dev.hello()["reset_cause"] == cause0
+
+
 def test_runs_in_192k_heap_and_reports_live_heap(tmp_path):
     """The app runs the EMS program (bursts, two sample timers, DMA chains) in a 192 KB heap; then, at the REPL
     with the app's objects still alive, the live heap after a collection is measured (64-bit unix port: objects
