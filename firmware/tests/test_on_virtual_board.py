@@ -155,6 +155,62 @@ def test_s14_ctrl_c_leaves_output_idle_and_repl_usable(tmp_path):
         assert vb.boot_count == 1, ("the board rebooted at the REPL", vb.reset_cause, seen[-12:])
 
 
+def _assert_no_current_since(vb, t_ns, seconds):
+    """From t_ns on, for `seconds` (longer than the 500 ms watchdog): no pulse, no current, HV off, and every ISET
+    write the chip saw is a zero duty."""
+    cap = vb.rig.capture(seconds, start_s=t_ns / 1e9)
+    assert cap.n_active == 0 and cap.hv_on_ns == 0 and cap.max_abs_ua < 1.0, cap.summary()
+    nonzero = [e for e in vb.rig.iset_log(t_ns) if e["cc"] != 0]
+    assert not nonzero, nonzero[:5]
+    return cap
+
+
+def _stimulating(vb, dev):
+    dev.start(5, phase_us=200, gap_us=100, rate_hz=50.0, duration_s=600)
+    wait_v(vb, 2.0)
+    assert vb.rig.capture(0.2).n_active > 0
+
+
+def _back_idle(vb, dev, boots):
+    """The application answers again after the soft reset, idle, with no watchdog reset on the way."""
+    info = dev.hello(timeout=30)
+    st = dev.status()
+    assert st["state"] == "idle" and st["setpoint_ua"] == 0, st
+    assert info["reset_cause"] == vb.reset_cause and vb.boot_count == boots, (info, vb.boot_count)
+    assert vb.rig.capture(0.5).n_active == 0
+
+
+def test_s14_ctrl_c_then_ctrl_d_soft_reset_stays_idle(tmp_path):
+    """S14 (a): Ctrl-C to the friendly REPL, then Ctrl-D (soft reset: boot.py and main.py run again)."""
+    with board_running(tmp_path) as (vb, dev):
+        _stimulating(vb, dev)
+        dev.t.write(b"\x03")
+        dev.t.read_until(b">>> ", 10)
+        t_reset = vb.now_ns()
+        dev.t.write(b"\x04")
+        dev.t.read_until(b"soft reboot", 10)
+        _assert_no_current_since(vb, t_reset, 2.0)
+        _back_idle(vb, dev, boots=2)
+
+
+def test_s14_mpremote_raw_repl_soft_reset_stays_idle(tmp_path):
+    """S14 (b): what mpremote does on connect while the application stimulates: Ctrl-C twice, Ctrl-A (raw REPL),
+    Ctrl-D (soft reset in raw mode: boot.py runs, main.py does not). Then back to the friendly REPL and a soft
+    reset that starts the application again."""
+    from picostim.rawrepl import RawRepl
+    with board_running(tmp_path) as (vb, dev):
+        _stimulating(vb, dev)
+        rr = RawRepl(dev.t)
+        rr.enter()
+        t_reset = vb.now_ns()
+        rr.soft_reset()                 # raw-REPL soft reset, as mpremote's connect
+        _assert_no_current_since(vb, t_reset, 2.0)      # in the raw REPL: nobody feeds a watchdog now
+        out, err = rr.exec_raw("print(1 + 1)")
+        assert out.strip() == b"2" and not err
+        rr.soft_reset(run_main=True)
+        _back_idle(vb, dev, boots=3)
+
+
 # ------------------------------------------------------------------------------------------------- S2 / S3 / S8
 def test_s3_over_cap_refused_and_iset_untouched(tmp_path):
     from picostim.device import DeviceError
