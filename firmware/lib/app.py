@@ -2,6 +2,7 @@
 # time.ticks_* / sleep, which the virtual board virtualises. Safety actions that cannot wait for the loop run
 # in hard IRQs (safety.py); the loop reports them, runs ramps, bursts, program steps and the session timer,
 # and feeds the watchdog only when an iteration completed in time (S11).
+import gc
 import sys
 import time
 import select
@@ -33,6 +34,8 @@ TEL_BATCH_MAX = 25       # samples per telemetry event (keeps a line well under 
 TEL_SEND_MS = 10         # batches go out at least this often while telemetry is on
 DEFAULT_WAVEFORM = {"phase_us": 250, "gap_us": 50, "rate_hz": 2.0}
 STIM_STATES = (C.ST_RAMPING, C.ST_RUNNING, C.ST_PAUSED)
+# the reply when even a short error reply cannot be built (out of memory): fixed, so sending it allocates nothing
+OOM_REPLY = '{"id": null, "ok": false, "error": "%s", "detail": "out of memory"}' % C.E_INTERNAL
 
 
 def _is_int(v):
@@ -352,25 +355,34 @@ class App:
 
     # ---------------------------------------------------------------- requests
     def handle_line(self, line, now):
-        if isinstance(line, ProtoError):
-            self.send(P.reply_err(None, line.code, line.detail))
-            return
+        """One reply per line, whatever happens. A command returns its reply fields, or (when it must build its
+        reply before a commit point, see cmd_levels_set) the finished reply line."""
         rid = None
         try:
-            rid, cmd, req = P.parse(line)
-            fn = getattr(self, "cmd_" + cmd, None) if len(cmd) <= 32 else None
-            if fn is None:
-                raise ProtoError(C.E_UNKNOWN_CMD, "unknown command", rid)
-            fields = fn(req, now)
-            self.send(P.reply_ok(rid, fields))
-        except ProtoError as e:
-            self.send(P.reply_err(e.rid if e.rid is not None else rid, e.code, e.detail))
-        except (ConfigError, AmplitudeError) as e:
-            self.send(P.reply_err(rid, e.code, e.detail))
-        except OSError as e:
-            self.send(P.reply_err(rid, C.E_STORAGE, "storage: %s" % e))
+            if isinstance(line, ProtoError):
+                self.send(P.reply_err(None, line.code, line.detail))
+                return
+            try:
+                rid, cmd, req = P.parse(line)
+                fn = getattr(self, "cmd_" + cmd, None) if len(cmd) <= 32 else None
+                if fn is None:
+                    raise ProtoError(C.E_UNKNOWN_CMD, "unknown command", rid)
+                fields = fn(req, now)
+                self.send(fields if isinstance(fields, str) else P.reply_ok(rid, fields))
+            except ProtoError as e:
+                self.send(P.reply_err(e.rid if e.rid is not None else rid, e.code, e.detail))
+            except (ConfigError, AmplitudeError) as e:
+                self.send(P.reply_err(rid, e.code, e.detail))
+            except OSError as e:
+                self.send(P.reply_err(rid, C.E_STORAGE, "storage: %s" % e))
         except MemoryError:
-            self.send(P.reply_err(rid, C.E_INTERNAL, "out of memory"))
+            # the failed request's garbage can go now; if even the short error reply cannot be built, the fixed
+            # one still tells the host that its request failed
+            gc.collect()
+            try:
+                self.send(P.reply_err(rid, C.E_INTERNAL, "out of memory"))
+            except MemoryError:
+                self.send(OOM_REPLY)
 
     def cmd_hello(self, req, now):
         P.check_keys(req, ())
@@ -430,15 +442,25 @@ class App:
                 raise ProtoError(C.E_BAD_TYPE if "ua" in req else C.E_BAD_REQUEST, "ua must be an integer")
             new = list(old)
             new[lv - 1] = ua
-        applied = self.settings.update_levels(new)
-        for i in range(len(applied)):
-            if applied[i] != old[i]:
-                self.audit.record(op, i + 1, old[i], applied[i])
+        # Atomic from the host's view: everything that can fail or allocate (validation, the encoded record, both
+        # possible replies) is done before the commit point (the rename in store.commit). A failure before it
+        # leaves the old table stored and applied (error reply); after it nothing can turn the reply into an error.
+        applied, record = self.settings.prepare_levels(new)
+        changed = [i for i in range(len(applied)) if applied[i] != old[i]]
+        rid = req.get("id")
+        reply = P.reply_ok(rid, {"levels_ua": applied, "audited": True})
+        reply_unaudited = P.reply_ok(rid, {"levels_ua": applied, "audited": False})
+        self.settings.commit_levels(applied, record)
         if self.state in STIM_STATES and applied[self.level - 1] != self.target_ua:
             self.target_ua = applied[self.level - 1]
             if self.state != C.ST_PAUSED:
-                self.retarget(self.target_ua, now)
-        return {"levels_ua": applied}
+                self.retarget(self.target_ua, now)     # integer work, no allocation
+        for i in changed:
+            try:
+                self.audit.record(op, i + 1, old[i], applied[i])
+            except (MemoryError, OSError):
+                reply = reply_unaudited      # the table is saved; the reply says its audit entry is not
+        return reply
 
     def cmd_start(self, req, now):
         P.check_keys(req, ("level", "program", "phase_us", "gap_us", "rate_hz", "burst_on_s", "burst_off_s",

@@ -118,9 +118,20 @@ class Settings:
         self.config = new
         return new
 
-    def update_levels(self, levels):
+    def prepare_levels(self, levels):
+        """Validate and encode a new level table: everything that can fail or allocate, with nothing changed yet.
+        Returns (table, record) for commit_levels."""
         check_levels(self.board, levels)
         new = list(levels)
-        store.write_atomic(LEVELS_PATH, {"levels_ua": new})
+        return new, store.encode({"levels_ua": new})
+
+    def commit_levels(self, new, record):
+        """The commit point: the record becomes current on the flash, then the table is applied (one assignment,
+        no allocation). Raises only while the old table is still stored and applied."""
+        store.commit(LEVELS_PATH, record)
         self.levels = new
+
+    def update_levels(self, levels):
+        new, record = self.prepare_levels(levels)
+        self.commit_levels(new, record)
         return new

@@ -69,6 +69,8 @@ def parse(line):
         raise ProtoError(E_BAD_JSON, "line is not UTF-8")
     try:
         req = json.loads(text)
+    except MemoryError:
+        raise          # not the line's fault: the caller reports it as internal
     except Exception:  # ValueError, or RuntimeError/MemoryError for deep nesting (no RecursionError on MicroPython)
         raise ProtoError(E_BAD_JSON, "line is not JSON")
     if not isinstance(req, dict):

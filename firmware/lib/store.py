@@ -53,13 +53,35 @@ def _exists(path):
         return False
 
 
-def write_atomic(path, obj):
-    data = encode(obj)
+def _discard(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def commit(path, data):
+    """Make an encoded record current: write <path>.tmp, then rename it over <path> (atomic on LittleFS and POSIX).
+    Returns only once the new record is current; raises (OSError, MemoryError, ...) only while the old one still is,
+    so a caller can build everything it will report before calling and apply the change after it returns."""
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    # rename over an existing file replaces it atomically on LittleFS and POSIX
-    os.rename(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    except BaseException:
+        _discard(tmp)
+        raise
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        # rename itself failed on its way out (e.g. MemoryError): the new record is current iff the temp file is gone
+        if _exists(tmp):
+            _discard(tmp)
+            raise
+
+
+def write_atomic(path, obj):
+    commit(path, encode(obj))
 
 
 def read(path):

@@ -70,9 +70,32 @@ def test_power_cut_between_temp_write_and_rename_leaves_old(tmp_path, monkeypatc
     with pytest.raises(OSError):
         store.write_atomic(path, {"levels_ua": [3, 4]})
     monkeypatch.undo()
-    assert os.path.exists(path + ".tmp")
-    assert store.read(path) == {"levels_ua": [1, 2]}      # old record, and the partial temp file is gone
+    assert store.read(path) == {"levels_ua": [1, 2]}      # old record, and the temp file is gone
     assert not os.path.exists(path + ".tmp")
+
+
+def test_commit_reports_current_record_when_rename_fails_on_its_way_out(tmp_path, monkeypatch):
+    """store.commit raises only while the old record is current: a rename that did its work and then raised (e.g.
+    MemoryError) counts as committed; one that raised before renaming leaves the old record."""
+    path = str(tmp_path / "levels.bin")
+    store.write_atomic(path, {"levels_ua": [1, 2]})
+    real_rename = os.rename
+
+    def rename_then_fail(a, b):
+        real_rename(a, b)
+        raise MemoryError()
+    monkeypatch.setattr(store.os, "rename", rename_then_fail)
+    store.commit(path, store.encode({"levels_ua": [3, 4]}))          # no exception: the new record is current
+    monkeypatch.undo()
+    assert store.read(path) == {"levels_ua": [3, 4]}
+
+    def fail_before(a, b):
+        raise MemoryError()
+    monkeypatch.setattr(store.os, "rename", fail_before)
+    with pytest.raises(MemoryError):
+        store.commit(path, store.encode({"levels_ua": [5, 6]}))
+    monkeypatch.undo()
+    assert store.read(path) == {"levels_ua": [3, 4]} and not os.path.exists(path + ".tmp")
 
 
 @given(st.integers(0, 60))
