@@ -16,7 +16,7 @@ import protocol as P
 from protocol import ProtoError
 from amplitude import Amplitude, AmplitudeError
 from engine import PulseEngine
-from safety import Supervisor, TRIP_OVER_CURRENT, TRIP_FAULT_N, I_RAW, V_RAW
+from safety import Supervisor, TRIP_OVER_CURRENT, TRIP_FAULT_N, I_RAW, V_RAW, V_OK, SAMPLES
 from config import Settings, ConfigError
 from audit import Audit
 from ui import UI
@@ -574,7 +574,10 @@ class App:
         return {"entries": self.audit.entries}
 
     def cmd_selftest(self, req, now):
-        P.check_keys(req, ())
+        P.check_keys(req, ("probe", "expect_ohm", "tol_pct"))
+        expect = P.get_int(req, "expect_ohm", 1, 1000000)
+        tol = P.get_int(req, "tol_pct", 1, 50, C.SELFTEST_TOL_PCT)
+        probe = P.get_bool(req, "probe", expect is not None)
         if self.state in STIM_STATES:
             raise ProtoError(C.E_BUSY, "stop stimulation first")
         checks = []
@@ -600,7 +603,71 @@ class App:
             chk("cap_refused", True)
         self.amp.force_zero()
         chk("not_charging", not self.charging_pin.value())
-        return {"passed": all(c["ok"] for c in checks), "checks": checks}
+        out = {"checks": checks}
+        if probe:
+            lo, hi = C.SELFTEST_Z_MIN_OHM, self.lim["z_max_ohm"]
+            if expect is not None:
+                lo, hi = expect * (100 - tol) // 100, expect * (100 + tol) // 100
+            if self.state == C.ST_FAULT or self.sup.tripped() or not all(c["ok"] for c in checks):
+                chk("output_path", False, "not probed: an earlier check failed or a fault is latched")
+            else:
+                m = self._probe_output()
+                z = m["measured_ohm"]
+                chk("output_path", z is not None and lo <= z <= hi,
+                    "%s at %d uA (accept %d..%d ohm)%s" % ("%d ohm" % z if z is not None else "no current", m["probe_ua"],
+                                                           lo, hi, (", " + m["stopped"]) if m["stopped"] else ""))
+                m["accept_ohm"] = [lo, hi]
+                out.update(m)
+        out["passed"] = all(c["ok"] for c in checks)
+        return out
+
+    def _probe_output(self):
+        """selftest output path: a few pairs at a small current into whatever is on the electrodes, HV on only for
+        them. I_SENSE and V_ELECTRODE come from the supervisor's own phase-locked, counter-bracketed samples (with
+        S4/S7 armed as in any session); Z = sum(V) / sum(I) over SELFTEST_LOOKS samples. Leaves the output idle."""
+        sup = self.sup
+        f = sup.f
+        ua = min(C.SELFTEST_PROBE_UA, self.amp.cap_ua // 4)
+        plan = planner.plan(200, 50, 200000, self.sys_hz)      # 200 us phases at 200 Hz: room for the V read
+        si = sv = n = 0
+        stopped = None
+        applied = 0
+        try:
+            sup.clear_pause()
+            applied = self.amp.set_ua(ua)
+            sup.set_setpoint(applied)
+            self.hv.value(1)
+            time.sleep_us(sup.settle_us)                       # ISET RC settled before the first pair
+            sup.disarm()
+            self.engine.load(plan)
+            self.engine.gate(True)
+            sup.arm()
+            last = f[SAMPLES]
+            t0 = time.ticks_ms()
+            while n < C.SELFTEST_LOOKS and time.ticks_diff(time.ticks_ms(), t0) < 40 * C.SELFTEST_LOOKS:
+                time.sleep_ms(1)
+                s = f[SAMPLES]
+                if s == last:
+                    continue
+                last = s
+                if sup.tripped():
+                    stopped = "over-current trip"
+                    break
+                if sup.paused():
+                    stopped = "no contact"
+                    break
+                if f[V_OK]:
+                    si += f[I_RAW]
+                    sv += f[V_RAW]
+                    n += 1
+        finally:
+            self.idle_output()
+            sup.clear_pause()
+        b = self.board
+        z = sv * sup.zk // si if n and si > 0 and sv > 0 else None
+        return {"probe_ua": applied, "looks": n, "measured_ohm": z, "stopped": stopped,
+                "measured_ua": B.adc_raw_to_ua(b, si // n) if n else 0,
+                "measured_mv": B.adc_raw_to_electrode_mv(b, sv // n) if n else 0}
 
     def cmd_bootloader(self, req, now):
         P.check_keys(req, ())

@@ -53,6 +53,11 @@ TELEMETRY_HZ_MAX = 1000
 CONTACT_PROBE_UA = 20    # amplitude kept while paused for no_contact, to detect re-contact (S7)
 CONTACT_MIN_SETPOINT_UA = 40  # below this the compliance check (measured < setpoint/2) is not decided
 DEBOUNCE_MS = 30
+# selftest output-path probe (a known resistor on the electrodes): a few pairs at a small current, HV on only then
+SELFTEST_PROBE_UA = 100       # at most cap/4 on the device
+SELFTEST_TOL_PCT = 10         # default tolerance of measured_ohm against expect_ohm
+SELFTEST_Z_MIN_OHM = 100      # without expect_ohm the load must lie in [this, the board's z_max_ohm]
+SELFTEST_LOOKS = 16           # in-phase I+V samples averaged
 AUDIT_MAX_ENTRIES = 32
 OPERATOR_MAX_LEN = 32
 

@@ -572,6 +572,50 @@ def test_runs_in_192k_heap_and_reports_live_heap(tmp_path):
             dev.close()
 
 
+# ------------------------------------------------------------------------------------------------- selftest
+def test_selftest_output_path_against_known_resistors(tmp_path):
+    """selftest with expect_ohm: the device probes the load at a small current and reports measured_ohm; the rig
+    checks the probe current it says it used and that the output is idle afterwards (S13)."""
+    with board_running(tmp_path) as (vb, dev):
+        results = {}
+        for load, ohm in (("500", 500), ("2k", 2000), ("10k", 10000)):
+            vb.rig.set_load(load)
+            t = vb.now_ns()
+            r = dev.selftest(expect_ohm=ohm)
+            t_done = vb.now_ns()
+            cap = vb.rig.capture((t_done - t) / 1e9 + 0.01, start_s=t / 1e9)
+            after = vb.rig.capture(0.6)          # idle afterwards, past one watchdog period
+            chk = {c["name"]: c for c in r["checks"]}
+            results[load] = r.get("measured_ohm")
+            assert r["passed"] and chk["output_path"]["ok"], r
+            assert abs(r["measured_ohm"] - ohm) <= 0.10 * ohm, (load, r)
+            assert 0 < r["probe_ua"] <= 400 // 4 and r["looks"] >= 8, r
+            peak = max(abs(x) for p in cap.pulses for x in p.peak_ua)
+            assert cap.n_active >= 4 and peak <= r["probe_ua"] + 1.0, (load, peak, r["probe_ua"], cap.summary())
+            assert after.n_active == 0 and after.hv_on_ns == 0 and after.max_abs_ua < 1.0, after.summary()
+        print("selftest measured_ohm:", results)
+        # a wrong expectation fails; no expectation: the board's contact range decides
+        vb.rig.set_load("2k")
+        r = dev.selftest(expect_ohm=10000)
+        assert not r["passed"] and not {c["name"]: c for c in r["checks"]}["output_path"]["ok"], r
+        assert dev.selftest(probe=True)["passed"]
+        assert "measured_ohm" not in dev.selftest()           # the plain selftest drives nothing
+        # open load: fails, and no current reaches the electrodes beyond the probe
+        vb.rig.set_load("open")
+        t = vb.now_ns()
+        r = dev.selftest(expect_ohm=2000)
+        cap = vb.rig.capture((vb.now_ns() - t) / 1e9 + 0.01, start_s=t / 1e9)
+        assert not r["passed"] and r["measured_ohm"] is None, r
+        assert cap.max_abs_ua <= r["probe_ua"] + 1.0
+        assert vb.rig.capture(0.3).hv_on_ns == 0
+        assert dev.status()["state"] == "idle"
+        # the device is not left in a state that refuses a session
+        vb.rig.set_load("2k")
+        dev.start(1, phase_us=200, gap_us=100, rate_hz=50.0)
+        wait_v(vb, 0.6)
+        assert vb.rig.capture(0.2).n_active > 0
+
+
 # ------------------------------------------------------------------------------------------------- bursts, buttons
 def test_ems_bursts_whole_pairs_and_timing(tmp_path):
     with board_running(tmp_path) as (vb, dev):

@@ -224,8 +224,19 @@ class Device:
     def audit(self, clear: bool = False) -> list[dict]:
         return self.request("audit", **({"clear": True} if clear else {}))["entries"]
 
-    def selftest(self, timeout: float = 10.0) -> dict:
-        return self.request("selftest", timeout=timeout)
+    def selftest(self, expect_ohm: int | None = None, tol_pct: int | None = None, probe: bool | None = None,
+                 timeout: float = 10.0) -> dict:
+        """The device's self-test. With expect_ohm (a known resistor on the electrodes) or probe=True it also drives
+        a short low-current probe and reports measured_ohm, probe_ua and an `output_path` check (within tol_pct of
+        expect_ohm, or inside the board's contact range without it)."""
+        args = {}
+        if expect_ohm is not None:
+            args["expect_ohm"] = int(expect_ohm)
+        if tol_pct is not None:
+            args["tol_pct"] = int(tol_pct)
+        if probe is not None:
+            args["probe"] = bool(probe)
+        return self.request("selftest", timeout=timeout, **args)
 
     def bootloader(self) -> dict:
         """Reboot into BOOTSEL (the port disappears; a RPI-RP2 drive appears on real hardware)."""
