@@ -632,6 +632,7 @@ class App:
         si = sv = n = 0
         stopped = None
         applied = 0
+        max_ms = self.lim["wdt_timeout_ms"] // 4     # the loop is held meanwhile: well inside the watchdog period
         try:
             sup.clear_pause()
             applied = self.amp.set_ua(ua)
@@ -644,7 +645,7 @@ class App:
             sup.arm()
             last = f[SAMPLES]
             t0 = time.ticks_ms()
-            while n < C.SELFTEST_LOOKS and time.ticks_diff(time.ticks_ms(), t0) < 40 * C.SELFTEST_LOOKS:
+            while n < C.SELFTEST_LOOKS and time.ticks_diff(time.ticks_ms(), t0) < max_ms:
                 time.sleep_ms(1)
                 s = f[SAMPLES]
                 if s == last:
