@@ -216,7 +216,8 @@ def levels_tune(port, level, step, operator, duration, telemetry_hz):
                         return
                 for ev in dev.poll_events(0.05):
                     if ev.get("ev") == codes.EV_TELEMETRY:
-                        measured = ev.get("i_ua")
+                        batch = dev.telemetry_samples(ev)       # (a batch of samples; show the newest)
+                        measured = batch[-1].get("i_ua") if batch else measured
                         state = ev.get("state", state)
                     elif ev.get("ev") in (codes.EV_TRIP, codes.EV_PAUSE, codes.EV_SESSION_END):
                         note = f"event {ev.get('ev')}: {ev.get('reason')}"
