@@ -32,6 +32,7 @@ SECTIONS = {
     "amplitude": ("Amplitude and DC", 50),
     "host": ("Host: deploy, round trip, telemetry", 80),
     "vbspeed": ("Virtual board speed (15-minute session)", 45),
+    "calibration": ("Virtual clock calibration against published RP2040 figures", 90),
     "fuzz_vb": ("Campaign: protocol fuzzing end to end", 45),
     "powerloss": ("Campaign: power loss during writes and deploy", 150),
     "faults": ("Campaign: random faults during stimulation", 50),
