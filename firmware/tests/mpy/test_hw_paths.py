@@ -95,17 +95,22 @@ machine.ADC.values[i_pin] = B.ua_to_adc_raw(BOARD, 400) << 4
 machine.ADC.values[v_pin] = (400 * 2000 // 1000 * 4096 // 3300 // 5) << 4     # 2 kOhm load
 
 
-def tick_locked():
+def run_locked(fn, arg=None):
+    """Call an IRQ path as a hard IRQ runs it (heap locked, fakes refusing allocation); the exception or None."""
     err = None
     machine._locked[0] = True
     micropython.heap_lock()
     try:
-        sup._tick(None)
+        fn(arg)
     except Exception as ex:
         err = ex
     micropython.heap_unlock()
     machine._locked[0] = False
     return err
+
+
+def tick_locked():
+    return run_locked(sup._tick)
 
 
 # the sample chain follows the exact tick schedule for hours: 130.7 Hz is 956389 ticks, not a whole number of us
@@ -197,14 +202,7 @@ check("trip_dma_disabled", all(d.ctrl & 1 == 0 for d in ch))
 # FAULT_N hard IRQ
 sup.clear_trip()
 hv.value(1)
-machine._locked[0] = True
-micropython.heap_lock()
-try:
-    sup._fault(None)
-except Exception as ex:
-    err = ex
-micropython.heap_unlock()
-machine._locked[0] = False
+err = run_locked(sup._fault)
 check("fault_n_no_alloc", err is None, repr(err))
 check("fault_n_trip", sup.f[TRIPPED] == 2 and machine.Pin.levels[pins["HV_EN"]] == 0)
 
