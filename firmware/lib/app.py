@@ -415,7 +415,11 @@ class App:
         P.check_keys(req, ("config",))
         if "config" not in req:
             raise ProtoError(C.E_BAD_REQUEST, "config is required")
-        return {"config": self.settings.update_config(req["config"])}
+        # atomic from the host's view, as cmd_levels_set: the reply exists before the commit point
+        new, record = self.settings.prepare_config(req["config"])
+        reply = P.reply_ok(req.get("id"), {"config": new})
+        self.settings.commit_config(new, record)
+        return reply
 
     def cmd_levels_get(self, req, now):
         P.check_keys(req, ())

@@ -107,15 +107,25 @@ class Settings:
         elif found:
             self.status = STATUS_OK
 
-    def update_config(self, partial):
+    def prepare_config(self, partial):
+        """Validate and encode the config with `partial` merged in, nothing changed yet. Returns (config, record)
+        for commit_config."""
         if not isinstance(partial, dict):
             raise ConfigError(E_BAD_TYPE, "config must be an object")
         new = dict(self.config)
         for k in partial:
             new[k] = partial[k]
         check_config(self.board, new, len(self.levels), self.programs)
-        store.write_atomic(CONFIG_PATH, new)
+        return new, store.encode(new)
+
+    def commit_config(self, new, record):
+        """The commit point (see commit_levels): raises only while the old config is still stored and applied."""
+        store.commit(CONFIG_PATH, record)
         self.config = new
+
+    def update_config(self, partial):
+        new, record = self.prepare_config(partial)
+        self.commit_config(new, record)
         return new
 
     def prepare_levels(self, levels):

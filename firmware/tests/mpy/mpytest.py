@@ -28,5 +28,32 @@ def raises(name, exc, fn, *args):
     return None
 
 
+def app_sandbox(prefix):
+    """Point the firmware's config, levels and audit files into a fresh /tmp directory, load the programs and the
+    handheld-home profile from the repository; returns (directory, board profile). Import app after this."""
+    import json
+    import os
+    import time
+    import audit
+    import board
+    import config
+    d = "/tmp/%s_%d" % (prefix, time.ticks_us() & 0xFFFFFF)
+    try:
+        os.mkdir(d)
+    except OSError:
+        pass
+    for n in ("config.bin", "levels.bin", "audit.bin"):
+        try:
+            os.remove(d + "/" + n)
+        except OSError:
+            pass
+    config.CONFIG_PATH = d + "/config.bin"
+    config.LEVELS_PATH = d + "/levels.bin"
+    audit.AUDIT_PATH = d + "/audit.bin"
+    board.PROGRAMS_PATH = "boards/programs.json"
+    with open("boards/handheld-home.json") as f:
+        return d, json.load(f)
+
+
 def done():
     print("DONE", _fails[0])

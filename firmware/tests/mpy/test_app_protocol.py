@@ -3,7 +3,7 @@
 import json
 import os
 import machine
-from mpytest import check, done
+from mpytest import check, done, app_sandbox
 
 import config
 import audit
@@ -11,22 +11,7 @@ import board as B
 import pscodes as C
 
 import time
-d = "/tmp/psapp_%d" % (time.ticks_us() & 0xFFFFFF)
-try:
-    os.mkdir(d)
-except OSError:
-    pass
-for n in ("config.bin", "levels.bin", "audit.bin"):
-    try:
-        os.remove(d + "/" + n)
-    except OSError:
-        pass
-config.CONFIG_PATH = d + "/config.bin"
-config.LEVELS_PATH = d + "/levels.bin"
-audit.AUDIT_PATH = d + "/audit.bin"
-B.PROGRAMS_PATH = "boards/programs.json"
-with open("boards/handheld-home.json") as f:
-    BOARD = json.load(f)
+d, BOARD = app_sandbox("psapp")
 
 import app as A
 

@@ -6,7 +6,7 @@ import gc
 import json
 import os
 import time
-from mpytest import check, done
+from mpytest import check, done, app_sandbox
 
 import config
 import audit
@@ -14,17 +14,7 @@ import store
 import board as B
 import pscodes as C
 
-d = "/tmp/psoom_%d" % (time.ticks_us() & 0xFFFFFF)
-try:
-    os.mkdir(d)
-except OSError:
-    pass
-config.CONFIG_PATH = d + "/config.bin"
-config.LEVELS_PATH = d + "/levels.bin"
-audit.AUDIT_PATH = d + "/audit.bin"
-B.PROGRAMS_PATH = "boards/programs.json"
-with open("boards/handheld-home.json") as f:
-    BOARD = json.load(f)
+d, BOARD = app_sandbox("psoom")
 
 import app as A
 
@@ -161,6 +151,42 @@ check("oom_always_a_reply", n_silent == 0, n_silent)
 check("oom_never_escapes_handle_line", n_escaped == 0, n_escaped)
 check("oom_never_two_replies", not two, two[:3])
 check("oom_error_codes_known", not codes_bad, codes_bad[:3])
+# config_set follows the same rule: the reply says what the flash holds
+def stored_default_level():
+    rec = store.read(config.CONFIG_PATH)
+    return rec["default_level"] if rec else a.settings.config["default_level"]
+
+
+cfg_bad, cfg_ok, cfg_err = [], 0, 0
+for step in range(150):
+    old_lv = stored_default_level()
+    want_lv = 2 if old_lv == 1 else 1
+    line = json.dumps({"id": 5000 + step, "cmd": "config_set", "config": {"default_level": want_lv}}).encode()
+    squeeze(step * STEP_B)
+    escaped = None
+    try:
+        a.handle_line(line, 0)
+    except Exception as e:
+        escaped = e
+    release()
+    replies = [r for r in out.take() if "ok" in r]
+    got = stored_default_level()
+    r = replies[0] if replies else None
+    if escaped is not None or len(replies) != 1:
+        cfg_bad.append(("reply count", step, escaped, replies))
+    elif r.get("ok"):
+        cfg_ok += 1
+        if not (got == want_lv and r["config"]["default_level"] == want_lv
+                and a.settings.config["default_level"] == want_lv):
+            cfg_bad.append(("ok reply but", step, got, r))
+    else:
+        cfg_err += 1
+        if not (got == old_lv and a.settings.config["default_level"] == old_lv):
+            cfg_bad.append(("error reply but saved", step, got, r))
+print("config_set under pressure: ok", cfg_ok, "error", cfg_err, "violations", len(cfg_bad))
+check("oom_config_set_reply_matches_flash", not cfg_bad, cfg_bad[:3])
+check("oom_config_set_both_outcomes_seen", cfg_ok > 5 and cfg_err > 5, (cfg_ok, cfg_err))
+
 # without pressure the device works as before, and a fresh App reads back exactly what it last reported
 a.handle_line(json.dumps({"id": 9001, "cmd": "levels_set", "levels_ua": TABLES[1 - cur]}).encode(), 0)
 r = [x for x in out.take() if x.get("id") == 9001]
