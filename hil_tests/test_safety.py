@@ -478,3 +478,25 @@ def test_s14_exception_at_startup_leaves_output_idle(bench, dut, rig, measure):
         repl.exec(f"f=open('/board.json','wb');f.write({original!r});f.close()")
         repl.soft_reset(run_main=True)
         dut.hello(timeout=30)
+
+
+# ---- self-test against the rig's known resistor ------------------------------------------------------------------
+
+@pytest.mark.parametrize("load, ohm", [("500", 500), ("2k", 2000), ("10k", 10000)])
+def test_selftest_measures_the_known_resistor(dut, rig, measure, load, ohm):
+    rig.set_load(load)
+    r = dut.selftest(expect_ohm=ohm)
+    measure("selftest_measured_ohm", r.get("measured_ohm"), "ohm", low=ohm * 0.9, high=ohm * 1.1)
+    checks = {c["name"]: c["ok"] for c in r["checks"]}
+    measure("selftest_output_path_ok", int(bool(checks.get("output_path"))), "", low=1, high=1)
+    tail = rig.capture(0.2)
+    measure("idle_after_selftest", tail.max_abs_ua, "uA", high=1.0)
+
+
+def test_selftest_fails_on_an_open_load(dut, rig, measure):
+    rig.set_load("open")
+    try:
+        r = dut.selftest(expect_ohm=2000)
+    finally:
+        rig.set_load("2k")
+    measure("selftest_passed_on_open_load", int(bool(r.get("passed"))), "", low=0, high=0)
