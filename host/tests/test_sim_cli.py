@@ -191,3 +191,13 @@ def test_ensure_app_restarts_an_interrupted_application(vb):
         dev = Device(t, owns_transport=False)
         info = dev.ensure_app()
         assert info["board"] == BOARD and dev.status()["state"] == "idle"
+
+
+def test_selftest_against_a_known_resistor(vb):
+    # the board's load is the 2 kOhm default: the right expectation passes, a wrong one fails with exit status 1
+    r = run("selftest", "--port", vb.port, "--expect-ohm", "2000")
+    assert r.exit_code == 0, r.output
+    assert "output_path" in r.output
+    r = run("selftest", "--port", vb.port, "--expect-ohm", "10000")
+    assert r.exit_code == 1, r.output
+    assert "output_path" in r.output
