@@ -1,7 +1,7 @@
 # Safety supervisor: the paths that must act without the main loop.
 #
-# Current sensing: I_SENSE sees |I| only while a phase drives, so hard machine.Timer callbacks take one sample in the
-# +phase and one in the -phase of every pair. The engine starts the slice itself and knows to the sys clock tick when
+# Current sensing: I_SENSE sees |I| only while a phase drives, so hard machine.Timer callbacks take samples ("looks")
+# inside the phases of every pair, on a plan made at arm() (where and why: below). The engine starts the slice itself and knows to the sys clock tick when
 # the first +phase starts; from there the schedule is exact in ticks (the repetition period is a whole number of
 # ticks, not of microseconds). The rp2 Timer counts whole microseconds, so a periodic timer would drift against the
 # PWM; instead each callback arms the next sample as a one-shot at the deadline computed from the exact tick schedule
@@ -16,18 +16,38 @@
 # conversions are started through the ADC registers instead (CS.START_ONCE with AINSEL, one mem32 write: the ADC
 # samples at once and has RESULT 2 us later, long before the next Python statement reads it), and only what must be
 # proven is bracketed:
-#   c0 = counter; START(I_SENSE); c1 = counter                   -> I valid iff SENSE_SETTLE_US <= c0 <= c1 in-phase
-#   i = RESULT; START(V_ELECTRODE); c2 = counter; v = RESULT      -> V valid iff also c2 in-phase (no wrap)
+#   c0 = counter; START(I_SENSE); c1 = counter; i = RESULT       -> I valid iff SENSE_SETTLE_US <= c0 <= c1 in-phase
 # The I conversion lies between c0 and c1 (two register accesses, ~12 us), so I is proven in-phase for any phase of
-# at least SENSE_SETTLE_US + 12 us plus the callback's lateness; the V conversion needs ~18 us more. The first
-# counter read is aimed ENTRY_US after the alarm, at SENSE_SETTLE_US into the phase for short phases and so that
-# the reads are centred in the phase for longer ones (lateness is then absorbed on both sides). A phase too short
-# for the V read (or a late callback) gives a sample with I only (V_OK = 0): S4 is decided on I alone, and S7 by
-# the compliance test (current cannot reach the setpoint, or the probe current while paused); Z_max needs V.
+# at least SENSE_SETTLE_US + 12 us plus the callback's lateness. Where V fits, it is converted first and I last:
+#   c0; START(V); c1; v = RESULT; START(I); c2; i = RESULT      -> V valid iff c0, c1 in-phase, I iff c1, c2
+# (~30 us from c0 to c2), so the I conversion is always one register access before the closing counter read.
+# A phase too short for the V read gives a sample with I only (V_OK = 0): S4 is decided on I alone, and S7 by the
+# compliance test (current cannot reach the setpoint, or the probe current while paused); Z_max needs V.
+#
+# Where the looks are aimed, and why (S4 goal: output off <= 1 ms after the onset, for onsets anywhere):
+# an over-current that starts after a look's I conversion is seen only at the next look. Nothing flows between
+# pairs, so the only onsets the next pair cannot catch in time are those after the last look of the -phase. Hence:
+# * the last look of each phase is aimed as late as the bracket allows: its closing counter read LATE_SLACK_US
+#   before the phase ends (slack for a late interrupt; later than that the look is discarded, never misjudged).
+# * the pair's last look (-phase) ends with one more I conversion END_SLACK_US before the phase ends, unbracketed:
+#   I_SENSE carries current only inside a phase, so a reading can only be raised by it, never faked low; it only
+#   moves the last conversion to the very end (where it fits with the same V: phases >= 30 us I-only, >= 48 us
+#   with V; 38-47 us phases keep V instead). What stays uncovered is the -phase after its last conversion:
+#   ~END_SLACK_US per pair (LATE_SLACK_US + MEM_US, ~10 us, where the end conversion does not fit; ~20 us in a pair
+#   whose end conversion comes too late): an onset there is caught at the next pair, a period later. No sampling
+#   supervisor can close it (nothing flows after the phase to look at); the FAULT_N comparator backs it up, and
+#   the bench measures its width.
+# * looks are added so that no instant of a phase is more than LOOK_SPAN_US before the next I conversion: long
+#   phases get looks spread over them, and the -phase's first look comes early enough to catch an onset at the
+#   end of the +phase across the gap (gap <= 500 us). LOOK_SPAN_US + the ~50 us from the conversion to ISET 0
+#   and the bridge forced idle stays under the 1 ms goal with ~100 us to spare.
+# * when two looks would come closer than MIN_LOOK_GAP_US (short phases and gap) one callback cannot sample and
+#   re-arm for the next in time: the +phase look is dropped, because the -phase look also covers the whole +phase
+#   (it comes less than LOOK_SPAN_US after it), while the reverse would leave the -phase a period uncovered.
+# A trip forces the bridge inputs low at once (GPIO OUTOVER), not at the pair's end (the idle CC word latches only
+# at the wrap): "bridge idle" within the phase in progress; clear_trip hands the pins back to the PWM.
 # The aim constants only decide how many samples land in-phase (status: samples vs missed), never whether a sample
 # is believed: the counter brackets decide that, so a late interrupt can never be mistaken for "no current".
-# Two looks per pair catch an over-current that starts after the +phase sample within the same pair (at most
-# phase + gap later); when the -phase deadline is too close for the CPU (short phase and gap) only the +phase is seen.
 #
 # Decisions are made in integer ADC counts inside the callback (no allocation, no floats):
 #   S4 over-current: i_raw > trip_raw        -> kill output, ISET 0, HV off, latch (main loop reports it)
@@ -41,6 +61,7 @@ from array import array
 from machine import Pin, ADC, Timer, mem32
 
 import board as B
+import rp2regs as R
 from pscodes import CONTACT_PROBE_UA, CONTACT_MIN_SETPOINT_UA
 
 # flag slots (array 'i')
@@ -60,25 +81,27 @@ PAUSE_V = 12
 CC_B = 13
 CTR_POS = 14      # slice counter at the last valid +phase sample (where in the phase the timer lands)
 CTR_NEG = 15      # ... and at the last valid -phase sample
-MID_US = 16       # ticks_us of the latest scheduled +phase sample deadline (whole us; the rest is in MID_FRAC)
+MID_US = 16       # ticks_us of the +phase start of the pair being looked at (whole us; the rest is in MID_FRAC)
 PER_US = 17       # repetition period, us (rounded; for quiet_now)
 NEG_US = 18       # -phase start after the +phase start, us (rounded; for quiet_now)
 TOL_US = 19       # a sample later than this after its deadline is discarded
 LATE = 20         # samples discarded for timing (an interrupt held off, e.g. by a flash write)
 DUE_US = 21       # ticks_us deadline of the armed sample
-DUE_NEG = 22      # 1: the armed sample is the -phase one
-MID_FRAC = 23     # sub-us part of the +phase deadline at MID_US, in sys clock ticks (0..CLK-1)
+DUE_NEG = 22      # 1: the armed look is in the -phase
+MID_FRAC = 23     # sub-us part of the +phase start at MID_US, in sys clock ticks (0..CLK-1)
 PER_INT = 24      # repetition period = PER_INT us + PER_FRAC ticks
 PER_FRAC = 25
-NEG_TICKS = 26    # -phase deadline after the +phase deadline, sys clock ticks (= phase + gap)
+NEG_TICKS = 26    # -phase start after the +phase start, sys clock ticks (= phase + gap)
 CLK = 27          # sys clock ticks per us
 NEXT_TIMER = 28   # which of the two Timer objects arms the next sample
-AIM_US = 29       # sample deadline after its phase's start, us (negative: the alarm fires before the phase)
+AIM_US = 29       # the first look's deadline after the +phase start, us (negative: before the phase)
 PH_US = 30        # phase width, us (for quiet_now)
 SETTLE_CTS = 31   # slice counts into a phase before which I_SENSE is not trusted
-WITH_V = 32       # 1: the phase leaves room for the V_ELECTRODE conversion after the I_SENSE one
+WITH_V = 32       # 1: the phase leaves room for the V_ELECTRODE conversion before the I_SENSE one
 V_OK = 33         # 1: V_RAW is from the last valid sample; 0: that sample had I only (V_RAW then reads 0)
-NFLAGS = 34
+LOOK = 34         # index of the armed look in the pair's plan
+NLOOKS = 35       # looks per pair in the plan
+NFLAGS = 36
 
 # a sample deadline closer than this when arming is skipped: arming reads the clock, Timer.init reads it again
 # (3 us each), so a closer alarm fires late and the sample would land past its window (counted missed for nothing)
@@ -93,7 +116,13 @@ SENSE_SETTLE_US = 3   # I_SENSE (R_sense x gain 10) settled this long after a br
 ENTRY_US = 18
 MEM_US = 6            # one mem32 access from Python
 WIN_I_US = 2 * MEM_US     # c0 -> c1: the I_SENSE START write and the closing counter read
-WIN_V_US = 5 * MEM_US     # c0 -> c2: ... then RESULT, the V_ELECTRODE START write and the counter read
+WIN_V_US = 5 * MEM_US     # c0 -> c2: V START, counter, V RESULT, I START, closing counter read
+# the look plan (see the top of this file)
+LATE_SLACK_US = 4     # a phase's last look closes its bracket this long before the phase ends (late-interrupt slack)
+LOOK_SPAN_US = 800    # from any instant of a phase to the next planned I conversion, at most
+END_SLACK_US = 2      # the -phase's end conversion (unbracketed, see _look) this long before the phase ends
+MIN_LOOK_GAP_US = 100     # deadlines closer than this cannot be chained (sample + re-arm ~50 us in the profile)
+MAX_LOOKS = 8         # per pair (phases <= 1000 us, gap <= 500 us need at most 4 with LOOK_SPAN_US 800)
 
 ADC_BASE = 0x4004C000     # RP2040 ADC: CS (EN b0, START_ONCE b2, AINSEL 14:12), RESULT +4 (12 bits)
 ADC_RESULT = ADC_BASE + 4
@@ -103,6 +132,53 @@ ADC_FIRST_GPIO = 26
 TRIP_OVER_CURRENT = 1
 TRIP_FAULT_N = 2
 MIN_Z_RAW = 10    # below ~8 uA the impedance estimate is noise; do not decide contact from it
+
+
+def _look_at(s):
+    """(c0, with V) for a look whose I conversion is s us into its phase: c0 = its first counter read, us into the
+    phase; V is converted before I where that still starts after the settling time."""
+    first = SENSE_SETTLE_US + 1
+    if s - 4 * MEM_US >= first:
+        return s - 4 * MEM_US, 1
+    return max(first, s - MEM_US), 0
+
+
+def look_plan(ph, gap):
+    """The looks of one pair in time order, [(c0 us into its phase, neg, with V, with the end conversion)], for phase
+    and gap widths in us (why there: see the top of this file)."""
+    first_s = SENSE_SETTLE_US + 1 + MEM_US            # earliest I conversion (an I-only look at the settled time)
+    last = max(first_s, ph - LATE_SLACK_US - MEM_US)  # the I conversion of a phase's last look, closed in-phase
+    looks = []
+    n = (last + LOOK_SPAN_US - 1) // LOOK_SPAN_US     # +phase: from its start, no instant over LOOK_SPAN_US from a look
+    for j in range(1, n + 1):
+        c0, v = _look_at(last * j // n)
+        looks.append((c0, 0, v, 0))
+    # the pair's last look: one more I conversion END_SLACK_US before the -phase ends, after the bracketed one,
+    # where that fits with the same V as without it
+    c0, v = _look_at(last)
+    end = 0
+    win = WIN_V_US if v else WIN_I_US
+    if ph - END_SLACK_US - 2 * MEM_US - win >= SENSE_SETTLE_US + 1:
+        c0, end = ph - END_SLACK_US - 2 * MEM_US - win, 1
+    s_end = c0 + win - MEM_US                         # its bracketed I conversion
+    # earlier -phase looks: an onset at the end of the +phase seen within LOOK_SPAN_US across the gap, then no
+    # instant over LOOK_SPAN_US from a look; each at least MIN_LOOK_GAP_US before the last one
+    q = LOOK_SPAN_US - gap - (ph - last)
+    if q < s_end:
+        q = max(first_s, min(q, c0 - MIN_LOOK_GAP_US + MEM_US))
+        m = (s_end - q + LOOK_SPAN_US - 1) // LOOK_SPAN_US
+        for j in range(m):
+            a, w = _look_at(q + (s_end - q) * j // m)
+            looks.append((a, 1, w, 0))
+    looks.append((c0, 1, v, end))
+    # looks too close after the one before: the earlier one goes (a +phase look: the -phase one covers it)
+    out = []
+    for lk in looks:
+        t = lk[0] + (ph + gap if lk[1] else 0)
+        while out and t - (out[-1][0] + (ph + gap if out[-1][1] else 0)) < MIN_LOOK_GAP_US:
+            out.pop()
+        out.append(lk)
+    return out[-MAX_LOOKS:]
 
 
 class Supervisor:
@@ -132,6 +208,15 @@ class Supervisor:
         self.cs_i = ADC_CS_EN_START | ((pins["I_SENSE"] - ADC_FIRST_GPIO) << 12)
         self.cs_v = ADC_CS_EN_START | ((pins["V_ELECTRODE"] - ADC_FIRST_GPIO) << 12)
         self.t_armed_us = 0
+        # the pair's look plan (filled by arm): deadline after the +phase start (sys clock ticks), kind (b0 -phase,
+        # b1 with V), lateness tolerance (us)
+        self.look_off = array("i", [0] * MAX_LOOKS)
+        self.look_kind = array("i", [0] * MAX_LOOKS)   # b2: the end conversion (see _look)
+        self.look_tol = array("i", [0] * MAX_LOOKS)
+        # a trip forces both bridge inputs low at once (the idle CC word would only latch at the pair's end)
+        self.bridge_ctrl_a = R.gpio_ctrl(pins["BRIDGE_A"])
+        self.bridge_ctrl_b = R.gpio_ctrl(pins["BRIDGE_B"])
+        self.bridge_forced_low = R.FUNCSEL_PWM | R.OUTOVER_LOW
         # two one-shot timers that take turns, made once (no allocation when the chain re-arms in the callback)
         self.timers = (Timer(), Timer())
         self._tick_cb = self._tick
@@ -142,8 +227,12 @@ class Supervisor:
 
     # --- hard-IRQ paths: no allocation, no floats ---
     def kill(self):
-        # fastest first: no compliance supply = no current within the pulse; then no setpoint; then the bridge
+        # fastest first: no compliance supply = no current within the pulse; then the bridge inputs forced low (the
+        # phase in progress ends now, electrodes tied); then no setpoint; then no further pairs
         self.hv.value(0)
+        m = self._mem32
+        m[self.bridge_ctrl_a] = self.bridge_forced_low
+        m[self.bridge_ctrl_b] = self.bridge_forced_low
         self.amp.force_zero()
         self.engine.kill()
         self.f[ARMED] = 0
@@ -159,7 +248,7 @@ class Supervisor:
         self._trip(TRIP_FAULT_N, 0)
 
     def _tick(self, _t):
-        # one-shot deadline reached: sample the phase it was armed for (unless too late), then arm the next one
+        # one-shot deadline reached: look at the phase it was armed for (unless too late), then arm the next one
         f = self.f
         if f[ARMED] == 0:
             return
@@ -175,54 +264,69 @@ class Supervisor:
             self._arm_next()
 
     def _arm_next(self):
-        """Arm the next sample after the one at DUE_US: the -phase middle of the same pair if still ahead, else the
-        next +phase middle still ahead. Exact tick schedule: whole us in MID_US, the remainder in MID_FRAC."""
+        """Arm the first look still ahead after the armed one (LOOK): the next in the pair's plan, else the plan of
+        the next pair. Exact tick schedule: the pair's +phase start in MID_US (whole us) + MID_FRAC (ticks), each
+        look's deadline a fixed number of ticks after it, rounded to the nearest us once."""
         f = self.f
         c = f[CLK]
+        offs = self.look_off
         now = time.ticks_us()
-        if not f[DUE_NEG]:
-            t = f[MID_FRAC] + f[NEG_TICKS]
+        k = f[LOOK]
+        while True:
+            k += 1
+            if k >= f[NLOOKS]:
+                k = 0
+                t = f[MID_FRAC] + f[PER_FRAC]
+                f[MID_US] = time.ticks_add(f[MID_US], f[PER_INT] + t // c)
+                f[MID_FRAC] = t % c
+            t = f[MID_FRAC] + offs[k]
             due = time.ticks_add(f[MID_US], t // c + (1 if 2 * (t % c) >= c else 0))
             if time.ticks_diff(due, now) >= LEAD_US:
-                self._arm_at(due, 1)
-                return
-        while True:
-            t = f[MID_FRAC] + f[PER_FRAC]
-            f[MID_US] = time.ticks_add(f[MID_US], f[PER_INT] + t // c)
-            f[MID_FRAC] = t % c
-            due = time.ticks_add(f[MID_US], 1 if 2 * f[MID_FRAC] >= c else 0)
-            if time.ticks_diff(due, now) >= LEAD_US:
-                self._arm_at(due, 0)
+                self._arm_at(due, k)
                 return
 
-    def _arm_at(self, due, neg):
+    def _arm_at(self, due, k):
         f = self.f
         f[DUE_US] = due
-        f[DUE_NEG] = neg
+        f[LOOK] = k
+        kind = self.look_kind[k]
+        f[DUE_NEG] = kind & 1
+        f[WITH_V] = kind >> 1
+        f[TOL_US] = self.look_tol[k]
         k = f[NEXT_TIMER]
         f[NEXT_TIMER] = 1 - k
         self.timers[k].init(mode=Timer.ONE_SHOT, period=time.ticks_diff(due, time.ticks_us()), tick_hz=1000000,
                             callback=self._tick_cb, hard=True)
 
     def _look(self, lo, hi, slot):
-        """One sample of the phase whose settled counter range is [lo, hi): conversions started through the ADC
-        registers, each bracketed by counter reads (see the top of this file)."""
+        """One look at the phase whose settled counter range is [lo, hi): conversions started through the ADC
+        registers, each bracketed by counter reads, V (where planned) before I so I comes last (see the top of this
+        file)."""
         f = self.f
         m = self._mem32
         ctr = self.ctr
         c0 = m[ctr] & 0xFFFF
-        m[self.adc_cs] = self.cs_i       # I_SENSE sampled now
-        c1 = m[ctr] & 0xFFFF
-        if c0 < lo or c1 < c0 or c1 >= hi:
-            f[MISSED] += 1
-            return
-        i = m[self.adc_res] & 0xFFF      # (a 2 us conversion, done by now)
+        a = c0
         v = -1                           # (not measured)
         if f[WITH_V]:
             m[self.adc_cs] = self.cs_v   # V_ELECTRODE sampled now
-            c2 = m[ctr] & 0xFFFF
-            if c1 <= c2 < hi:
-                v = m[self.adc_res] & 0xFFF
+            a = m[ctr] & 0xFFFF
+            if lo <= c0 <= a < hi:
+                v = m[self.adc_res] & 0xFFF  # (a 2 us conversion, done by now)
+        m[self.adc_cs] = self.cs_i       # I_SENSE sampled now
+        b = m[ctr] & 0xFFFF
+        if a < lo or b < a or b >= hi:
+            f[MISSED] += 1
+            return
+        i = m[self.adc_res] & 0xFFF
+        if self.look_kind[f[LOOK]] & 4:
+            # the end conversion, unbracketed: I_SENSE carries current only inside a phase, so a reading above the
+            # proven one was taken inside one (an over-current is one, whichever phase); one that lands past the
+            # phase end reads ~0 and changes nothing
+            m[self.adc_cs] = self.cs_i
+            e = m[self.adc_res] & 0xFFF
+            if e > i:
+                i = e
         f[slot] = c0
         self._judge(i, v)
 
@@ -251,8 +355,8 @@ class Supervisor:
 
     # --- main-loop side ---
     def arm(self):
-        """Start phase-locked sampling for the engine's current schedule (after engine.gate(True)). Does not wait:
-        the first sample is armed for the first +phase middle still ahead."""
+        """Start phase-locked looks for the engine's current schedule (after engine.gate(True)). Does not wait:
+        the first look still ahead of the first pair is armed."""
         self.disarm()
         e = self.engine
         p = e.plan
@@ -270,19 +374,22 @@ class Supervisor:
         ph = p["phase_counts"] * d // c
         f[PH_US] = ph
         f[SETTLE_CTS] = (SENSE_SETTLE_US * c + d - 1) // d
-        # the first counter read lands at `at` us into the phase: as early as the sense allows when the phase is
-        # short (all the slack goes to a late callback), centred when it is long; V only if it fits behind I
-        first = SENSE_SETTLE_US + 1
-        f[WITH_V] = 1 if ph >= first + WIN_V_US else 0
-        at = max(first, (ph - (WIN_V_US if f[WITH_V] else WIN_I_US)) // 2)
-        f[AIM_US] = at - ENTRY_US
-        # later than this, the I_SENSE bracket cannot close inside the phase any more
-        f[TOL_US] = max(1, ph - at - WIN_I_US + ENTRY_US)
-        # the +phase deadline before the first one: _arm_next steps a period on to the first one still ahead
-        t = e.first_start_frac + f[AIM_US] * c - f[PER_FRAC]
+        looks = look_plan(ph, p["gap_counts"] * d // c)
+        n = len(looks)
+        for k in range(n):
+            at, neg, v, end = looks[k]
+            # deadline: ENTRY_US before the first counter read; tolerance: later than this the I bracket cannot
+            # close inside the phase any more
+            self.look_off[k] = (at - ENTRY_US) * c + (f[NEG_TICKS] if neg else 0)
+            self.look_kind[k] = neg | (v << 1) | (end << 2)
+            self.look_tol[k] = max(1, ph - at - (WIN_V_US if v else WIN_I_US) + ENTRY_US)
+        f[NLOOKS] = n
+        f[AIM_US] = self.look_off[0] // c
+        # the pair before the first one, its last look: _arm_next steps on to the first look still ahead
+        t = e.first_start_frac - f[PER_FRAC]
         f[MID_US] = time.ticks_add(e.first_start_us, t // c - f[PER_INT])
         f[MID_FRAC] = t % c
-        f[DUE_NEG] = 1
+        f[LOOK] = n - 1
         f[NEXT_TIMER] = 0
         self.t_armed_us = time.ticks_us()
         f[ARMED] = 1
@@ -305,7 +412,7 @@ class Supervisor:
         hi = per - 20 - self.settle_us             # settled before the next +phase starts
         if hi <= lo:
             return True
-        pos = (time.ticks_diff(time.ticks_us(), f[MID_US]) + f[AIM_US]) % per     # from the +phase start
+        pos = time.ticks_diff(time.ticks_us(), f[MID_US]) % per     # from the +phase start
         return lo <= pos <= hi
 
     def set_setpoint(self, ua):
@@ -315,8 +422,12 @@ class Supervisor:
         return self.f[TRIPPED]
 
     def clear_trip(self):
+        """Unlatch (the output is idle by now: the app idles it on the trip): the bridge pins back to the PWM,
+        which holds the idle word."""
         self.f[TRIPPED] = 0
         self.f[TRIP_RAW] = 0
+        mem32[self.bridge_ctrl_a] = R.FUNCSEL_PWM
+        mem32[self.bridge_ctrl_b] = R.FUNCSEL_PWM
 
     def fault_pin_asserted(self):
         return self.fault_pin.value() == 0

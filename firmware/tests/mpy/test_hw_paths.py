@@ -17,8 +17,8 @@ from amplitude import Amplitude, AmplitudeError
 from engine import PulseEngine
 import time
 import safety
-from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES, TOL_US, LATE, DUE_US, DUE_NEG, AIM_US, \
-    SETTLE_CTS, MISSED
+from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES, TOL_US, LATE, DUE_US, DUE_NEG, LOOK, \
+    SETTLE_CTS, MISSED, look_plan
 import pscodes as C
 
 pins = BOARD["pins"]
@@ -113,43 +113,96 @@ def tick_locked():
     return run_locked(sup._tick)
 
 
-# the sample chain follows the exact tick schedule for hours: 130.7 Hz is 956389 ticks, not a whole number of us
-p2 = planner.plan(100, 50, 130700, 125000000)
-eng.plan = p2
-eng.first_start_us = clock.ticks_add(Clock.now, 1000)
-eng.first_start_frac = 17
-sup.arm()
-# exact first +phase sample deadline, sys clock ticks (long int here): the phase start plus the aim
-t0_ticks = (Clock.now + 1000 + sup.f[AIM_US]) * 125 + 17
+# the look plan: for every phase/gap the spec allows (grid), each look's counter brackets fit inside its phase
+# (first read after the settling time, the closing one LATE_SLACK_US before the end at the latest), V wherever it
+# fits, no two looks closer than one callback can chain, and no instant of a pair more than LOOK_SPAN_US before an
+# I conversion, except the -phase's own tail after its last conversion (the residual window the bench measures):
+# END_SLACK_US where the end conversion fits with the same V, else LATE_SLACK_US + one register access
+M = safety.MEM_US
+plan_bad = []
+for ph in (20, 21, 25, 29, 30, 33, 34, 37, 38, 40, 47, 48, 50, 60, 80, 100, 150, 200, 300, 400, 500, 700, 800, 801,
+           900, 990, 1000):
+    for gap in (0, 10, 20, 50, 100, 200, 300, 400, 499, 500):
+        looks = look_plan(ph, gap)
+        conv, starts = [], []
+        for c0, neg, v, end in looks:
+            base = ph + gap if neg else 0
+            starts.append(base + c0)
+            win = safety.WIN_V_US if v else safety.WIN_I_US
+            conv.append(base + c0 + win - M)               # the bracketed I conversion
+            if end:
+                conv.append(base + c0 + win + 2 * M)       # ... and the end conversion after it
+            if c0 < safety.SENSE_SETTLE_US + 1 or c0 + win > max(ph - safety.LATE_SLACK_US,
+                                                                 safety.SENSE_SETTLE_US + 1 + safety.WIN_I_US):
+                plan_bad.append(("bracket", ph, gap, c0, v))
+            if not v and ph - safety.LATE_SLACK_US - safety.WIN_V_US >= safety.SENSE_SETTLE_US + 1:
+                plan_bad.append(("no_v", ph, gap, c0))
+        if not looks or len(looks) > safety.MAX_LOOKS or not looks[-1][1]:
+            plan_bad.append(("count", ph, gap, len(looks)))
+            continue
+        if any(b - a < safety.MIN_LOOK_GAP_US for a, b in zip(starts, starts[1:])):
+            plan_bad.append(("close", ph, gap, starts))
+        tail = 2 * ph + gap - conv[-1]
+        fits_end = ph >= (48 if looks[-1][2] else 30)
+        if tail > (safety.END_SLACK_US if fits_end else safety.LATE_SLACK_US + M):
+            plan_bad.append(("tail", ph, gap, tail))
+        for t in list(range(0, ph, 3)) + list(range(ph + gap, conv[-1], 3)):
+            nxt = [x for x in conv if x >= t]
+            if nxt[0] - t > safety.LOOK_SPAN_US:
+                plan_bad.append(("span", ph, gap, t, nxt[0] - t))
+                break
+check("look_plan_fits_phases_chains_and_covers", not plan_bad, plan_bad[:3])
+
+# the look chain follows the exact tick schedule for hours: 130.7 Hz is 956389 ticks, not a whole number of us;
+# 1000 us phases with a 500 us gap take 4 looks per pair
 ctr_addr = R.pwm_reg(0, R.PWM_CTR)
-machine.mem32[ctr_addr] = sup.f[SETTLE_CTS] + 1         # (the fake counter stands still inside the +phase)
-worst = 0
-n_pos = 0
-pairs = 40000                                   # 40000 x 7.65 ms = 5.1 virtual minutes, the us clock wraps once
-for k in range(2 * pairs):
-    due = sup.f[DUE_US]
-    t_armed = Clock.now
-    timer_ok = machine.Timer.last is not None and machine.Timer.last.period == clock.ticks_diff(due, t_armed)
-    if not timer_ok:
-        break
-    n = n_pos if not sup.f[DUE_NEG] else n_pos - 1
-    exact = t0_ticks + n * p2["period_ticks"] + (p2["phase_counts"] + p2["gap_counts"]) * p2["div"] * sup.f[DUE_NEG]
-    want = ((exact + 62) // 125) & Clock.MASK   # the whole us nearest the exact instant
-    worst = max(worst, abs(clock.ticks_diff(due, want)))
-    if not sup.f[DUE_NEG]:
-        n_pos += 1
-    Clock.now = clock.ticks_add(due, 3)         # interrupt latency
-    if k == 0:
-        err = tick_locked()                     # once under heap_lock: sample + re-arm allocate nothing
-        check("sample_no_alloc", err is None, repr(err))
-        check("sample_normal_no_trip", sup.f[TRIPPED] == 0 and sup.f[PAUSED] == 0 and sup.f[SAMPLES] == 1)
-    else:
-        sup._tick(None)
-check("chain_rearms_from_the_callback", timer_ok and machine.Timer.last.mode == machine.Timer.ONE_SHOT
-      and machine.Timer.last.hard and machine.Timer.last.cb == sup._tick_cb)
-check("chain_deadlines_within_1us_of_the_exact_schedule_for_minutes", worst <= 1 and n_pos == pairs,
-      "worst %d us, %d pairs" % (worst, n_pos))
-check("no_sample_late_on_schedule", sup.f[LATE] == 0, sup.f[LATE])
+for (ph, gap, rate_mhz, minutes) in ((100, 50, 130700, 5.1), (1000, 500, 50000, 1.0)):
+    p2 = planner.plan(ph, gap, rate_mhz, 125000000)
+    eng.plan = p2
+    eng.first_start_us = clock.ticks_add(Clock.now, 1000)
+    eng.first_start_frac = 17
+    sup.arm()
+    machine.mem32[ctr_addr] = sup.f[SETTLE_CTS] + 1     # (the fake counter stands still inside the +phase)
+    # exact instants, sys clock ticks (long ints here): the first +phase start, then each look's deadline after its
+    # phase's start (ENTRY_US before its first counter read)
+    start_ticks = (Clock.now + 1000) * 125 + 17
+    plan2 = look_plan(ph, gap)
+    offs = [(c0 - safety.ENTRY_US) * 125 + (p2["phase_counts"] + p2["gap_counts"]) * p2["div"] * neg
+            for c0, neg, v, end in plan2]
+    worst = 0
+    pair = 0
+    expect_k = 0
+    order_ok = True
+    pairs = int(minutes * 60e6 / p2["period_us"])   # 40000 x 7.65 ms at 130.7 Hz: the us clock wraps once
+    for k in range(len(plan2) * pairs):
+        due = sup.f[DUE_US]
+        t_armed = Clock.now
+        timer_ok = machine.Timer.last is not None and machine.Timer.last.period == clock.ticks_diff(due, t_armed)
+        if not timer_ok:
+            break
+        order_ok = order_ok and sup.f[LOOK] == expect_k and sup.f[DUE_NEG] == plan2[expect_k][1]
+        exact = start_ticks + pair * p2["period_ticks"] + offs[expect_k]
+        want = ((exact + 62) // 125) & Clock.MASK   # the whole us nearest the exact instant
+        worst = max(worst, abs(clock.ticks_diff(due, want)))
+        expect_k += 1
+        if expect_k == len(plan2):
+            expect_k = 0
+            pair += 1
+        Clock.now = clock.ticks_add(due, 3)         # interrupt latency
+        if k == 0 and ph == 100:
+            err = tick_locked()                 # once under heap_lock: sample + re-arm allocate nothing
+            check("sample_no_alloc", err is None, repr(err))
+            check("sample_normal_no_trip", sup.f[TRIPPED] == 0 and sup.f[PAUSED] == 0 and sup.f[SAMPLES] == 1,
+                  (sup.f[TRIPPED], sup.f[PAUSED], sup.f[SAMPLES], sup.f[MISSED], sup.f[LATE]))
+        else:
+            sup._tick(None)
+    check("chain_rearms_from_the_callback_%d" % ph, timer_ok and machine.Timer.last.mode == machine.Timer.ONE_SHOT
+          and machine.Timer.last.hard and machine.Timer.last.cb == sup._tick_cb)
+    check("chain_every_planned_look_in_order_%d" % ph, order_ok and pair == pairs and len(plan2) == (2, 4)[ph == 1000],
+          (pair, pairs, plan2))
+    check("chain_deadlines_within_1us_of_the_exact_schedule_for_minutes_%d" % ph, worst <= 1,
+          "worst %d us, %d pairs" % (worst, pair))
+    check("no_sample_late_on_schedule_%d" % ph, sup.f[LATE] == 0, sup.f[LATE])
 
 # a sample off the schedule (half a second late, e.g. an interrupt held off) is discarded, not judged, and the chain
 # goes on at the next deadline still ahead
@@ -198,13 +251,18 @@ check("trip_idle_word", machine.mem32[cc_addr] == planner.IDLE_WORD)
 check("trip_iset_zero", amp.pwm.d == 0 and amp.applied_ua == 0)
 check("trip_hv_off", machine.Pin.levels[pins["HV_EN"]] == 0)
 check("trip_dma_disabled", all(d.ctrl & 1 == 0 for d in ch))
+bridge_ctrl = [R.gpio_ctrl(pins["BRIDGE_A"]), R.gpio_ctrl(pins["BRIDGE_B"])]
+check("trip_bridge_forced_low_at_once", all(machine.mem32[a] == R.FUNCSEL_PWM | R.OUTOVER_LOW for a in bridge_ctrl))
 
 # FAULT_N hard IRQ
 sup.clear_trip()
+check("clear_trip_gives_bridge_back_to_pwm", all(machine.mem32[a] == R.FUNCSEL_PWM for a in bridge_ctrl))
 hv.value(1)
 err = run_locked(sup._fault)
 check("fault_n_no_alloc", err is None, repr(err))
-check("fault_n_trip", sup.f[TRIPPED] == 2 and machine.Pin.levels[pins["HV_EN"]] == 0)
+check("fault_n_trip", sup.f[TRIPPED] == 2 and machine.Pin.levels[pins["HV_EN"]] == 0
+      and all(machine.mem32[a] == R.FUNCSEL_PWM | R.OUTOVER_LOW for a in bridge_ctrl))
+sup.clear_trip()
 
 # stop closes every channel and leaves the idle word
 eng.stop()
