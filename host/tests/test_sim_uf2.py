@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from picostim import deploy, uf2
 from picostim.cli import main as cli
 from picostim.sim import VirtualBoard
+from _bootsel import copy_complete
 from picostim.transport import SerialTransport
 from simhelp import app_files, expected_files, vb_ready
 
@@ -41,8 +42,7 @@ class BootselRom:
                 (self.drive / "INFO_UF2.TXT").write_text(INFO)
             if self.drive.exists():
                 got = list(self.drive.glob("*.uf2"))
-                if got:
-                    time.sleep(0.1)
+                if got and copy_complete(got[0]):
                     self.flashed.append(got[0].read_bytes())
                     for p in self.drive.iterdir():
                         p.unlink()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from picostim import uf2
+from _bootsel import copy_complete
 from upyport import UpyPort
 
 INFO = "UF2 Bootloader v3.0\nModel: Raspberry Pi RP2\nBoard-ID: RPI-RP2\n"
@@ -69,13 +70,6 @@ def test_find_drives_env_roots(tmp_path, monkeypatch):
 class BootselStandIn:
     """Watches a fake drive; when a .uf2 lands the drive goes away and the port symlink comes back."""
 
-    @staticmethod
-    def _complete(path):
-        # the bootrom takes the image once its last UF2 block has arrived (the file may still be being written)
-        data = path.read_bytes()
-        return len(data) >= 512 and len(data) % 512 == 0 and \
-            int.from_bytes(data[-512 + 20:-512 + 24], "little") == int.from_bytes(data[-512 + 24:-512 + 28], "little") - 1
-
     def __init__(self, drive: Path, link: Path, target_port: str, delay_s: float = 0.5):
         self.drive, self.link, self.target, self.delay = drive, link, target_port, delay_s
         self.flashed = None
@@ -86,7 +80,7 @@ class BootselStandIn:
         end = time.monotonic() + 20
         while time.monotonic() < end:
             files = list(self.drive.glob("*.uf2")) if self.drive.exists() else []
-            if files and self._complete(files[0]):
+            if files and copy_complete(files[0]):
                 self.flashed = files[0].read_bytes()
                 for p in self.drive.iterdir():
                     p.unlink()
