@@ -179,20 +179,17 @@ def call(op, *args):
             gap = _seen_us      # never less than the firmware already read: its clock must not step back
         _seen_us = 0
     _last_gap_us = gap
-    dt = _elapsed(op, gap)
-    k = 0
-    while _timers and not _servicing and not _irq_disabled and _now + dt > _timers[0]._deadline and k < 64:
-        # The work since the last call ran past a timer deadline: on a Pico the alarm IRQ preempts that work at
-        # its deadline. Take the board to the deadline, run the callback(s) there, then charge the rest.
-        pre = _timers[0]._deadline - _now
-        if pre < 0:
-            pre = 0
-        _exchange("sync", pre, ())
-        dt -= pre
+    _seq += 1
+    seq = _seq
+    _sock.write(json.dumps([seq, op, _elapsed(op, gap)] + list(args)) + "\n")
+    while True:
+        r = json.loads(_readline())
+        if r[0] == seq:
+            break
+    _now = r[2]
+    if len(r) > 3:
         _wall = _rt.ticks_us()
-        _service()
-        k += 1
-    r = _exchange(op, dt, args)
+        _events(r[3])
     res = r[1]
     if isinstance(res, dict) and "err" in res:
         _wall = _rt.ticks_us()
@@ -208,22 +205,6 @@ def call(op, *args):
         _waited_last = _waited_us()
     _wall = _rt.ticks_us()
     return res
-
-
-def _exchange(op, dt, args):
-    global _seq, _now, _wall
-    _seq += 1
-    seq = _seq
-    _sock.write(json.dumps([seq, op, dt] + list(args)) + "\n")
-    while True:
-        r = json.loads(_readline())
-        if r[0] == seq:
-            break
-    _now = r[2]
-    if len(r) > 3:
-        _wall = _rt.ticks_us()
-        _events(r[3])
-    return r
 
 
 _rbuf = b""
@@ -288,7 +269,6 @@ def _dispatch(cb, hard):
         err = None
         micropython.heap_lock()
         try:
-            irq_entry()
             cb()
         except Exception as e:
             err = e
@@ -305,15 +285,6 @@ def _dispatch(cb, hard):
             micropython.schedule(_soft, cb)
         except RuntimeError:
             pass  # scheduler queue full: dropped silently, as on rp2
-
-
-def irq_entry():
-    """The CPU enters an IRQ handler now: in the cpu clock, the link's own dispatch (finding the due timer,
-    locking the heap, the shim's re-arm) is plumbing a Pico does in hardware, not firmware time. The model clock
-    charges nothing for it either."""
-    global _wall
-    if _mode == "cpu":
-        _wall = _rt.ticks_us()
 
 
 def _soft(cb):
@@ -333,8 +304,7 @@ def now_ns():
         t = _now + _local + ((us * 1000 * _factor_k) >> 10 if us > 0 else 0)
     else:
         t = _now + _rt.ticks_diff(_rt.ticks_us(), _wall) * 1000
-    if not _servicing and (t - _now > _sync_every or (_timers and not _irq_disabled and t >= _timers[0]._deadline)):
-        # (a timer deadline passed while the code ran without calls: the sync takes its callback at the deadline)
+    if t - _now > _sync_every and not _servicing:
         call("sync")
         return _now
     return t

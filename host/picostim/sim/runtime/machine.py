@@ -396,7 +396,6 @@ class Timer:
             return
         if self._ishard:
             try:
-                _vblink.irq_entry()
                 cb(self)
             except Exception:
                 self.deinit()       # rp2: an uncaught exception in a hard callback stops the timer
