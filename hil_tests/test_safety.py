@@ -486,6 +486,7 @@ def test_s14_exception_at_startup_leaves_output_idle(bench, dut, rig, measure):
 def test_selftest_measures_the_known_resistor(dut, rig, measure, load, ohm):
     rig.set_load(load)
     r = dut.selftest(expect_ohm=ohm)
+    assert r.get("measured_ohm") is not None, r["checks"]
     measure("selftest_measured_ohm", r.get("measured_ohm"), "ohm", low=ohm * 0.9, high=ohm * 1.1)
     checks = {c["name"]: c["ok"] for c in r["checks"]}
     measure("selftest_output_path_ok", int(bool(checks.get("output_path"))), "", low=1, high=1)

@@ -612,7 +612,10 @@ class App:
             lo, hi = C.SELFTEST_Z_MIN_OHM, self.lim["z_max_ohm"]
             if expect is not None:
                 lo, hi = expect * (100 - tol) // 100, expect * (100 + tol) // 100
-            if self.state == C.ST_FAULT or self.sup.tripped() or not all(c["ok"] for c in checks):
+            # (a corrupt config file does not block the probe: the device runs on the board's defaults, and the
+            # limits the probe obeys come from the board profile)
+            if self.state == C.ST_FAULT or self.sup.tripped() or \
+                    not all(c["ok"] for c in checks if c["name"] != "config"):
                 chk("output_path", False, "not probed: an earlier check failed or a fault is latched")
             else:
                 m = self._probe_output()
