@@ -8,7 +8,6 @@ import statistics
 
 from benchlib import Figure, board_profile
 
-TOLERANCE = (0.6, 1.6)     # virtual / published, as host/tests/sim/test_vclock.py holds the model clock
 
 
 def _measure(clock, seed, toggles, presses):
@@ -25,7 +24,7 @@ def run(quick: bool = False) -> dict:
     model = _measure("model", 0, toggles, presses)
     cpu = [_measure("cpu", k, toggles, presses) for k in range(boots)]
     figs = []
-    lo, hi = TOLERANCE
+    lo, hi = calibrate.TOLERANCE
     for key, published in calibrate.RP2040_FIGURES.items():
         r = model[key] / published
         figs.append(Figure(f"{key.replace('_us', '')} (model clock)", "us", round(model[key], 2), goal=(">=", lo * published),

@@ -131,6 +131,20 @@ def phase_peaks(cap):
     return sorted(out)
 
 
+def _recover_after_trial(vb, dev):
+    """After a trial that failed or reset the board: reach the application again and bring it back to the start
+    state. Returns a note when even that fails (the campaign goes on and counts it)."""
+    try:
+        try:
+            dev.hello(timeout=3)
+        except Exception:  # noqa: BLE001
+            reconnect(dev)
+        _recover(vb, dev)
+    except Exception as e:  # noqa: BLE001
+        return f"recovery: {type(e).__name__}: {e}"[:200]
+    return None
+
+
 def trial_overcurrent(vb, dev, prof, rnd, wave=WAVE):
     """(onset -> output off, excess-current exposure), ms, for an onset drawn uniformly over a period."""
     _start(vb, dev, 1, wave)
@@ -320,14 +334,9 @@ def _trials(fn, count, vb, dev, prof, rnd, wave, failed):
             failed.append(f"{type(e).__name__}: {e}"[:200])
         if vb.boot_count != boots or v is None:
             v = None
-            try:
-                try:
-                    dev.hello(timeout=3)
-                except Exception:  # noqa: BLE001
-                    reconnect(dev)
-                _recover(vb, dev)
-            except Exception as e:  # noqa: BLE001
-                failed.append(f"recovery: {type(e).__name__}: {e}"[:200])
+            err = _recover_after_trial(vb, dev)
+            if err:
+                failed.append(err)
         vals.append(v)
     return vals
 
@@ -453,14 +462,9 @@ def campaign(clock, n, prof, rnd):
                     if unexpected > 0:
                         resets += unexpected
                         v = None        # a reset nobody asked for spoils the trial
-                    try:
-                        try:
-                            dev.hello(timeout=3)
-                        except Exception:  # noqa: BLE001
-                            reconnect(dev)
-                        _recover(vb, dev)
-                    except Exception as e:  # noqa: BLE001
-                        failed_trials.setdefault(kind, []).append(f"recovery: {type(e).__name__}: {e}"[:200])
+                    err = _recover_after_trial(vb, dev)
+                    if err:
+                        failed_trials.setdefault(kind, []).append(err)
                 if v is None:
                     bad += 1
                 elif isinstance(v, tuple):          # over-current: (latency, exposure)

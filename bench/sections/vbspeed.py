@@ -12,9 +12,6 @@ from benchlib import Figure, board_profile, provisioned_board
 CLOCK = "model"
 CHUNK_S = 30.0
 WALL_BUDGET_S = 30.0
-# Round trips per simulated second before the firmware slept while steady and the board sampled GPIO_IN at each
-# wake-up (measured with the same program: sleep 250/s + GPIO_IN read 250/s + watchdog feeds and samples).
-ROUND_TRIPS_BEFORE = 525
 
 
 def cpu_clock_rate(prof, wall_s):
@@ -82,7 +79,7 @@ def run(quick: bool = False) -> dict:
     n_rpc = sum(rpcs.values())
     top = ", ".join(f"{op} {n / sim:.0f}/s" for op, n in sorted(rpcs.items(), key=lambda kv: -kv[1])[:4])
     figs.append(Figure("CPU-to-board round trips per simulated second (long session)", "1/s", n_rpc / sim if sim else None,
-                       n=n_rpc, baseline=ROUND_TRIPS_BEFORE, baseline_label="before: 4 ms polling loop, GPIO_IN by RPC (measured 2026-11-23, not re-run)",
+                       n=n_rpc,
                        note=top))
     figs.append(Figure("board resets during the session", "", resets, goal=("==", 0), n=len(chunks)))
     if finished:

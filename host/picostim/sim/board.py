@@ -23,7 +23,7 @@ import tty
 from pathlib import Path
 
 from .. import boards, paths
-from .chip.regs import SIO_GPIO_IN
+from .chip.regs import SIO_BASE, SIO_GPIO_IN
 from .usbrepl import UsbRepl
 
 PWRON_RESET = 1
@@ -678,7 +678,8 @@ class VirtualBoard:
 
     def _op_sleep_until(self, gen, *args):
         # the reply carries GPIO_IN at the wake-up: a loop reading its inputs right after waking needs no round trip
-        return self._sleep_until(gen, *args) + [self.chip.gpio.sio_read(SIO_GPIO_IN, self.chip.now_ns)]
+        return self._sleep_until(gen, *args) + [[SIO_BASE + SIO_GPIO_IN,
+                                                  self.chip.gpio.sio_read(SIO_GPIO_IN, self.chip.now_ns)]]
 
     def _sleep_until(self, gen, target, wake_on_stdin=False, fwd_seen=0):
         target = int(target)

@@ -13,6 +13,9 @@ RP2040_FIGURES = {
     "gpio_toggle_loop_us": 31.0,      # one iteration of `p.value(1); p.value(0)`
     "poll_button_to_led_us": 18.0,    # `while True: led.value(not btn.value())`, button edge -> LED edge
 }
+# How close the virtual board must come (virtual / published): the model clock is held to it by the tests, and the
+# bench reports both clocks against it.
+TOLERANCE = (0.6, 1.6)
 
 TOGGLE_LOOP = """
 import machine, time

@@ -383,22 +383,24 @@ def sleep_until(t_ns, wake_on_stdin=False):
 # after the wake-up returns the sample (charged as the read it replaces) instead of another round trip.
 GPIO_IN_FRESH_NS = 100000
 _gin = None
+_gin_addr = None
 _gin_seq = -1
 
 
 def _note_gpio_in(r, seq):
-    global _gin, _gin_seq
+    global _gin, _gin_addr, _gin_seq
     if len(r) > 2 and _seq == seq:     # (no other call since: a timer callback may have run after the reply)
-        _gin = r[2]
+        _gin_addr, _gin = r[2]         # (the board names the register it sampled)
         _gin_seq = seq
     else:
         _gin_seq = -1
 
 
-def gpio_in_sample(cost_op):
-    """The wake-up sample of GPIO_IN while it is still fresh (no call since, little virtual time), else None."""
+def gpio_in_sample(addr, cost_op):
+    """The wake-up sample of the register at addr (SIO GPIO_IN) while it is still fresh (no call since, little
+    virtual time), else None."""
     global _local
-    if _gin_seq != _seq:
+    if _gin_seq != _seq or addr != _gin_addr:
         return None
     if _mode == "model":
         since = _local

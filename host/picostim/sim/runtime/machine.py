@@ -57,16 +57,13 @@ def _r3(op, a, b, c):
     return _vblink.call(op, a, b, c)
 
 
-_SIO_GPIO_IN = 0xD0000004
-
-
 class _Mem:
     def __init__(self, width):
         self._w = width
 
     def __getitem__(self, addr):
-        if addr == _SIO_GPIO_IN and self._w == 32:
-            v = _vblink.gpio_in_sample("mem_r")
+        if self._w == 32:
+            v = _vblink.gpio_in_sample(addr, "mem_r")
             if v is not None:
                 return v
         v = _r2("mem_r", addr, self._w)
