@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 from typing import Iterator
 
@@ -14,6 +15,8 @@ from ..settings import SettingsError
 from ..target import Target, open_target
 from ..transport import TransportError
 
+log = logging.getLogger("picostim.cli")
+
 PORT_HELP = "serial port or URL; `sim` / `sim:<board>` starts a virtual board for this command ($PICOSTIM_PORT)"
 
 
@@ -21,26 +24,107 @@ def port_option(f):
     return click.option("--port", "-p", default=lambda: os.environ.get("PICOSTIM_PORT"), help=PORT_HELP)(f)
 
 
+EXIT_ERROR = 1          # the command ran and something failed (device refused, check failed, I/O error)
+EXIT_USAGE = 2          # bad arguments (click's own code for usage errors)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+
+
+def _api_errors() -> tuple:
+    from ..boards import BoardError
+    from ..deploy import DeployError
+    from ..uf2 import Uf2Error
+    return (DeviceError, SettingsError, TransportError, DeployError, Uf2Error, BoardError)
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line for the operator (pyserial and OSError messages can span lines)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
 def friendly_errors(f):
-    """Report API errors as a ClickException (exit 1, one line) instead of a traceback."""
+    """Every way out of a command is one line and an exit code: API errors and I/O errors exit 1 with their
+    message, Ctrl-C exits 130, anything unexpected exits 1 with its type and message (the traceback only with
+    PICOSTIM_DEBUG=1 or -v). Never a traceback for the operator."""
     @functools.wraps(f)
     def wrapper(*a, **kw):
         try:
             return f(*a, **kw)
-        except DeviceError as e:
-            raise click.ClickException(str(e)) from e
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
         except SettingsError as e:
             raise click.ClickException(f"refused by host check ({e.code}): {e}") from e
-        except TransportError as e:
-            raise click.ClickException(str(e)) from e
-        except Exception as e:
-            from ..deploy import DeployError
-            from ..uf2 import Uf2Error
-            from ..boards import BoardError
-            if isinstance(e, (DeployError, Uf2Error, BoardError)):
-                raise click.ClickException(str(e)) from e
-            raise
+        except Exception as e:  # noqa: BLE001 - the one place that turns failures into one line
+            log.debug("command failed", exc_info=True)
+            if os.environ.get("PICOSTIM_DEBUG"):
+                raise
+            if isinstance(e, _api_errors()) or isinstance(e, OSError):
+                raise click.ClickException(one_line(e)) from e
+            raise click.ClickException(f"{type(e).__name__}: {one_line(e)}") from e
     return wrapper
+
+
+def stop_quietly(dev) -> None:
+    """Stop stimulation on the way out (a second Ctrl-C must not cut the stop short)."""
+    import signal
+    import threading
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        dev.stop()
+    except Exception:  # noqa: BLE001 - best effort: the device also idles on its own (session timer, watchdog)
+        log.debug("stop on exit failed", exc_info=True)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
+def output_idle_on_exit(dev, always: bool = True) -> Iterator[None]:
+    """Leave the output idle when the block ends: on error and Ctrl-C always, on a normal end when `always`."""
+    try:
+        yield
+    except BaseException:
+        stop_quietly(dev)
+        raise
+    if always:
+        stop_quietly(dev)
+
+
+def check_output_file(path, what: str = "output file") -> None:
+    """Refuse an output path that cannot be written, before any work is done (exit 2, one line)."""
+    if path is None:
+        return
+    from pathlib import Path
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise click.BadParameter(f"{p} is a directory", param_hint=what)
+    if not parent.is_dir():
+        raise click.BadParameter(f"{p}: directory {parent} does not exist", param_hint=what)
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise click.BadParameter(f"{p}: not writable", param_hint=what)
+
+
+def check_output_dir(path, what: str = "output directory") -> None:
+    """Refuse a directory that cannot be created or written, before any work is done."""
+    from pathlib import Path
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise click.BadParameter(f"{p} exists and is not a directory", param_hint=what)
+    q = p
+    while not q.exists():
+        q = q.parent if str(q.parent) != str(q) else q
+        if q == q.parent:
+            break
+    if q.exists() and not q.is_dir():
+        raise click.BadParameter(f"{p}: {q} is not a directory", param_hint=what)
+    if q.exists() and not os.access(q, os.W_OK):
+        raise click.BadParameter(f"{p}: {q} is not writable", param_hint=what)
 
 
 @contextlib.contextmanager

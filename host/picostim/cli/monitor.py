@@ -1,6 +1,7 @@
 """`picostim monitor`: live telemetry as a rich table, optional CSV and PNG plot."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import time
 from pathlib import Path
@@ -10,7 +11,8 @@ from rich.live import Live
 from rich.table import Table
 
 from . import main
-from ._common import device_session, friendly_errors, port_option
+from ._common import (EXIT_INTERRUPTED, check_output_file, device_session, friendly_errors,
+                      output_idle_on_exit, port_option)
 
 CSV_FIELDS = ("host_s", "seq", "t_ms", "state", "setpoint_ua", "i_ua", "v_mv", "gap")
 
@@ -56,36 +58,34 @@ def _table(samples, stats, others):
 @friendly_errors
 def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, quiet):
     """Live telemetry (measured current, electrode voltage, state); seq gaps are counted and reported."""
+    check_output_file(csv_file, "--csv")
+    check_output_file(plot_file, "--plot")
     samples, others = [], []
+    interrupted = False
     t0 = time.monotonic()
     with device_session(port) as (dev, _):
-        if start_level is not None:
-            dev.start(level=start_level)
-        writer = fh = None
-        if csv_file:
-            fh = open(csv_file, "w", newline="")
-            writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-        try:
-            with Live(_table(samples, dev.telemetry_stats, others), refresh_per_second=5,
-                      auto_refresh=not quiet, transient=quiet) as live:
-                for s in dev.telemetry(rate_hz=rate_hz, duration_s=duration_s, other_events=others):
-                    s = {**s, "host_s": round(time.monotonic() - t0, 4)}
-                    samples.append(s)
-                    if writer:
-                        writer.writerow(s)
-                    if not quiet:
-                        live.update(_table(samples, dev.telemetry_stats, others))
-        except KeyboardInterrupt:
-            pass
-        finally:
-            if fh:
-                fh.close()
+        # What monitor started it stops, however it ends (normal end, error, Ctrl-C).
+        with contextlib.ExitStack() as stack:
             if start_level is not None:
-                try:
-                    dev.stop()
-                except Exception:  # noqa: BLE001
-                    pass
+                stack.enter_context(output_idle_on_exit(dev))
+                dev.start(level=start_level)
+            writer = fh = None
+            if csv_file:
+                fh = stack.enter_context(open(csv_file, "w", newline=""))
+                writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+                writer.writeheader()
+            try:
+                with Live(_table(samples, dev.telemetry_stats, others), refresh_per_second=5,
+                          auto_refresh=not quiet, transient=quiet) as live:
+                    for s in dev.telemetry(rate_hz=rate_hz, duration_s=duration_s, other_events=others):
+                        s = {**s, "host_s": round(time.monotonic() - t0, 4)}
+                        samples.append(s)
+                        if writer:
+                            writer.writerow(s)
+                        if not quiet:
+                            live.update(_table(samples, dev.telemetry_stats, others))
+            except KeyboardInterrupt:
+                interrupted = True      # keep what was captured: write it out below, then exit 130
         st = dev.telemetry_stats
     click.echo("")
     click.echo(f"{st.received} samples, {st.lost} lost ({st.gaps} gaps)")
@@ -94,3 +94,5 @@ def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, quiet):
         click.echo(f"plot: {plot_file}")
     if csv_file:
         click.echo(f"csv: {csv_file}")
+    if interrupted:
+        raise SystemExit(EXIT_INTERRUPTED)

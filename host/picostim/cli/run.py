@@ -6,7 +6,7 @@ import json
 import click
 
 from . import main
-from ._common import device_session, friendly_errors, port_option
+from ._common import device_session, friendly_errors, output_idle_on_exit, port_option
 
 
 @main.command()
@@ -22,18 +22,21 @@ from ._common import device_session, friendly_errors, port_option
 def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, wait):
     """Start stimulation (ramped up by the device) and print what the device applied."""
     with device_session(port) as (dev, _):
-        applied = dev.start(level=level, program=program, duration_s=duration_s, phase_us=phase_us, gap_us=gap_us,
-                            rate_hz=rate_hz)
-        click.echo("started: " + json.dumps({k: v for k, v in applied.items() if k not in ("id", "ok")}))
-        if wait:
-            # Follow the device's own clock (a virtual board may run slower than real time): until the session
-            # ends (ramped down, S9) or the device leaves the stimulating states.
-            while True:
-                for ev in dev.events(timeout=1.0):
-                    click.echo(json.dumps(ev))
-                if dev.status().get("state") not in ("ramping", "running", "paused"):
-                    break
-            click.echo(f"state: {dev.status().get('state')}")
+        # Without --wait a started session is the result; an error or Ctrl-C before that, or while waiting,
+        # stops it (the output is never left on by a command that did not finish).
+        with output_idle_on_exit(dev, always=False):
+            applied = dev.start(level=level, program=program, duration_s=duration_s, phase_us=phase_us,
+                                gap_us=gap_us, rate_hz=rate_hz)
+            click.echo("started: " + json.dumps({k: v for k, v in applied.items() if k not in ("id", "ok")}))
+            if wait:
+                # Follow the device's own clock (a virtual board may run slower than real time): until the session
+                # ends (ramped down, S9) or the device leaves the stimulating states.
+                while True:
+                    for ev in dev.events(timeout=1.0):
+                        click.echo(json.dumps(ev))
+                    if dev.status().get("state") not in ("ramping", "running", "paused"):
+                        break
+                click.echo(f"state: {dev.status().get('state')}")
 
 
 @main.command()

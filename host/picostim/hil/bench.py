@@ -176,6 +176,12 @@ class Bench:
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
 
     def close(self):
+        # The session ends with the output idle, whatever the last test left running (a real DUT outlives us).
+        if self.device is not None:
+            try:
+                self._dut_idle()
+            except Exception:  # noqa: BLE001 - best effort: a DUT that does not answer cannot be stopped from here
+                pass
         for obj in (self.device,):
             try:
                 if obj is not None:
@@ -238,7 +244,11 @@ class Bench:
         d.poll_events(0.05)
 
     def after_test(self):
-        pass
+        """A test may end (pass, fail, timeout, Ctrl-C) with the DUT stimulating: stop it before anything else."""
+        try:
+            self._dut_idle()
+        except Exception:  # noqa: BLE001 - a DUT that stopped answering is recovered before the next test
+            pass
 
     def recover(self):
         """The DUT stopped answering (a test hung, cut or reset it): reconnect, else power-cycle it."""
