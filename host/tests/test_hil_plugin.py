@@ -162,3 +162,88 @@ def test_cli_builds_pytest_args():
     assert args[args.index("--dut") + 1] == "sim" and args[args.index("-n") + 1] == "2"
     assert args[args.index("--junitxml") + 1] == os.path.join("out", "junit.xml")
     assert args[-2:] == ["--maxfail", "3"] and "-k" in args and "--load" in args
+
+
+# -- issue 15: an interrupted run is INCOMPLETE; JUnit is named and JSON; console keeps test parameters --------
+INTERRUPTED_SCRATCH = textwrap.dedent('''
+    import pathlib, time
+
+    def test_done(measure):
+        measure("x", 1, "V", low=0)
+
+    def test_cut_a(measure):
+        measure("y", 1, "V", low=0)
+        pathlib.Path("started_a").touch()
+        time.sleep(60)
+
+    def test_cut_b(measure):
+        pathlib.Path("started_b").touch()
+        time.sleep(60)
+
+    def test_never_started(measure):
+        time.sleep(60)
+''')
+
+
+def test_interrupted_run_is_recorded_incomplete(tmp_path):
+    import signal
+    import time
+    import xml.etree.ElementTree as ET
+    (tmp_path / "test_cut.py").write_text(INTERRUPTED_SCRATCH)
+    rep = tmp_path / "rep"
+    p = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_cut.py", "-n", "2",
+                          "--hil-report", str(rep), "--junitxml", str(rep / "junit.xml")], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 60
+        while not ((tmp_path / "started_a").exists() and (tmp_path / "started_b").exists()):
+            assert time.monotonic() < end and p.poll() is None, "tests did not start"
+            time.sleep(0.1)
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    rec = _record(tmp_path)
+    assert rec["outcome"] == "INCOMPLETE", out
+    tests = {t["nodeid"].split("::")[1]: t for t in rec["tests"]}
+    assert tests["test_done"]["outcome"] == "passed"
+    for name in ("test_cut_a", "test_cut_b"):
+        assert tests[name]["outcome"] == "incomplete", tests[name]
+    assert rec["summary"]["passed"] == 1 and rec["summary"]["incomplete"] == 2
+    html = (rep / "report.html").read_text()
+    assert "INCOMPLETE" in html and "2 did not finish" in html
+    root = ET.parse(rep / "junit.xml").getroot()
+    cases = root.iter("testcase")
+    names = {}
+    for c in cases:
+        assert c.get("name"), ET.tostring(c)
+        names[c.get("name")] = c
+    for name in ("test_cut_a", "test_cut_b"):
+        assert names[name].find("error") is not None, ET.tostring(names[name])
+
+
+def test_junit_properties_are_json(tmp_path):
+    import xml.etree.ElementTree as ET
+    _run(tmp_path)
+    props = [p for p in ET.parse(tmp_path / "rep" / "junit.xml").getroot().iter("property")
+             if p.get("name") == "picostim_measurement"]
+    assert props
+    for p in props:
+        doc = json.loads(p.get("value"))
+        assert {"name", "value", "unit", "low", "high", "outcome"} <= set(doc)
+
+
+def test_summary_failure_lines_keep_test_parameters():
+    import io
+    from rich.console import Console
+    from picostim.cli.hil import _summary_table
+    rec = R.RecordBuilder()
+    rec.tests["hil_tests/test_waveform.py::test_amplitude[highest-2k]"] = {
+        "nodeid": "hil_tests/test_waveform.py::test_amplitude[highest-2k]", "outcome": "failed", "duration_s": 1.0,
+        "retries": 0, "attempts": [], "waveforms": [], "message": "AssertionError: [bold] 5 != 6",
+        "measurements": [{"name": "amp[pos]", "value": 1, "unit": "uA", "low": 2, "high": 3, "outcome": "FAIL"}]}
+    buf = io.StringIO()
+    _summary_table(rec.finish(1), Console(file=buf, width=200, color_system=None))
+    text = buf.getvalue()
+    assert "test_amplitude[highest-2k]" in text and "[bold] 5 != 6" in text and "amp[pos] = 1 uA" in text

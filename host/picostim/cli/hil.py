@@ -13,6 +13,7 @@ import click
 
 from . import main
 from .. import paths
+from ._common import EXIT_INTERRUPTED
 
 
 TEST_TIMEOUT_S = 240   # per test (pytest-timeout): a wedged bench fails one test instead of hanging CI
@@ -72,40 +73,48 @@ def build_pytest_args(dut: str, rig: str | None, report_dir: str, quiet: bool, k
 
 
 def _summary_table(record: dict, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     groups: "OrderedDict[str, dict]" = OrderedDict()
     for t in record.get("tests", []):
-        mod = t["nodeid"].split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
-        g = groups.setdefault(mod, {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "retried": 0,
+        mod = escape(t["nodeid"].split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py"))
+        g = groups.setdefault(mod, {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "incomplete": 0, "retried": 0,
                                     "measurements": 0, "duration": 0.0})
         g[t["outcome"]] = g.get(t["outcome"], 0) + 1
         g["retried"] += 1 if t.get("retries") else 0
         g["measurements"] += len(t.get("measurements", []))
         g["duration"] += t.get("duration_s", 0.0)
     table = Table(title="picostim HIL", show_lines=False)
-    for col in ("module", "pass", "fail", "err", "skip", "retry", "meas", "s"):
+    for col in ("module", "pass", "fail", "err", "skip", "unfinished", "retry", "meas", "s"):
         table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
     for mod, g in groups.items():
-        bad = g["failed"] + g["error"]
+        bad = g["failed"] + g["error"] + g["incomplete"]
         table.add_row(mod, f"[green]{g['passed']}[/]", f"[red]{g['failed']}[/]" if g["failed"] else "0",
                       f"[red]{g['error']}[/]" if g["error"] else "0", str(g["skipped"]),
+                      f"[yellow]{g['incomplete']}[/]" if g["incomplete"] else "0",
                       f"[yellow]{g['retried']}[/]" if g["retried"] else "0", str(g["measurements"]),
                       f"{g['duration']:.1f}", style="bold" if bad else None)
     s = record.get("summary", {})
     table.add_section()
     table.add_row("total", str(s.get("passed", 0)), str(s.get("failed", 0)), str(s.get("error", 0)),
-                  str(s.get("skipped", 0)), str(s.get("retried", 0)), str(s.get("measurements", 0)),
+                  str(s.get("skipped", 0)), str(s.get("incomplete", 0)), str(s.get("retried", 0)), str(s.get("measurements", 0)),
                   f"{record.get('duration_s', 0):.1f}")
     console.print(table)
+    outcome = record.get("outcome")
+    colour = {"PASS": "green", "FAIL": "red"}.get(outcome, "yellow")
+    note = " (interrupted: not every test finished)" if outcome == "INCOMPLETE" else ""
+    console.print(f"[bold {colour}]{outcome}[/]{note}")
     for d in record.get("duts", []):
         console.print(f"DUT {d.get('board')} uid {d.get('uid')} fw {d.get('fw')} ({d.get('port')})")
     for t in record.get("tests", []):
         if t["outcome"] in ("failed", "error"):
-            console.print(f"[red]{t['outcome'].upper()}[/] {t['nodeid']}: {t.get('message', '')}")
+            # node ids carry test parameters in brackets ([highest-2k]): print them as text, never as markup
+            console.print(f"[red]{t['outcome'].upper()}[/] {escape(t['nodeid'])}: {escape(t.get('message', ''))}")
             for m in t.get("measurements", []):
                 if m.get("outcome") == "FAIL":
-                    console.print(f"    {m['name']} = {m['value']} {m['unit']} (limits {m.get('low')}..{m.get('high')})")
+                    console.print(escape(f"    {m['name']} = {m['value']} {m['unit']} "
+                                         f"(limits {m.get('low')}..{m.get('high')})"))
 
 
 @main.command("hil", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -158,4 +167,5 @@ def hil_cmd(dut, rig, board, load, rigs_file, workers, report_dir, keyword, quie
         _summary_table(collector.record, console)
     if collector.paths:
         console.print(f"record: {collector.paths[0]}  report: {collector.paths[1]}  junit: {report_dir}/junit.xml")
-    sys.exit(int(rc))
+    # pytest says INTERRUPTED (2) for Ctrl-C; picostim commands all say 130 for it (and 2 for usage errors)
+    sys.exit(EXIT_INTERRUPTED if int(rc) == int(pytest.ExitCode.INTERRUPTED) else int(rc))

@@ -11,6 +11,7 @@ want to gather several values before asserting.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -23,6 +24,12 @@ PROP_WAVEFORM = "picostim_waveform"
 PROP_DUT = "picostim_dut"
 PROP_RIG = "picostim_rig"
 PROP_ATTEMPT = "picostim_attempt"
+PROPS = (PROP_MEASUREMENT, PROP_WAVEFORM, PROP_DUT, PROP_RIG, PROP_ATTEMPT)
+
+
+def prop(value) -> str:
+    """A user_property value as JSON text: JUnit XML then carries JSON, and xdist ships it as a plain string."""
+    return json.dumps(value, default=str, separators=(",", ":"))
 
 _MAX_WAVEFORM_POINTS = 4000  # per trace, keeps records small; a plot has no more pixels than this anyway
 
@@ -154,7 +161,7 @@ class TestMeasurements:
         m.judge()
         self.measurements.append(m)
         if self._sink:
-            self._sink(PROP_MEASUREMENT, m.to_dict())
+            self._sink(PROP_MEASUREMENT, prop(m.to_dict()))
         if check and m.outcome == FAIL:
             raise MeasurementFailure(m)
         return m
@@ -169,7 +176,7 @@ class TestMeasurements:
         w = Waveform(name=name, t_us=t_us, series=series, unit=unit, title=title, attempt=self.attempt)
         self.waveforms.append(w)
         if self._sink:
-            self._sink(PROP_WAVEFORM, w.to_dict())
+            self._sink(PROP_WAVEFORM, prop(w.to_dict()))
         return w
 
     @property

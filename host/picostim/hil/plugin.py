@@ -82,8 +82,8 @@ def bench(_session_bench, request):
     """The shared bench, brought back to a known state (output idle, faults cleared, default load) for each test."""
     b = _session_bench
     b.prepare_for_test()
-    request.node.user_properties.append((M.PROP_DUT, b.dut_identity()))
-    request.node.user_properties.append((M.PROP_RIG, b.rig_identity()))
+    request.node.user_properties.append((M.PROP_DUT, M.prop(b.dut_identity())))
+    request.node.user_properties.append((M.PROP_RIG, M.prop(b.rig_identity())))
     yield b
     b.after_test()
 
@@ -107,8 +107,8 @@ def bench_factory(hil_settings, request):
     def make(**overrides):
         b = Bench.open(hil_settings.replace(**overrides))
         opened.append(b)
-        request.node.user_properties.append((M.PROP_DUT, b.dut_identity()))
-        request.node.user_properties.append((M.PROP_RIG, b.rig_identity()))
+        request.node.user_properties.append((M.PROP_DUT, M.prop(b.dut_identity())))
+        request.node.user_properties.append((M.PROP_RIG, M.prop(b.rig_identity())))
         return b
 
     yield make
@@ -151,15 +151,15 @@ def pytest_pyfunc_call(pyfuncitem):
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            pyfuncitem.user_properties.append((M.PROP_ATTEMPT, {
+            pyfuncitem.user_properties.append((M.PROP_ATTEMPT, M.prop({
                 "attempt": attempt, "limit": limit, "outcome": "failed", "message": msg[:300],
-                "duration_s": round(time.monotonic() - t0, 3)}))
+                "duration_s": round(time.monotonic() - t0, 3)})))
             if attempt > limit:
                 raise
             continue
-        pyfuncitem.user_properties.append((M.PROP_ATTEMPT, {
+        pyfuncitem.user_properties.append((M.PROP_ATTEMPT, M.prop({
             "attempt": attempt, "limit": limit, "outcome": "passed", "message": "",
-            "duration_s": round(time.monotonic() - t0, 3)}))
+            "duration_s": round(time.monotonic() - t0, 3)})))
         return True
     return True
 
@@ -175,7 +175,9 @@ class _Recorder:
     def pytest_runtest_logreport(self, report):
         self.config._picostim_record.add_report(report)
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session, exitstatus):
+        _junit_mark_unfinished(self.config)
         cfg = self.config
         if _is_worker(cfg):
             return
@@ -201,6 +203,26 @@ class _Recorder:
         err = getattr(config, "_picostim_report_error", None)
         if err:
             terminalreporter.write_line(f"picostim HIL: could not write the report: {err}", red=True)
+
+
+def _junit_mark_unfinished(config) -> None:
+    """An interrupted run leaves JUnit test cases that started but never reported a result: pytest writes them
+    without a name and without an outcome (so CI counts them as passed). Name each one and mark it an error."""
+    try:
+        from _pytest.junitxml import mangle_test_address, xml_key
+    except ImportError:
+        return
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    for rep in list(xml.node_reporters_ordered):
+        attrs = getattr(rep, "attrs", None)      # (a finished test case keeps only its XML)
+        if attrs is None or attrs.get("name"):
+            continue
+        names = mangle_test_address(str(rep.id))
+        rep.attrs = {"classname": ".".join(names[:-1]), "name": names[-1], **rep.attrs}
+        rep._add_simple("error", "interrupted: the test did not finish")
+        xml.stats["error"] = xml.stats.get("error", 0) + 1
 
 
 def _has_hil(rec) -> bool:

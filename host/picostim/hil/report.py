@@ -19,10 +19,10 @@ h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.4em 0} td,th{border:1px solid #ccc;padding:2px 8px;font-size:.9em}
 th{background:#f0f0f0;text-align:left} .num{text-align:right;font-variant-numeric:tabular-nums}
 .PASS,.passed{color:#176f2c;font-weight:600} .FAIL,.failed,.error{color:#b00020;font-weight:600}
-.skipped{color:#8a6d00} details{margin:.3em 0 .8em 0} summary{cursor:pointer}
+.skipped{color:#8a6d00} .incomplete,.INCOMPLETE{color:#8a4b00;font-weight:600} details{margin:.3em 0 .8em 0} summary{cursor:pointer}
 .msg{font-family:monospace;font-size:.85em;white-space:pre-wrap;color:#b00020}
 .banner{padding:.5em 1em;border-radius:4px;display:inline-block;font-size:1.2em}
-.bPASS{background:#dff3e4} .bFAIL{background:#fbe3e6}
+.bPASS{background:#dff3e4} .bFAIL{background:#fbe3e6} .bINCOMPLETE{background:#fdeccc}
 """
 
 
@@ -81,7 +81,8 @@ def render(record: dict, max_plots: int = 200) -> str:
            f"<style>{_CSS}</style></head><body>",
            f"<h1>picostim HIL report</h1><div class='banner b{_e(record.get('outcome'))}'>"
            f"{_e(record.get('outcome'))}: {s.get('passed', 0)} passed, {s.get('failed', 0)} failed, "
-           f"{s.get('error', 0)} errors, {s.get('skipped', 0)} skipped, {s.get('retried', 0)} retried "
+           f"{s.get('error', 0)} errors, {s.get('skipped', 0)} skipped, {s.get('incomplete', 0)} did not finish, "
+           f"{s.get('retried', 0)} retried "
            f"&middot; {s.get('measurements', 0)} measurements ({s.get('measurements_failed', 0)} out of limits)</div>",
            f"<p>run {_e(record.get('run_id'))} &middot; {_e(record.get('started'))} &rarr; {_e(record.get('finished'))}"
            f" &middot; {_e(record.get('duration_s'))} s &middot; picostim {_e(record.get('host', {}).get('picostim'))}"
