@@ -87,6 +87,11 @@ class App:
         self.tel_timer = None     # the sampling timer while telemetry is on
         self.tel_i = None         # sample rings (raw ADC counts), allocated once at the first telemetry request
         self.tel_v = None
+        self.tel_a = None         # age (ms) of the supervisor's newest in-phase sample when each sample was taken
+        self.tel_last_n = 0       # supervisor sample count the sampling IRQ last saw, and when it changed
+        self.tel_last_us = 0
+        self.seen_n = 0           # the same, as the loop sees it (for status)
+        self.seen_ms = 0
         self.tel_w = 0            # samples the timer took (wraps at TEL_COUNT_MASK)
         self.tel_r = 0            # samples sent
         self.tel_r_us = 0         # ticks_us of sample tel_r
@@ -191,13 +196,19 @@ class App:
         if wave is None:
             if program is None:
                 program = self.settings.config.get("default_program")
+            if program is None and self.programs:
+                # the board's declared default, else its first listed program (never an alphabetical pick)
+                program = self.board.get("default_program")
+                if program not in self.programs:
+                    program = None
+                    for name in self.board.get("programs", ()):
+                        if name in self.programs:
+                            program = name
+                            break
             if program is None:
-                if self.programs:
-                    program = sorted(self.programs)[0]
-                else:
-                    wave = {"phase_us": DEFAULT_WAVEFORM["phase_us"], "gap_us": DEFAULT_WAVEFORM["gap_us"],
-                            "rate_mhz": int(DEFAULT_WAVEFORM["rate_hz"] * 1000), "burst_on_ms": 0,
-                            "burst_off_ms": 0, "burst_ramp_ms": 0}
+                wave = {"phase_us": DEFAULT_WAVEFORM["phase_us"], "gap_us": DEFAULT_WAVEFORM["gap_us"],
+                        "rate_mhz": int(DEFAULT_WAVEFORM["rate_hz"] * 1000), "burst_on_ms": 0,
+                        "burst_off_ms": 0, "burst_ramp_ms": 0}
             if program is not None:
                 if program not in self.programs:
                     raise ProtoError(C.E_UNKNOWN_PROGRAM, "program %s not allowed on this board" % program)
@@ -264,6 +275,9 @@ class App:
     # ---------------------------------------------------------------- periodic work
     def step(self, now):
         sup = self.sup
+        if sup.f[SAMPLES] != self.seen_n:     # when the supervisor last measured (status reports its age)
+            self.seen_n = sup.f[SAMPLES]
+            self.seen_ms = now
         # S4/S5 latched by the IRQ paths: report and hold
         tr = sup.tripped()
         if tr and self.state != C.ST_FAULT:
@@ -404,8 +418,16 @@ class App:
                 "target_ua": self.target_ua if stim else 0, "program": self.program if stim else None,
                 "elapsed_s": el, "remaining_s": max(0, self.session_ms // 1000 - el) if stim else 0,
                 "fault": self.fault, "charging": bool(self.charging_pin.value()), "contact": contact,
-                "i_ua": self.sup.measured_ua() if stim else 0, "samples": self.sup.f[5], "missed": self.sup.f[6], "late": self.sup.f[20],
+                "i_ua": self._status_i_ua(stim, now), "i_age_ms": time.ticks_diff(now, self.seen_ms) if stim else 0,
+                "burst": self.burst_phase(), "samples": self.sup.f[5], "missed": self.sup.f[6], "late": self.sup.f[20],
                 "sample_ctr": [self.sup.f[14], self.sup.f[15]]}
+
+    def _status_i_ua(self, stim, now):
+        if not stim:
+            return 0
+        if time.ticks_diff(now, self.seen_ms) > self.fresh_ms():
+            return None               # no fresh measurement (burst off, paused supervisor, late samples)
+        return self.sup.measured_ua()
 
     def cmd_config_get(self, req, now):
         P.check_keys(req, ())
@@ -542,6 +564,9 @@ class App:
         if self.tel_i is None:
             self.tel_i = array("H", bytes(2 * TEL_RING))
             self.tel_v = array("H", bytes(2 * TEL_RING))
+            self.tel_a = array("H", bytes(2 * TEL_RING))
+        self.tel_last_n = self.sup.f[SAMPLES]
+        self.tel_last_us = time.ticks_us()
         self.tel_dt_us = per_us
         self.tel_w = 0
         self.tel_r = 0
@@ -566,9 +591,18 @@ class App:
             f = self.sup.f
             self.tel_i[k] = f[I_RAW]
             self.tel_v[k] = f[V_RAW]
+            # how old that I/V pair is: the supervisor holds its last value through burst-off and pauses
+            n = f[SAMPLES]
+            now = time.ticks_us()
+            if n != self.tel_last_n:
+                self.tel_last_n = n
+                self.tel_last_us = now
+            age = time.ticks_diff(now, self.tel_last_us) // 1000
+            self.tel_a[k] = age if age < 65535 else 65535
         else:
             self.tel_i[k] = 0
             self.tel_v[k] = 0
+            self.tel_a[k] = 0
         self.tel_w = (w + 1) & TEL_COUNT_MASK
 
     def cmd_audit(self, req, now):
@@ -712,6 +746,18 @@ class App:
         except ProtoError as e:
             self.emit(C.EV_BUTTON, {"button": name, "refused": e.code})
 
+    def fresh_ms(self, slack_ms=2 * QUIET_LOOP_MS):
+        """A current sample older than this is not a measurement of the output now: two repetition periods (the
+        supervisor looks once or more per pair) plus slack (two loop periods when the loop noted the sample)."""
+        per_us = self.plan["period_us"] if self.plan else 0
+        return 2 * per_us // 1000 + slack_ms
+
+    def burst_phase(self):
+        """"on"/"off" while a burst waveform runs, else None."""
+        if self.state not in STIM_STATES or not self.burst_on_ms:
+            return None
+        return "on" if self.burst_is_on else "off"
+
     def telemetry(self, now):
         """Send the samples the timer took since the last call, as batches: {seq (of the first), n, t0_us, dt_us,
         i_ua[], v_mv[]} plus setpoint_ua, state and samples at sending time. Samples the ring overwrote before
@@ -729,20 +775,30 @@ class App:
             self.tel_seq += lost
             pending = TEL_RING - 1
         b = self.board
+        fresh_ms = self.fresh_ms(10)       # (the sampling IRQ notes a new supervisor sample within one dt)
         while pending > 0:
             n = pending if pending < TEL_BATCH_MAX else TEL_BATCH_MAX
             r = self.tel_r
             ii = []
             vv = []
+            aa = []
             for j in range(n):
                 k = (r + j) % TEL_RING
-                ii.append(B.adc_raw_to_ua(b, self.tel_i[k]))
-                vv.append(B.adc_raw_to_electrode_mv(b, self.tel_v[k]))
+                a = self.tel_a[k]
+                aa.append(a)
+                if a > fresh_ms:            # no fresh measurement: say so (null), never repeat a stale value
+                    ii.append(None)
+                    vv.append(None)
+                else:
+                    ii.append(B.adc_raw_to_ua(b, self.tel_i[k]))
+                    vv.append(B.adc_raw_to_electrode_mv(b, self.tel_v[k]))
+            stim = self.state in STIM_STATES
             self.emit(C.EV_TELEMETRY, {"seq": self.tel_seq + 1, "n": n,
                                        "t0_us": self.tel_r_us,
-                                       "dt_us": self.tel_dt_us, "i_ua": ii, "v_mv": vv,
+                                       "dt_us": self.tel_dt_us, "i_ua": ii, "v_mv": vv, "age_ms": aa,
                                        "setpoint_ua": self.amp.applied_ua, "state": self.state,
-                                       "samples": self.sup.f[5]})
+                                       "samples": self.sup.f[5], "program": self.program if stim else None,
+                                       "burst": self.burst_phase()})
             self.tel_seq += n
             self.tel_r = (r + n) & TEL_COUNT_MASK
             self.tel_r_us = time.ticks_add(self.tel_r_us, n * self.tel_dt_us)

@@ -307,7 +307,8 @@ class Device:
         return self._tel_us
 
     def telemetry_samples(self, ev: dict) -> list[dict]:
-        """One telemetry event -> its samples, each {seq, t_ms, t_us, i_ua, v_mv, setpoint_ua, state, samples}
+        """One telemetry event -> its samples, each {seq, t_ms, t_us, i_ua (None: no fresh measurement), v_mv, fresh,
+        age_ms, setpoint_ua, state, samples, program, burst}
         (a batch event carries n samples `dt_us` apart from `t0_us`; a single-sample event is passed through)."""
         if not isinstance(ev.get("i_ua"), list):
             return [ev]
@@ -316,13 +317,17 @@ class Device:
         if self._tel_ms_base is None:
             # device ms of this stream's first sample: the batch went out at t_ms, its last sample a little before
             self._tel_ms_base = ev.get("t_ms", 0) - (n - 1) * dt / 1000 - t0 / 1000
-        common = {k: ev[k] for k in ("setpoint_ua", "state", "samples") if k in ev}
+        common = {k: ev[k] for k in ("setpoint_ua", "state", "samples", "program", "burst") if k in ev}
+        ages = ev.get("age_ms") or ()
         out = []
         for k in range(n):
             t_us = t0 + k * dt
+            i_ua = ev["i_ua"][k]
             out.append({"ev": ev.get("ev"), "seq": None if seq is None else seq + k,
                         "t_ms": round(self._tel_ms_base + t_us / 1000, 3), "t_us": t_us,
-                        "i_ua": ev["i_ua"][k], "v_mv": ev["v_mv"][k] if k < len(ev.get("v_mv", ())) else None,
+                        "i_ua": i_ua, "v_mv": ev["v_mv"][k] if k < len(ev.get("v_mv", ())) else None,
+                        # null i_ua: the device has no fresh measurement (burst off, no supervisor sample yet)
+                        "fresh": i_ua is not None, "age_ms": ages[k] if k < len(ages) else None,
                         **common})
         return out
 

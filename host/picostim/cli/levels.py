@@ -88,6 +88,32 @@ def levels_audit(port):
 
 
 # -- tune ------------------------------------------------------------------------------------------------------
+class StatusLine:
+    """One status line redrawn in place on a terminal (carriage return + erase line), at most every `every_s`;
+    to a pipe or file a line is written only when its text changes."""
+
+    def __init__(self, stream=None, every_s: float = 0.2):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.every_s = every_s
+        self.last_text = None
+        self.last_t = 0.0
+
+    def show(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if text == self.last_text or (not force and now - self.last_t < self.every_s):
+            return
+        self.stream.write(("\r\x1b[2K" + text) if self.tty else text + "\n")
+        self.stream.flush()
+        self.last_text, self.last_t = text, now
+
+    def end(self) -> None:
+        if self.tty and self.last_text is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+        self.last_text = None
+
+
 KEYS_UP = (b"\x1b[A", b"+", b"k", b"u")
 KEYS_DOWN = (b"\x1b[B", b"-", b"j", b"d")
 
@@ -137,8 +163,10 @@ class _Keys:
 @click.option("--operator", default=_operator_default, help="name recorded in the audit log on save")
 @click.option("--duration", type=float, default=600, show_default=True, help="session length while tuning (s)")
 @click.option("--rate", "telemetry_hz", type=int, default=20, show_default=True, help="telemetry rate (Hz)")
+@click.option("--program", default=None,
+              help="program to stimulate with while tuning (default: the device's default program)")
 @friendly_errors
-def levels_tune(port, level, step, operator, duration, telemetry_hz):
+def levels_tune(port, level, step, operator, duration, telemetry_hz, program):
     """Interactive: stimulate at LEVEL, Up/Down (or +/-) change its µA live (device-ramped) with the measured
     current shown; `s` saves (atomic, audit entry), `q` quits (unsaved changes are discarded)."""
     with device_session(port) as (dev, _):
@@ -151,22 +179,22 @@ def levels_tune(port, level, step, operator, duration, telemetry_hz):
         saved = table[level - 1]
         trial = saved
         live_mode = "trial"      # set_level with ua (not persisted); falls back to levels_set if unsupported
-        dev.start(level=level, duration_s=duration)
+        applied = dev.start(level=level, duration_s=duration, program=program)
         dev.telemetry_enable(True, telemetry_hz)
         keys = _Keys()
-        measured, state, note = None, "?", ""
-        click.echo(f"tuning level {level} on {hello.get('board')} {hello.get('uid')} (cap {cap} µA, step {step} µA)"
+        measured, state, note, burst = None, "?", "", None
+        click.echo(f"tuning level {level} on {hello.get('board')} {hello.get('uid')} (cap {cap} µA, step {step} µA), "
+                   f"program {applied.get('program') or 'custom waveform'}"
                    f"\nUp/Down or +/- change µA, s = save, q = quit")
-        last_draw = 0.0
+        status_line = StatusLine()
 
         def draw(force=False):
-            nonlocal last_draw
-            now = time.monotonic()
-            if force or now - last_draw > 0.2:
-                m = "—" if measured is None else f"{measured:.0f}"
-                click.echo(f"level {level}: set {trial} µA (saved {saved} µA) measured {m} µA state {state}"
-                           f"{'  ' + note if note else ''}")
-                last_draw = now
+            if measured is None:
+                m = "— µA (no fresh sample" + (": burst off)" if burst == "off" else ")")
+            else:
+                m = f"{measured:.0f} µA"
+            status_line.show(f"level {level}: set {trial} µA (saved {saved} µA) measured {m} state {state}"
+                             f"{'  ' + note if note else ''}", force)
 
         def apply(new_ua):
             nonlocal live_mode, trial, note
@@ -217,13 +245,16 @@ def levels_tune(port, level, step, operator, duration, telemetry_hz):
                 for ev in dev.poll_events(0.05):
                     if ev.get("ev") == codes.EV_TELEMETRY:
                         batch = dev.telemetry_samples(ev)       # (a batch of samples; show the newest)
-                        measured = batch[-1].get("i_ua") if batch else measured
+                        if batch:
+                            measured = batch[-1].get("i_ua")     # None: no fresh measurement (never a stale one)
                         state = ev.get("state", state)
+                        burst = ev.get("burst")
                     elif ev.get("ev") in (codes.EV_TRIP, codes.EV_PAUSE, codes.EV_SESSION_END):
                         note = f"event {ev.get('ev')}: {ev.get('reason')}"
                         draw(True)
                 draw()
         finally:
+            status_line.end()
             keys.restore()
             try:
                 dev.telemetry_enable(False)

@@ -8,13 +8,29 @@ from pathlib import Path
 
 import click
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from . import main
 from ._common import (EXIT_INTERRUPTED, check_output_file, device_session, friendly_errors,
                       output_idle_on_exit, port_option)
 
-CSV_FIELDS = ("host_s", "seq", "t_ms", "state", "setpoint_ua", "i_ua", "v_mv", "gap")
+CSV_FIELDS = ("host_s", "seq", "t_ms", "state", "program", "burst", "setpoint_ua", "i_ua", "v_mv", "fresh", "age_ms",
+              "gap")
+TABLE_FIELDS = ("seq", "t_ms", "state", "program", "burst", "setpoint_ua", "i_ua", "v_mv")
+
+
+def fresh_points(samples: list[dict]) -> tuple[list, list]:
+    """(device time s, measured µA) of the samples that carry a fresh measurement: a stale value is not plotted."""
+    pts = [(s.get("t_ms", 0) / 1000, s["i_ua"]) for s in samples if s.get("i_ua") is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _cell(s: dict, c: str) -> str:
+    v = s.get(c)
+    if c == "i_ua" and v is None:
+        return "— (no fresh sample)"
+    return "" if v is None else str(v)
 
 
 def plot_samples(samples: list[dict], path: Path, title: str = "picostim telemetry") -> None:
@@ -25,7 +41,8 @@ def plot_samples(samples: list[dict], path: Path, title: str = "picostim telemet
     t = [s.get("t_ms", 0) / 1000 for s in samples]
     fig, ax = plt.subplots(figsize=(9, 4))
     ax.plot(t, [s.get("setpoint_ua") for s in samples], label="setpoint (µA)", drawstyle="steps-post")
-    ax.plot(t, [s.get("i_ua") for s in samples], label="measured |I| (µA)", marker=".", linestyle="none")
+    ft, fi = fresh_points(samples)
+    ax.plot(ft, fi, label="measured |I| (µA), fresh samples only", marker=".", linestyle="none")
     ax.set_xlabel("device time (s)")
     ax.set_ylabel("µA")
     ax.set_title(title)
@@ -38,12 +55,12 @@ def plot_samples(samples: list[dict], path: Path, title: str = "picostim telemet
 
 def _table(samples, stats, others):
     t = Table(title=f"telemetry: {stats.received} samples, {stats.lost} lost in {stats.gaps} gaps")
-    for c in ("seq", "t_ms", "state", "setpoint_ua", "i_ua", "v_mv"):
+    for c in TABLE_FIELDS:
         t.add_column(c, justify="right")
     for s in samples[-12:]:
-        t.add_row(*(str(s.get(c, "")) for c in ("seq", "t_ms", "state", "setpoint_ua", "i_ua", "v_mv")))
+        t.add_row(*(escape(_cell(s, c)) for c in TABLE_FIELDS))
     if others:
-        t.caption = "last event: " + str(others[-1])
+        t.caption = escape("last event: " + str(others[-1]))
     return t
 
 
@@ -54,10 +71,14 @@ def _table(samples, stats, others):
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), help="write samples to CSV")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), help="write a PNG plot")
 @click.option("--start-level", type=int, default=None, help="start a session at this level first")
+@click.option("--program", default=None,
+              help="program for --start-level (default: the device's default program, from the board profile)")
 @click.option("--quiet", is_flag=True, help="no live table")
 @friendly_errors
-def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, quiet):
+def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, program, quiet):
     """Live telemetry (measured current, electrode voltage, state); seq gaps are counted and reported."""
+    if program is not None and start_level is None:
+        raise click.UsageError("--program needs --start-level (monitor starts nothing without it)")
     check_output_file(csv_file, "--csv")
     check_output_file(plot_file, "--plot")
     samples, others = [], []
@@ -68,7 +89,9 @@ def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, quiet):
         with contextlib.ExitStack() as stack:
             if start_level is not None:
                 stack.enter_context(output_idle_on_exit(dev))
-                dev.start(level=start_level)
+                applied = dev.start(level=start_level, program=program)
+                click.echo(f"started level {applied.get('level')} ({applied.get('target_ua')} µA), program "
+                           f"{applied.get('program') or 'custom waveform'}")
             writer = fh = None
             if csv_file:
                 fh = stack.enter_context(open(csv_file, "w", newline=""))
@@ -90,7 +113,8 @@ def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, quiet):
     click.echo("")
     click.echo(f"{st.received} samples, {st.lost} lost ({st.gaps} gaps)")
     if plot_file and samples:
-        plot_samples(samples, plot_file)
+        progs = sorted({s["program"] for s in samples if s.get("program")})
+        plot_samples(samples, plot_file, title="picostim telemetry" + (f" (program {', '.join(progs)})" if progs else ""))
         click.echo(f"plot: {plot_file}")
     if csv_file:
         click.echo(f"csv: {csv_file}")

@@ -28,6 +28,9 @@ def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, wait):
             applied = dev.start(level=level, program=program, duration_s=duration_s, phase_us=phase_us,
                                 gap_us=gap_us, rate_hz=rate_hz)
             click.echo("started: " + json.dumps({k: v for k, v in applied.items() if k not in ("id", "ok")}))
+            click.echo(f"level {applied.get('level')} ({applied.get('target_ua')} µA), "
+                       + (f"program {applied['program']}" if applied.get("program") else "custom waveform")
+                       + f", {applied.get('session_s')} s")
             if wait:
                 # Follow the device's own clock (a virtual board may run slower than real time): until the session
                 # ends (ramped down, S9) or the device leaves the stimulating states.
