@@ -448,14 +448,17 @@ class App:
         return {"levels_ua": self.settings.levels}
 
     def cmd_levels_set(self, req, now):
-        P.check_keys(req, ("levels_ua", "level", "ua", "operator"))
+        P.check_keys(req, ("levels_ua", "level", "ua", "operator", "utc"))
         op = req.get("operator")
-        if op is None or op == "":
+        if op is None:
             op = "unknown"
         elif not isinstance(op, str):
             raise ProtoError(C.E_BAD_TYPE, "operator must be a string")
+        elif not op.strip():
+            raise ProtoError(C.E_OUT_OF_RANGE, "operator must not be empty")
         elif len(op) > C.OPERATOR_MAX_LEN:
             raise ProtoError(C.E_OUT_OF_RANGE, "operator longer than %d" % C.OPERATOR_MAX_LEN)
+        utc = P.get_str(req, "utc", 40)       # the host's UTC time: the board has no calendar clock
         old = list(self.settings.levels)
         if "levels_ua" in req:
             if "level" in req or "ua" in req:
@@ -483,7 +486,7 @@ class App:
                 self.retarget(self.target_ua, now)     # integer work, no allocation
         for i in changed:
             try:
-                self.audit.record(op, i + 1, old[i], applied[i])
+                self.audit.record(op, i + 1, old[i], applied[i], utc)
             except (MemoryError, OSError):
                 reply = reply_unaudited      # the table is saved; the reply says its audit entry is not
         return reply

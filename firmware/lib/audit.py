@@ -29,8 +29,8 @@ class Audit:
             self.problem = str(e)
             self.entries = []
 
-    def record(self, operator, level, before_ua, after_ua):
-        e = {"seq": self.next_seq, "t": time.time(), "operator": operator, "level": level,
+    def record(self, operator, level, before_ua, after_ua, utc=None):
+        e = {"seq": self.next_seq, "t": time.time(), "utc": utc, "operator": operator, "level": level,
              "before_ua": before_ua, "after_ua": after_ua}
         self.next_seq += 1
         self.entries.append(e)

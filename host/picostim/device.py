@@ -19,6 +19,12 @@ DEFAULT_TIMEOUT = 3.0
 TICKS_MASK = (1 << 30) - 1      # MicroPython ticks_us/ticks_ms wrap at 2**30
 
 
+def utc_now() -> str:
+    """The host's UTC time for audit entries, e.g. 2026-12-04T02:51:07Z."""
+    import datetime as dt
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class DeviceError(Exception):
     """The device answered {"ok": false}: `.code` is a pscodes error code, `.detail` its explanation."""
 
@@ -189,12 +195,16 @@ class Device:
         return self.request("levels_get")["levels_ua"]
 
     def levels_set(self, levels_ua: list[int] | None = None, *, level: int | None = None, ua: int | None = None,
-                   operator: str = "") -> list[int]:
+                   operator: str | None = None, utc: str | None = None) -> list[int]:
+        """Write the level table (or one level). The audit entry gets `operator` (the device refuses an empty one;
+        omitted: "unknown") and the host's UTC time (`utc`, default now: the board has no calendar clock)."""
+        who = {} if operator is None else {"operator": operator}
+        who["utc"] = utc or utc_now()
         if levels_ua is not None:
-            return self.request("levels_set", levels_ua=list(levels_ua), operator=operator)["levels_ua"]
+            return self.request("levels_set", levels_ua=list(levels_ua), **who)["levels_ua"]
         if level is None or ua is None:
             raise ValueError("levels_set needs levels_ua, or level and ua")
-        return self.request("levels_set", level=level, ua=ua, operator=operator)["levels_ua"]
+        return self.request("levels_set", level=level, ua=ua, **who)["levels_ua"]
 
     def start(self, level: int, program: str | None = None, duration_s: float | None = None, **waveform) -> dict:
         args = {"level": level, **{k: v for k, v in waveform.items() if v is not None}}

@@ -42,6 +42,17 @@ def one_line(e: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
+def operator_default() -> str:
+    return os.environ.get("PICOSTIM_OPERATOR") or os.environ.get("USER") or "unknown"
+
+
+def check_operator(ctx, param, value):
+    """The audit log needs a name: an empty or blank operator is a usage error (the device refuses it too)."""
+    if value is not None and not str(value).strip():
+        raise click.BadParameter("the operator name must not be empty")
+    return value
+
+
 def friendly_errors(f):
     """Every way out of a command is one line and an exit code: API errors and I/O errors exit 1 with their
     message, Ctrl-C exits 130, anything unexpected exits 1 with its type and message (the traceback only with

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import main
-from ._common import device_session, friendly_errors, port_option, profile_for
+from ._common import check_operator, device_session, friendly_errors, operator_default, port_option, profile_for
 from .. import settings
 
 EXPORT_FORMAT = 1
@@ -131,7 +131,8 @@ def config_diff(port, file):
 @config.command("import")
 @port_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--operator", default=lambda: os.environ.get("USER", "unknown"), help="name in the audit log")
+@click.option("--operator", default=operator_default, callback=check_operator,
+              help="name in the audit log ($PICOSTIM_OPERATOR, else $USER)")
 @friendly_errors
 def config_import(port, file, operator):
     """Apply an exported FILE (checked against the board profile first)."""

@@ -9,16 +9,13 @@ import time
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import main
-from ._common import device_session, friendly_errors, port_option, profile_for
+from ._common import check_operator, device_session, friendly_errors, operator_default, port_option, profile_for
 from .. import settings
 from ..device import DeviceError
 from ..shared import codes
-
-
-def _operator_default():
-    return os.environ.get("PICOSTIM_OPERATOR") or os.environ.get("USER") or "unknown"
 
 
 @main.group()
@@ -47,7 +44,8 @@ def levels_show(port):
 @click.argument("level", type=int, required=False)
 @click.argument("ua", type=int, required=False)
 @click.option("--table", "table_text", help="the whole table, comma separated (e.g. 80,160,240,320,400)")
-@click.option("--operator", default=_operator_default, help="name recorded in the device's audit log")
+@click.option("--operator", default=operator_default, callback=check_operator,
+              help="name recorded in the device's audit log ($PICOSTIM_OPERATOR, else $USER)")
 @click.option("--no-host-check", is_flag=True, help="send without the host-side check (the device still checks)")
 @friendly_errors
 def levels_set(port, level, ua, table_text, operator, no_host_check):
@@ -72,6 +70,9 @@ def levels_set(port, level, ua, table_text, operator, no_host_check):
     click.echo(f"levels_ua {current} -> {applied}")
 
 
+AUDIT_COLUMNS = ("seq", "utc", "operator", "level", "before_ua", "after_ua")   # utc: the host's time at the change
+
+
 @levels.command("audit")
 @port_option
 @friendly_errors
@@ -80,11 +81,12 @@ def levels_audit(port):
     with device_session(port) as (dev, _):
         entries = dev.audit()
     t = Table(title="audit log")
-    for c in ("seq", "t", "operator", "level", "before_ua", "after_ua"):
-        t.add_column(c)
+    for c in AUDIT_COLUMNS:
+        t.add_column(c, no_wrap=True)
     for e in entries:
-        t.add_row(*(str(e.get(c)) for c in ("seq", "t", "operator", "level", "before_ua", "after_ua")))
-    Console().print(t)
+        # operator names are data: "[bold]" or "tech [night shift]" must show as typed, not as rich markup
+        t.add_row(*(Text("" if e.get(c) is None else str(e.get(c))) for c in AUDIT_COLUMNS))
+    Console(width=max(120, Console().width)).print(t)
 
 
 # -- tune ------------------------------------------------------------------------------------------------------
@@ -160,7 +162,8 @@ class _Keys:
 @port_option
 @click.option("--level", "-l", "level", type=int, required=True, help="level to tune (1-based)")
 @click.option("--step", type=click.IntRange(1, 100), default=5, show_default=True, help="µA per key press")
-@click.option("--operator", default=_operator_default, help="name recorded in the audit log on save")
+@click.option("--operator", default=operator_default, callback=check_operator,
+              help="name recorded in the audit log on save ($PICOSTIM_OPERATOR, else $USER)")
 @click.option("--duration", type=float, default=600, show_default=True, help="session length while tuning (s)")
 @click.option("--rate", "telemetry_hz", type=int, default=20, show_default=True, help="telemetry rate (Hz)")
 @click.option("--program", default=None,
