@@ -37,6 +37,13 @@ class ProtocolTimeout(TransportError):
     pass
 
 
+class NoMicroPython(TransportError):
+    """Nothing on the port speaks MicroPython (no application, no REPL prompt)."""
+
+
+REPL_PROMPT_S = 4.0     # a MicroPython board prints '>>> ' well within this after Ctrl-C, Ctrl-B
+
+
 @dataclass
 class TelemetryStats:
     received: int = 0
@@ -153,6 +160,13 @@ class Device:
         from .rawrepl import RawRepl
         repl = RawRepl(self.t)
         self.t.write(b"\r\x03\x03\x02")     # leave any raw REPL / stop a stuck program, back to the friendly REPL
+        try:
+            self.t.read_until(b">>> ", REPL_PROMPT_S)
+        except TransportError:
+            raise NoMicroPython(
+                f"{self.port}: no MicroPython here: neither the picostim application nor a MicroPython REPL "
+                f"answers (no reply to hello, no '>>>' after Ctrl-C). Is this a Pico with MicroPython? Install it "
+                f"with `picostim flash --uf2 micropython.uf2 -b BOARD -p PORT`") from None
         time.sleep(0.1)
         self.t.drain(quiet_s=0.1)
         repl.soft_reset(run_main=True)

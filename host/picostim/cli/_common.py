@@ -20,8 +20,52 @@ log = logging.getLogger("picostim.cli")
 PORT_HELP = "serial port or URL; `sim` / `sim:<board>` starts a virtual board for this command ($PICOSTIM_PORT)"
 
 
+def check_board(name: str, what: str = "--board", dut: bool = True) -> dict:
+    """A board profile by name, refused before any work when unknown, malformed or (for a DUT) the rig's."""
+    from .. import boards
+    try:
+        prof = boards.load(name)
+    except (boards.BoardError, OSError, ValueError) as e:
+        raise click.BadParameter(one_line(e), param_hint=what) from None
+    if dut and prof.get("kind") == "rig":
+        duts = [n for n in boards.names() if boards.load(n).get("kind") != "rig"]
+        raise click.BadParameter(f"{name!r} is the HIL rig's profile, not a stimulator board; use one of "
+                                 f"{', '.join(duts)}", param_hint=what)
+    return prof
+
+
+def check_load(spec: str, what: str = "--load") -> str:
+    """An electrode load spec (500, 2k, 10k, skin, open, short, or ohms), refused before any work when invalid."""
+    from ..sim.chip.load import LoadError, parse_load
+    try:
+        parse_load(spec)
+    except (LoadError, ValueError, TypeError) as e:
+        raise click.BadParameter(f"{spec!r}: {one_line(e)}", param_hint=what) from None
+    return spec
+
+
+def check_port(spec: str | None, what: str = "--port") -> str | None:
+    """`sim` / `sim:<board>` (board checked), a URL, or a serial device that exists: refused before any work."""
+    from ..target import is_sim, sim_board
+    if spec is None:
+        return None
+    if not isinstance(spec, str) or not spec.strip():
+        raise click.BadParameter("empty port", param_hint=what)
+    if is_sim(spec):
+        check_board(sim_board(spec), what)
+    elif "://" not in spec and not os.path.exists(spec):
+        raise click.BadParameter(f"{spec}: no such serial port (`picostim info --list` shows what is attached; "
+                                 f"`sim` starts a virtual board)", param_hint=what)
+    return spec
+
+
+def _port_param(ctx, param, value):
+    return check_port(value, "--port")
+
+
 def port_option(f):
-    return click.option("--port", "-p", default=lambda: os.environ.get("PICOSTIM_PORT"), help=PORT_HELP)(f)
+    return click.option("--port", "-p", default=lambda: os.environ.get("PICOSTIM_PORT"), help=PORT_HELP,
+                        callback=_port_param)(f)
 
 
 EXIT_ERROR = 1          # the command ran and something failed (device refused, check failed, I/O error)
@@ -148,6 +192,13 @@ def device_session(port: str | None, board: str | None = None, timeout: float = 
             yield dev, tgt
         finally:
             dev.close()
+
+
+def say_if_ephemeral(tgt: Target, what: str = "this change") -> None:
+    """A `-p sim` board lives only for its command: say that the change just made went with it."""
+    if tgt is not None and tgt.vb is not None:
+        click.echo(f"note: {tgt.spec} was a virtual board started for this command; it is gone now, and {what} "
+                   f"with it. Keep one running with `picostim sim -b {tgt.board}` and pass its port.", err=True)
 
 
 def profile_for(info: dict) -> dict:

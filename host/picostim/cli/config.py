@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import main
-from ._common import check_operator, device_session, friendly_errors, operator_default, port_option, profile_for
+from ._common import check_operator, check_output_file, device_session, say_if_ephemeral, friendly_errors, operator_default, port_option, profile_for
 from .. import settings
 
 EXPORT_FORMAT = 1
@@ -69,7 +69,7 @@ def config_set(port, assignments, no_host_check):
             raise click.ClickException(f"{a!r}: expected KEY=VALUE")
         k, v = a.split("=", 1)
         partial[k.strip()] = settings.parse_value(v.strip())
-    with device_session(port) as (dev, _):
+    with device_session(port) as (dev, tgt):
         if not no_host_check:
             hello = dev.hello()
             merged = {**dev.config_get(), **partial}
@@ -77,6 +77,7 @@ def config_set(port, assignments, no_host_check):
         applied = dev.config_set(partial)
     for k, v in sorted(applied.items()):
         click.echo(f"{k} = {json.dumps(v)}")
+    say_if_ephemeral(tgt, "the new settings")
 
 
 def _snapshot(dev) -> dict:
@@ -91,6 +92,7 @@ def _snapshot(dev) -> dict:
 @friendly_errors
 def config_export(port, file):
     """Write config and level table to FILE (or stdout) as JSON."""
+    check_output_file(file, "FILE")
     with device_session(port) as (dev, _):
         doc = _snapshot(dev)
     text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
@@ -137,7 +139,7 @@ def config_diff(port, file):
 def config_import(port, file, operator):
     """Apply an exported FILE (checked against the board profile first)."""
     doc = read_export(file)
-    with device_session(port) as (dev, _):
+    with device_session(port) as (dev, tgt):
         hello = dev.hello()
         profile = profile_for(hello)
         if doc.get("board") not in (None, hello.get("board")):
@@ -151,3 +153,4 @@ def config_import(port, file, operator):
         if levels is not None and levels != dev.levels_get():
             dev.levels_set(levels, operator=operator)
         click.echo(f"imported {file}: config {dev.config_get()}, levels {dev.levels_get()}")
+    say_if_ephemeral(tgt, "the imported settings")

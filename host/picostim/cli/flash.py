@@ -7,7 +7,7 @@ import click
 from rich.console import Console
 
 from . import main
-from ._common import PORT_HELP, friendly_errors
+from ._common import PORT_HELP, check_board, friendly_errors
 
 
 @main.command()
@@ -27,7 +27,7 @@ def flash(board, ports, all_ports, uf2_file, firmware_dir, no_handshake):
     from ..target import default_port
     from ..transport import list_ports
 
-    boards.load(board)  # a bad profile stops everything before any board is touched
+    check_board(board)  # a bad (or rig) profile stops everything before any board is touched
     specs = list(ports)
     if all_ports:
         specs += [p["port"] for p in list_ports() if p["micropython"] and p["port"] not in specs]

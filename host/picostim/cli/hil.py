@@ -13,7 +13,7 @@ import click
 
 from . import main
 from .. import paths
-from ._common import EXIT_INTERRUPTED
+from ._common import EXIT_INTERRUPTED, check_board, check_load, check_output_dir, check_port
 
 
 TEST_TIMEOUT_S = 240   # per test (pytest-timeout): a wedged bench fails one test instead of hanging CI
@@ -86,7 +86,7 @@ def _summary_table(record: dict, console) -> None:
         g["measurements"] += len(t.get("measurements", []))
         g["duration"] += t.get("duration_s", 0.0)
     table = Table(title="picostim HIL", show_lines=False)
-    for col in ("module", "pass", "fail", "err", "skip", "unfinished", "retry", "meas", "s"):
+    for col in ("module", "pass", "fail", "err", "skip", "inc", "retry", "meas", "s"):
         table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
     for mod, g in groups.items():
         bad = g["failed"] + g["error"] + g["incomplete"]
@@ -121,8 +121,12 @@ def _summary_table(record: dict, console) -> None:
 @click.option("--dut", default=None, help="DUT serial port or sim[:board] (default: the one attached Pico, else sim)")
 @click.option("--rig", default=None, help="rig address, sim, or sim-proto (the virtual rig over the rig protocol); "
               "default sim for a virtual DUT")
-@click.option("--board", default=None, help="board profile for the virtual board (same as --dut sim:BOARD)")
+@click.option("--board", "-b", default=None, help="board profile for the virtual board (same as --dut sim:BOARD)")
 @click.option("--load", default=None, help="default load per test: 500, 2k, 10k, skin")
+@click.option("--clock", type=click.Choice(["cpu", "model", "realtime"]), default=None,
+              help="virtual board clock (default model: deterministic, independent of host load)")
+@click.option("--firmware", type=click.Path(exists=True, file_okay=False), default=None,
+              help="firmware tree to provision instead of the repo's firmware/ (e.g. a mutated copy)")
 @click.option("--rigs-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON list of benches to run in parallel (one xdist worker per bench)")
 @click.option("-n", "--workers", type=int, default=None, help="parallel workers (default 2 on the virtual board)")
@@ -130,11 +134,22 @@ def _summary_table(record: dict, console) -> None:
 @click.option("-k", "keyword", default=None, help="only tests matching this pytest -k expression")
 @click.option("-q", "--quiet", is_flag=True, help="terse pytest output; print the summary table")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def hil_cmd(dut, rig, board, load, rigs_file, workers, report_dir, keyword, quiet, pytest_args):
-    """Run the HIL suite; extra arguments go to pytest. Exit code = pytest's."""
+def hil_cmd(dut, rig, board, load, clock, firmware, rigs_file, workers, report_dir, keyword, quiet, pytest_args):
+    """Run the HIL suite; extra arguments go to pytest. Exit code = pytest's (130 when interrupted)."""
     import pytest
     from rich.console import Console
 
+    # everything that can be refused is refused before a single test runs (results are never lost to a bad path)
+    check_output_dir(report_dir, "--report")
+    if board:
+        check_board(board)
+    if load:
+        check_load(load)
+    for spec, what in ((dut, "--dut"), (rig, "--rig")):
+        if spec and spec not in ("sim", "sim-proto") and not spec.startswith("sim:"):
+            check_port(spec, what)
+        elif spec and spec.startswith("sim:"):
+            check_board(spec.split(":", 1)[1], what)
     dut = dut or default_dut()
     if board:
         if not dut.startswith("sim"):
@@ -157,7 +172,12 @@ def hil_cmd(dut, rig, board, load, rigs_file, workers, report_dir, keyword, quie
             workers = min(2, os.cpu_count() or 1)
         else:
             workers = 1
-    args = build_pytest_args(dut, rig, report_dir, quiet, keyword, workers, load, rigs_file, pytest_args)
+    extra = tuple(pytest_args)
+    if clock:
+        extra = ("--clock", clock) + extra
+    if firmware:
+        extra = ("--firmware", firmware) + extra
+    args = build_pytest_args(dut, rig, report_dir, quiet, keyword, workers, load, rigs_file, extra)
     collector = _Collector()
     console = Console(stderr=False)
     if not quiet:

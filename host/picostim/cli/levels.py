@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import main
-from ._common import check_operator, device_session, friendly_errors, operator_default, port_option, profile_for
+from ._common import check_operator, device_session, say_if_ephemeral, friendly_errors, operator_default, port_option, profile_for
 from .. import settings
 from ..device import DeviceError
 from ..shared import codes
@@ -52,7 +52,7 @@ def levels_set(port, level, ua, table_text, operator, no_host_check):
     """Set LEVEL to UA microamps (or the whole --table); written atomically with an audit entry on the device."""
     if table_text is None and (level is None or ua is None):
         raise click.ClickException("give LEVEL UA, or --table a,b,c")
-    with device_session(port) as (dev, _):
+    with device_session(port) as (dev, tgt):
         hello = dev.hello()
         current = dev.levels_get()
         if table_text is not None:
@@ -68,6 +68,7 @@ def levels_set(port, level, ua, table_text, operator, no_host_check):
                 settings.with_level(profile_for(hello), current, level, ua)
             applied = dev.levels_set(level=level, ua=ua, operator=operator)
     click.echo(f"levels_ua {current} -> {applied}")
+    say_if_ephemeral(tgt, "the new level table")
 
 
 AUDIT_COLUMNS = ("seq", "utc", "operator", "level", "before_ua", "after_ua")   # utc: the host's time at the change
@@ -165,14 +166,15 @@ class _Keys:
 @click.option("--operator", default=operator_default, callback=check_operator,
               help="name recorded in the audit log on save ($PICOSTIM_OPERATOR, else $USER)")
 @click.option("--duration", type=float, default=600, show_default=True, help="session length while tuning (s)")
-@click.option("--rate", "telemetry_hz", type=int, default=20, show_default=True, help="telemetry rate (Hz)")
+@click.option("--rate-hz", "--rate", "telemetry_hz", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="telemetry rate (Hz)")
 @click.option("--program", default=None,
               help="program to stimulate with while tuning (default: the device's default program)")
 @friendly_errors
 def levels_tune(port, level, step, operator, duration, telemetry_hz, program):
     """Interactive: stimulate at LEVEL, Up/Down (or +/-) change its µA live (device-ramped) with the measured
     current shown; `s` saves (atomic, audit entry), `q` quits (unsaved changes are discarded)."""
-    with device_session(port) as (dev, _):
+    with device_session(port) as (dev, tgt):
         hello = dev.hello()
         profile = profile_for(hello)
         cap = settings.cap_ua(profile)
@@ -180,6 +182,7 @@ def levels_tune(port, level, step, operator, duration, telemetry_hz, program):
         if not 1 <= level <= len(table):
             raise click.ClickException(f"level must be 1..{len(table)}")
         saved = table[level - 1]
+        table_before = list(table)
         trial = saved
         live_mode = "trial"      # set_level with ua (not persisted); falls back to levels_set if unsupported
         applied = dev.start(level=level, duration_s=duration, program=program)
@@ -265,3 +268,5 @@ def levels_tune(port, level, step, operator, duration, telemetry_hz, program):
             except Exception:  # noqa: BLE001 - best effort on the way out; the device idles on its own too
                 pass
             click.echo(f"done: level {level} = {saved} µA" + ("" if trial == saved else f" (trial {trial} µA discarded)"))
+            if saved != table_before[level - 1]:
+                say_if_ephemeral(tgt, "the saved level")

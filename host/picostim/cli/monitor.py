@@ -66,7 +66,8 @@ def _table(samples, stats, others):
 
 @main.command()
 @port_option
-@click.option("--rate", "rate_hz", type=int, default=20, show_default=True, help="telemetry rate (Hz)")
+@click.option("--rate-hz", "--rate", "rate_hz", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="telemetry rate (Hz)")
 @click.option("--duration", "duration_s", type=float, default=None, help="stop after this many seconds")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), help="write samples to CSV")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), help="write a PNG plot")

@@ -15,7 +15,7 @@ from ._common import device_session, friendly_errors, output_idle_on_exit, port_
 @click.option("--program", help="named program (boards/programs.json; the board must allow it)")
 @click.option("--phase-us", type=int, help="phase width (µs) for a manual waveform")
 @click.option("--gap-us", type=int, help="interphase gap (µs)")
-@click.option("--rate-hz", type=float, help="repetition rate (Hz)")
+@click.option("--rate-hz", "--rate", "rate_hz", type=float, help="repetition rate (Hz)")
 @click.option("--duration", "duration_s", type=float, help="session length (s); default: the board's")
 @click.option("--wait", is_flag=True, help="stay attached, print events until the session ends")
 @friendly_errors

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import random
+import secrets
 import select
 import shutil
 import signal
@@ -45,6 +46,14 @@ def micropython_binary() -> str:
     return found
 
 
+
+def _check_uid(uid) -> str:
+    """A unique id as machine.unique_id() gives it on an RP2040: 8 bytes, here as 16 hex digits."""
+    text = str(uid).lower()
+    if len(text) != 16 or any(c not in "0123456789abcdef" for c in text):
+        raise BoardError(f"uid must be 16 hex digits (8 bytes), got {uid!r}")
+    return text
+
 class VirtualBoard:
     """A virtual RP2040 handheld. Use as a context manager::
 
@@ -56,7 +65,7 @@ class VirtualBoard:
 
     def __init__(self, board: str = "handheld-home", load="2k", flash_dir=None, clock: str = "cpu",
                  speed: float = 1.0, seed: int = 0, heap_kb: int = 256, rig_port: int | None = 0,
-                 chip_factory=None):
+                 chip_factory=None, uid: str | None = None):
         if clock not in CLOCK_MODES:
             raise BoardError(f"clock must be one of {CLOCK_MODES}")
         self.profile = boards.load(board)
@@ -64,6 +73,9 @@ class VirtualBoard:
         self.clock = clock
         self.speed = float(speed)
         self.seed = seed
+        # machine.unique_id(): every virtual board its own (as every RP2040's flash chip), unless one is given;
+        # it stays the same across resets and power cycles of this board
+        self.uid = _check_uid(uid) if uid is not None else secrets.token_hex(8)
         self.heap_kb = heap_kb
         self.vclock = dict(self.profile.get("mcu", {}).get("vclock", {}))
         self.cpu_factor = None      # measured by the child at each start (host speed → RP2040 speed)
@@ -228,7 +240,7 @@ class VirtualBoard:
         from .chip import Chip
         from .chip.frontend import FrontEnd
         from .rig import VirtualRig
-        self.chip = Chip(self.profile, seed=self.seed)
+        self.chip = Chip(self.profile, seed=self.seed, uid=self.uid)
         self.frontend = FrontEnd(self.profile, self.chip, self._load_spec, seed=self.seed)
         self.rig = VirtualRig(self, load=self._load_spec, seed=self.seed)
 
