@@ -194,6 +194,25 @@ def device_session(port: str | None, board: str | None = None, timeout: float = 
             dev.close()
 
 
+def supervisor_stall(before: dict, after: dict) -> str | None:
+    """Between two `status` replies the supervisor's in-phase samples stayed flat while its late (off schedule) or
+    missed (outside the phase) counters rose: nothing the device reports as measured current is real. Returns
+    the operator's explanation, or None when sampling is healthy (or nothing was driven)."""
+    def d(k):
+        a, b = before.get(k), after.get(k)
+        return (b - a) if isinstance(a, int) and isinstance(b, int) else 0
+    if d("samples") > 0 or (d("late") <= 0 and d("missed") <= 0):
+        return None
+    return (f"the safety supervisor took no current sample ({d('late')} late, {d('missed')} outside the phase, "
+            f"0 valid): the output current is NOT being measured. On the virtual board the virtual clock is "
+            f"too slow for its sampling (use --clock model / PICOSTIM_SIM_CLOCK=model, or a less loaded host); "
+            f"on hardware something holds interrupts off (flash writes, a long IRQ handler)")
+
+
+def warn_loudly(text: str) -> None:
+    click.secho(f"WARNING: {text}", fg="red", bold=True, err=True)
+
+
 def say_if_ephemeral(tgt: Target, what: str = "this change") -> None:
     """A `-p sim` board lives only for its command: say that the change just made went with it."""
     if tgt is not None and tgt.vb is not None:

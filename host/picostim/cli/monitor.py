@@ -13,7 +13,7 @@ from rich.table import Table
 
 from . import main
 from ._common import (EXIT_INTERRUPTED, check_output_file, device_session, friendly_errors,
-                      output_idle_on_exit, port_option)
+                      output_idle_on_exit, port_option, supervisor_stall, warn_loudly)
 
 CSV_FIELDS = ("host_s", "seq", "t_ms", "state", "program", "burst", "setpoint_ua", "i_ua", "v_mv", "fresh", "age_ms",
               "gap")
@@ -98,6 +98,7 @@ def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, program
                 fh = stack.enter_context(open(csv_file, "w", newline=""))
                 writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
                 writer.writeheader()
+            before = dev.status()
             try:
                 with Live(_table(samples, dev.telemetry_stats, others), refresh_per_second=5,
                           auto_refresh=not quiet, transient=quiet) as live:
@@ -110,6 +111,10 @@ def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, program
                             live.update(_table(samples, dev.telemetry_stats, others))
             except KeyboardInterrupt:
                 interrupted = True      # keep what was captured: write it out below, then exit 130
+            if not interrupted:
+                stall = supervisor_stall(before, dev.status())
+                if stall:
+                    warn_loudly(stall)
         st = dev.telemetry_stats
     click.echo("")
     click.echo(f"{st.received} samples, {st.lost} lost ({st.gaps} gaps)")

@@ -6,7 +6,7 @@ import json
 import click
 
 from . import main
-from ._common import device_session, friendly_errors, output_idle_on_exit, port_option
+from ._common import device_session, friendly_errors, output_idle_on_exit, port_option, supervisor_stall, warn_loudly
 
 
 @main.command()
@@ -34,11 +34,18 @@ def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, wait):
             if wait:
                 # Follow the device's own clock (a virtual board may run slower than real time): until the session
                 # ends (ramped down, S9) or the device leaves the stimulating states.
+                prev, warned = dev.status(), False
                 while True:
                     for ev in dev.events(timeout=1.0):
                         click.echo(json.dumps(ev))
-                    if dev.status().get("state") not in ("ramping", "running", "paused"):
+                    st = dev.status()
+                    if st.get("state") not in ("ramping", "running", "paused"):
                         break
+                    stall = supervisor_stall(prev, st)
+                    if stall and not warned:
+                        warn_loudly(stall)
+                        warned = True
+                    prev = st
                 click.echo(f"state: {dev.status().get('state')}")
 
 
