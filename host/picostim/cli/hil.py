@@ -67,7 +67,8 @@ def build_pytest_args(dut: str, rig: str | None, report_dir: str, quiet: bool, k
         args += ["-k", keyword]
     if workers and workers > 1:
         args += ["-n", str(workers)]
-    args += ["-q", "--no-header", "-rfE"] if quiet else ["-v"]
+    # quiet: one line per failure (no tracebacks with object reprs); the record and report keep the details
+    args += ["-q", "--no-header", "-rfE", "--tb=line"] if quiet else ["-v"]
     args += list(extra)
     return args
 
@@ -106,7 +107,8 @@ def _summary_table(record: dict, console) -> None:
     note = " (interrupted: not every test finished)" if outcome == "INCOMPLETE" else ""
     console.print(f"[bold {colour}]{outcome}[/]{note}")
     for d in record.get("duts", []):
-        console.print(f"DUT {d.get('board')} uid {d.get('uid')} fw {d.get('fw')} ({d.get('port')})")
+        console.print(escape(f"DUT {d.get('board')} uid {d.get('uid')} fw {d.get('fw')} "
+                             f"(sha256 {str(d.get('fw_hash') or '?')[:16]}) ({d.get('port')})"))
     for t in record.get("tests", []):
         if t["outcome"] in ("failed", "error"):
             # node ids carry test parameters in brackets ([highest-2k]): print them as text, never as markup
@@ -145,11 +147,6 @@ def hil_cmd(dut, rig, board, load, clock, firmware, rigs_file, workers, report_d
         check_board(board)
     if load:
         check_load(load)
-    for spec, what in ((dut, "--dut"), (rig, "--rig")):
-        if spec and spec not in ("sim", "sim-proto") and not spec.startswith("sim:"):
-            check_port(spec, what)
-        elif spec and spec.startswith("sim:"):
-            check_board(spec.split(":", 1)[1], what)
     dut = dut or default_dut()
     if board:
         if not dut.startswith("sim"):
@@ -161,6 +158,11 @@ def hil_cmd(dut, rig, board, load, clock, firmware, rigs_file, workers, report_d
         raise click.UsageError(f"DUT {dut} is real hardware: give --rig PORT (the rig Pico) or --rigs-file")
     if rig and rig not in ("sim", "sim-proto") and dut.startswith("sim"):
         raise click.UsageError("a virtual DUT needs the virtual rig (--rig sim, or sim-proto over the rig protocol)")
+    for spec, what in ((dut, "--dut"), (rig, "--rig")):
+        if spec and spec not in ("sim", "sim-proto") and not spec.startswith("sim:"):
+            check_port(spec, what)
+        elif spec and spec.startswith("sim:"):
+            check_board(spec.split(":", 1)[1], what)
     if workers is None:
         if rigs_file:
             import json

@@ -101,11 +101,12 @@ def provision_flash(flash_dir: Path, board: str, firmware_dir=None) -> dict:
     version = deploy.firmware_version(Path(firmware_dir) if firmware_dir else None)
     image[deploy.MANIFEST] = deploy.make_manifest(image, version, board)
     flash_dir = Path(flash_dir)
+    fw_hash = deploy.sha256(image[deploy.MANIFEST])
     for dev_path, data in image.items():
         dst = flash_dir / dev_path.lstrip("/")
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(data)
-    return {"files": len(image), "version": version}
+    return {"files": len(image), "version": version, "fw_hash": fw_hash}
 
 
 def wipe_flash(flash_dir: Path) -> None:
@@ -124,6 +125,7 @@ class Bench:
     vb: object = None
     hello: dict = field(default_factory=dict)
     opened_s: float = 0.0
+    fw_hash: str | None = None     # sha256 of the deployed manifest (which holds every file's sha256)
 
     # -- life cycle ------------------------------------------------------------------------------------------------
     @classmethod
@@ -147,7 +149,7 @@ class Bench:
         s = self.settings
         self.vb = VirtualBoard(board=s.board, load=s.load, clock=s.clock, seed=s.seed)
         self.vb.start()
-        provision_flash(self.vb.flash_dir, s.board, s.firmware_dir)
+        self.fw_hash = provision_flash(self.vb.flash_dir, s.board, s.firmware_dir)["fw_hash"]
         self.vb.reset()
         self.rig = self.vb.rig
         if self.rig is None:
@@ -171,7 +173,10 @@ class Bench:
         s = self.settings
         self.rig = RigClient(s.rig)
         t = SerialTransport(s.dut)
-        deploy.deploy(t, s.board, Path(s.firmware_dir) if s.firmware_dir else None)
+        fw_dir = Path(s.firmware_dir) if s.firmware_dir else None
+        deploy.deploy(t, s.board, fw_dir)
+        image = deploy.build_image(s.board, fw_dir)
+        self.fw_hash = deploy.sha256(deploy.make_manifest(image, deploy.firmware_version(fw_dir), s.board))
         self.device = Device(t, owns_transport=True, timeout=REPLY_TIMEOUT_S)
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
 
@@ -203,7 +208,7 @@ class Bench:
         return {"uid": h.get("uid"), "fw": h.get("fw"), "proto": h.get("proto"), "board": h.get("board"),
                 "cap_ua": h.get("cap_ua"), "port": "sim" if self.vb is not None else self.settings.dut,
                 "virtual": self.vb is not None, "bench": self.settings.label or None,
-                "firmware_dir": self.settings.firmware_dir}
+                "firmware_dir": self.settings.firmware_dir, "fw_hash": self.fw_hash}
 
     def rig_identity(self) -> dict:
         ident = {}

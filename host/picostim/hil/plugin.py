@@ -118,7 +118,7 @@ def bench_factory(hil_settings, request):
 
 @pytest.fixture
 def measure(request):
-    tm = M.TestMeasurements(nodeid=request.node.nodeid,
+    tm = M.TestMeasurements(nodeid=request.node.nodeid, defer=True,
                             _sink=lambda k, v: request.node.user_properties.append((k, v)))
     request.node._picostim_measure = tm
     M.set_current(tm)
@@ -126,25 +126,49 @@ def measure(request):
     M.set_current(None)
 
 
-# --- explicit retries -------------------------------------------------------------------------------------------
+# --- measurements (OpenHTF style) and explicit retries ---------------------------------------------------------
+
+def _run_body(func, args, tm):
+    """The test body; a failed measurement does not stop it (every measurement is recorded, as in OpenHTF): the
+    test fails after the body on the failed ones, naming what the body raised after them, if anything."""
+    if tm is None:
+        return func(**args)
+    tm.pop_deferred()
+    try:
+        func(**args)
+    except (pytest.skip.Exception, pytest.xfail.Exception, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:
+        bad = tm.pop_deferred()
+        if bad:
+            raise M.failure_of(bad, then=e) from e
+        raise
+    bad = tm.pop_deferred()
+    if bad:
+        raise M.failure_of(bad)
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
     marker = pyfuncitem.get_closest_marker("hil_retry")
-    if marker is None:
+    tm = getattr(pyfuncitem, "_picostim_measure", None)
+    if marker is None and tm is None:
         return None
-    limit = int(marker.args[0] if marker.args else marker.kwargs.get("n", 1))
+    limit = int(marker.args[0] if marker.args else marker.kwargs.get("n", 1)) if marker is not None else 0
     if limit < 0:
         raise pytest.UsageError("hil_retry(n) needs n >= 0")
     func = pyfuncitem.obj
     args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    tm = getattr(pyfuncitem, "_picostim_measure", None)
+    if marker is None:
+        __tracebackhide__ = True
+        _run_body(func, args, tm)
+        return True
     for attempt in range(1, limit + 2):
         if tm is not None:
             tm.attempt = attempt
         t0 = time.monotonic()
         try:
-            func(**args)
+            _run_body(func, args, tm)
         except (pytest.skip.Exception, pytest.xfail.Exception):
             raise
         except BaseException as e:
