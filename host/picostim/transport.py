@@ -8,6 +8,7 @@ Thin wrapper over pyserial that adds what every layer above needs:
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import time
 
@@ -15,6 +16,9 @@ import serial
 
 DEFAULT_BAUD = 115200
 
+
+trace = logging.getLogger("picostim.serial")   # every byte in and out at DEBUG (`picostim -v`, `--log FILE`)
+TRACE_MAX = 512                                 # bytes of one read/write shown in the trace
 
 class TransportError(Exception):
     """The serial link failed (closed, vanished, timed out)."""
@@ -141,6 +145,8 @@ class SerialTransport:
         except (OSError, serial.SerialException) as e:
             raise TransportError(f"{self.port}: write failed ({e}); was the board reset or unplugged?") from e
         self.bytes_out += len(data)
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("%s > %r", self.port, data[:TRACE_MAX])
 
     def _fill(self, timeout: float) -> bool:
         """Read whatever arrives within `timeout` into the buffer; True if anything came."""
@@ -159,6 +165,8 @@ class SerialTransport:
         if chunk:
             self._buf += chunk
             self.bytes_in += len(chunk)
+            if trace.isEnabledFor(logging.DEBUG):
+                trace.debug("%s < %r", self.port, chunk[:TRACE_MAX])
             return True
         return False
 

@@ -86,6 +86,16 @@ def one_line(e: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True,
+                        help="machine-readable output on stdout (JSON; JSON lines for streams)")(f)
+
+
+def emit_json(obj, indent: int | None = 1) -> None:
+    import json
+    click.echo(json.dumps(obj, indent=indent, default=str))
+
+
 def operator_default() -> str:
     return os.environ.get("PICOSTIM_OPERATOR") or os.environ.get("USER") or "unknown"
 
@@ -186,6 +196,7 @@ def check_output_dir(path, what: str = "output directory") -> None:
 def device_session(port: str | None, board: str | None = None, timeout: float = 3.0) -> Iterator[tuple[Device, Target]]:
     """Open the target (starting + flashing a virtual board for `sim`), make sure the application answers."""
     with open_target(port, board=board) as tgt:
+        log.info("opening %s (%s)", tgt.port, tgt.spec)
         dev = Device(tgt.port, timeout=timeout)
         try:
             dev.ensure_app()

@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import main
-from ._common import check_operator, check_output_file, device_session, say_if_ephemeral, friendly_errors, operator_default, port_option, profile_for
+from ._common import check_operator, check_output_file, device_session, emit_json, json_option, say_if_ephemeral, friendly_errors, operator_default, port_option, profile_for
 from .. import settings
 
 EXPORT_FORMAT = 1
@@ -106,9 +107,11 @@ def config_export(port, file):
 @config.command("diff")
 @port_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@click.option("--exit-code", is_flag=True, help="exit 1 when the device differs from FILE (as `git diff --exit-code`)")
 @friendly_errors
-def config_diff(port, file):
-    """Compare the device with an exported FILE (exit code 0 either way)."""
+def config_diff(port, file, as_json, exit_code):
+    """Compare the device with an exported FILE (exit code 0 either way, unless --exit-code)."""
     want = read_export(file)
     with device_session(port) as (dev, _):
         have = _snapshot(dev)
@@ -119,15 +122,20 @@ def config_diff(port, file):
             rows.append((f"config.{k}", json.dumps(a), json.dumps(b)))
     if "levels_ua" in want and want["levels_ua"] != have["levels_ua"]:
         rows.append(("levels_ua", json.dumps(have["levels_ua"]), json.dumps(want["levels_ua"])))
-    if not rows:
+    if as_json:
+        emit_json({"identical": not rows, "file": str(file),
+                   "differences": [{"setting": k, "device": json.loads(a), "file": json.loads(b)} for k, a, b in rows]})
+    elif not rows:
         click.echo("identical")
-        return
-    t = Table(title=f"device vs {file}")
-    for c in ("setting", "device", "file"):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*r)
-    Console().print(t)
+    else:
+        t = Table(title=f"device vs {file}")
+        for c in ("setting", "device", "file"):
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*(Text(x) for x in r))
+        Console().print(t)
+    if rows and exit_code:
+        raise SystemExit(1)
 
 
 @config.command("import")

@@ -7,7 +7,7 @@ import click
 from rich.console import Console
 
 from . import main
-from ._common import PORT_HELP, check_board, friendly_errors
+from ._common import PORT_HELP, check_board, emit_json, friendly_errors, json_option
 
 
 @main.command()
@@ -19,8 +19,9 @@ from ._common import PORT_HELP, check_board, friendly_errors
 @click.option("--firmware-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="application source tree (default: the repo's firmware/)")
 @click.option("--no-handshake", is_flag=True, help="skip the protocol version check at the end")
+@json_option
 @friendly_errors
-def flash(board, ports, all_ports, uf2_file, firmware_dir, no_handshake):
+def flash(board, ports, all_ports, uf2_file, firmware_dir, no_handshake, as_json):
     """Flash the application (only changed files, every file hash-verified, stale files removed, board profile
     provisioned, version handshake); with --uf2 install MicroPython first."""
     from .. import boards, multi
@@ -36,7 +37,8 @@ def flash(board, ports, all_ports, uf2_file, firmware_dir, no_handshake):
         if p is None:
             raise click.ClickException("no board found: pass --port PORT (several allowed), --all, or --port sim")
         specs = [p]
-    console = Console(width=max(120, Console().width))
+    # with --json the progress and tables go to stderr: stdout carries only the JSON result
+    console = Console(width=max(120, Console().width), stderr=as_json)
     if uf2_file is not None:
         from ..uf2 import check_uf2
         check_uf2(uf2_file)
@@ -46,6 +48,14 @@ def flash(board, ports, all_ports, uf2_file, firmware_dir, no_handshake):
     for r in results:
         if r.ok and r.written == 0 and r.removed == 0:
             console.print(f"{r.port}: nothing changed, nothing sent")
+    if as_json:
+        emit_json([{"port": r.port, "uid": r.unique_id, "board": r.board, "version": r.version, "result": r.result,
+                    "ok": r.ok, "seconds": round(r.seconds, 3), "written": r.written, "removed": r.removed,
+                    "detail": r.detail} for r in results])
+    from ..target import is_sim
+    if any(is_sim(s) for s in specs):
+        click.echo("note: a `-p sim` board lives only for its command: it is gone now, and what was flashed with it. "
+                   "Keep one running with `picostim sim` and pass its port.", err=True)
     bad = [r for r in results if not r.ok]
     if bad:
         raise click.ClickException(f"{len(bad)} of {len(results)} board(s) failed: "

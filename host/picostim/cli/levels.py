@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import main
-from ._common import check_operator, device_session, say_if_ephemeral, friendly_errors, operator_default, port_option, profile_for
+from ._common import check_operator, device_session, emit_json, json_option, say_if_ephemeral, friendly_errors, operator_default, port_option, profile_for
 from .. import settings
 from ..device import DeviceError
 from ..shared import codes
@@ -25,12 +25,17 @@ def levels():
 
 @levels.command("show")
 @port_option
+@json_option
 @friendly_errors
-def levels_show(port):
+def levels_show(port, as_json):
     """The level table and the board cap."""
     with device_session(port) as (dev, _):
         hello = dev.hello()
         table = dev.levels_get()
+    if as_json:
+        emit_json({"board": hello.get("board"), "uid": hello.get("uid"), "cap_ua": hello.get("cap_ua"),
+                   "levels_ua": table})
+        return
     t = Table(title=f"{hello.get('board')} {hello.get('uid')} (cap {hello.get('cap_ua')} µA)")
     t.add_column("level", justify="right")
     t.add_column("µA", justify="right")
@@ -76,11 +81,15 @@ AUDIT_COLUMNS = ("seq", "utc", "operator", "level", "before_ua", "after_ua")   #
 
 @levels.command("audit")
 @port_option
+@json_option
 @friendly_errors
-def levels_audit(port):
+def levels_audit(port, as_json):
     """The device's audit log of level changes."""
     with device_session(port) as (dev, _):
         entries = dev.audit()
+    if as_json:
+        emit_json({"entries": entries})
+        return
     t = Table(title="audit log")
     for c in AUDIT_COLUMNS:
         t.add_column(c, no_wrap=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from rich.table import Table
 
 from . import main
 from ._common import (EXIT_INTERRUPTED, check_output_file, device_session, friendly_errors,
-                      output_idle_on_exit, port_option, supervisor_stall, warn_loudly)
+                      json_option, output_idle_on_exit, port_option, supervisor_stall, warn_loudly)
 
 CSV_FIELDS = ("host_s", "seq", "t_ms", "state", "program", "burst", "setpoint_ua", "i_ua", "v_mv", "fresh", "age_ms",
               "gap")
@@ -75,8 +76,9 @@ def _table(samples, stats, others):
 @click.option("--program", default=None,
               help="program for --start-level (default: the device's default program, from the board profile)")
 @click.option("--quiet", is_flag=True, help="no live table")
+@json_option
 @friendly_errors
-def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, program, quiet):
+def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, program, quiet, as_json):
     """Live telemetry (measured current, electrode voltage, state); seq gaps are counted and reported."""
     if program is not None and start_level is None:
         raise click.UsageError("--program needs --start-level (monitor starts nothing without it)")
@@ -84,6 +86,10 @@ def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, program
     check_output_file(plot_file, "--plot")
     samples, others = [], []
     interrupted = False
+
+    def say(text):      # with --json, people's lines go to stderr: stdout stays JSON
+        click.echo(text, err=as_json)
+
     t0 = time.monotonic()
     with device_session(port) as (dev, _):
         # What monitor started it stops, however it ends (normal end, error, Ctrl-C).
@@ -91,7 +97,7 @@ def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, program
             if start_level is not None:
                 stack.enter_context(output_idle_on_exit(dev))
                 applied = dev.start(level=start_level, program=program)
-                click.echo(f"started level {applied.get('level')} ({applied.get('target_ua')} µA), program "
+                say(f"started level {applied.get('level')} ({applied.get('target_ua')} µA), program "
                            f"{applied.get('program') or 'custom waveform'}")
             writer = fh = None
             if csv_file:
@@ -100,14 +106,20 @@ def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, program
                 writer.writeheader()
             before = dev.status()
             try:
-                with Live(_table(samples, dev.telemetry_stats, others), refresh_per_second=5,
-                          auto_refresh=not quiet, transient=quiet) as live:
+                with contextlib.ExitStack() as live_stack:
+                    live = None
+                    if not as_json:
+                        live = live_stack.enter_context(Live(_table(samples, dev.telemetry_stats, others),
+                                                             refresh_per_second=5, auto_refresh=not quiet,
+                                                             transient=quiet))
                     for s in dev.telemetry(rate_hz=rate_hz, duration_s=duration_s, other_events=others):
                         s = {**s, "host_s": round(time.monotonic() - t0, 4)}
                         samples.append(s)
                         if writer:
                             writer.writerow(s)
-                        if not quiet:
+                        if as_json:     # JSON lines: one sample per line, the summary last
+                            click.echo(json.dumps({k: v for k, v in s.items() if k != "ev"}))
+                        elif not quiet:
                             live.update(_table(samples, dev.telemetry_stats, others))
             except KeyboardInterrupt:
                 interrupted = True      # keep what was captured: write it out below, then exit 130
@@ -116,13 +128,19 @@ def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, program
                 if stall:
                     warn_loudly(stall)
         st = dev.telemetry_stats
-    click.echo("")
-    click.echo(f"{st.received} samples, {st.lost} lost ({st.gaps} gaps)")
+    if as_json:
+        click.echo(json.dumps({"summary": {"received": st.received, "lost": st.lost, "gaps": st.gaps,
+                                           "events": others, "csv": csv_file and str(csv_file),
+                                           "plot": plot_file and samples and str(plot_file) or None,
+                                           "interrupted": interrupted}}, default=str))
+    else:
+        click.echo("")
+        click.echo(f"{st.received} samples, {st.lost} lost ({st.gaps} gaps)")
     if plot_file and samples:
         progs = sorted({s["program"] for s in samples if s.get("program")})
         plot_samples(samples, plot_file, title="picostim telemetry" + (f" (program {', '.join(progs)})" if progs else ""))
-        click.echo(f"plot: {plot_file}")
+        say(f"plot: {plot_file}")
     if csv_file:
-        click.echo(f"csv: {csv_file}")
+        say(f"csv: {csv_file}")
     if interrupted:
         raise SystemExit(EXIT_INTERRUPTED)

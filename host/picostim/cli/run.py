@@ -6,7 +6,8 @@ import json
 import click
 
 from . import main
-from ._common import device_session, friendly_errors, output_idle_on_exit, port_option, supervisor_stall, warn_loudly
+from ._common import (device_session, friendly_errors, json_option, output_idle_on_exit, port_option,
+                      supervisor_stall, warn_loudly)
 
 
 @main.command()
@@ -18,8 +19,9 @@ from ._common import device_session, friendly_errors, output_idle_on_exit, port_
 @click.option("--rate-hz", "--rate", "rate_hz", type=float, help="repetition rate (Hz)")
 @click.option("--duration", "duration_s", type=float, help="session length (s); default: the board's")
 @click.option("--wait", is_flag=True, help="stay attached, print events until the session ends")
+@json_option
 @friendly_errors
-def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, wait):
+def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, wait, as_json):
     """Start stimulation (ramped up by the device) and print what the device applied."""
     with device_session(port) as (dev, _):
         # Without --wait a started session is the result; an error or Ctrl-C before that, or while waiting,
@@ -27,10 +29,14 @@ def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, wait):
         with output_idle_on_exit(dev, always=False):
             applied = dev.start(level=level, program=program, duration_s=duration_s, phase_us=phase_us,
                                 gap_us=gap_us, rate_hz=rate_hz)
-            click.echo("started: " + json.dumps({k: v for k, v in applied.items() if k not in ("id", "ok")}))
-            click.echo(f"level {applied.get('level')} ({applied.get('target_ua')} µA), "
-                       + (f"program {applied['program']}" if applied.get("program") else "custom waveform")
-                       + f", {applied.get('session_s')} s")
+            shown = {k: v for k, v in applied.items() if k not in ("id", "ok")}
+            if as_json:     # JSON lines: {"started": ...}, then (with --wait) one event per line, then {"state": ...}
+                click.echo(json.dumps({"started": shown}))
+            else:
+                click.echo("started: " + json.dumps(shown))
+                click.echo(f"level {applied.get('level')} ({applied.get('target_ua')} µA), "
+                           + (f"program {applied['program']}" if applied.get("program") else "custom waveform")
+                           + f", {applied.get('session_s')} s")
             if wait:
                 # Follow the device's own clock (a virtual board may run slower than real time): until the session
                 # ends (ramped down, S9) or the device leaves the stimulating states.
@@ -46,7 +52,8 @@ def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, wait):
                         warn_loudly(stall)
                         warned = True
                     prev = st
-                click.echo(f"state: {dev.status().get('state')}")
+                final = dev.status().get("state")
+                click.echo(json.dumps({"state": final}) if as_json else f"state: {final}")
 
 
 @main.command()
