@@ -129,3 +129,88 @@ def test_monitor_ctrl_c_stops_what_it_started(vb):
     assert p.returncode == 130, (out, err)
     assert "Traceback" not in err, err
     assert_idle_at_electrodes(vb)
+
+
+# -- normal ends ------------------------------------------------------------------------------------------------
+def test_run_wait_normal_end_and_selftest_leave_the_output_idle(vb):
+    r = run("run", "-l", "2", *FAST, "--duration", "2", "--wait", "-p", vb.port)
+    assert r.exit_code == 0, r.output
+    assert_idle_at_electrodes(vb)
+    r = run("selftest", "--expect-ohm", "2000", "-p", vb.port)
+    assert r.exit_code == 0, r.output
+    assert_idle_at_electrodes(vb)
+
+
+def test_monitor_normal_end_leaves_what_it_started_idle(vb):
+    r = run("monitor", "-p", vb.port, "--start-level", "2", "--program", "lift", "--duration", "1", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert_idle_at_electrodes(vb)
+
+
+def test_monitor_error_after_start_stops_the_output(vb, tmp_path, monkeypatch):
+    # the plot is written after the capture: make it fail there, as a full disk would
+    import picostim.cli.monitor as mon
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(mon, "plot_samples", broken)
+    r = run("monitor", "-p", vb.port, "--start-level", "2", "--duration", "1", "--quiet",
+            "--plot", str(tmp_path / "m.png"))
+    assert r.exit_code == 1 and "No space left" in r.output and "Traceback" not in r.output
+    assert_idle_at_electrodes(vb)
+
+
+def test_tune_ctrl_c_stops_the_output(vb):
+    import pty
+    import select
+    from test_sim_levels import PICOSTIM
+    master, slave = pty.openpty()
+    p = subprocess.Popen([PICOSTIM, "levels", "tune", "-p", vb.port, "-l", "2"], stdin=slave, stdout=slave,
+                         stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    try:
+        end = time.monotonic() + 60
+        while b"measured" not in out and time.monotonic() < end:
+            if select.select([master], [], [], 0.2)[0]:
+                out += os.read(master, 4096)
+        assert b"measured" in out, out
+        assert vb.rig.capture(2.2).n_active > 0
+        p.send_signal(signal.SIGINT)        # what Ctrl-C on the controlling terminal does
+        end = time.monotonic() + 30
+        while p.poll() is None and time.monotonic() < end:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    out += os.read(master, 4096)
+                except OSError:
+                    break
+        p.wait(10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)
+    assert p.returncode == 130, out
+    assert b"Traceback" not in out
+    assert_idle_at_electrodes(vb)
+
+
+def test_hil_ctrl_c_leaves_a_real_dut_idle(vb, tmp_path):
+    """`picostim hil` against the virtual board reached as real hardware (port + rig protocol), interrupted while
+    a test stimulates: the session ends with the DUT idle and the run recorded INCOMPLETE."""
+    rep = tmp_path / "R"
+    p = _cli_proc("hil", "--dut", vb.port, "--rig", vb.rig_address, "-n", "1", "--quiet", "--report", str(rep),
+                  "-k", "endurance")
+    try:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and vb.rig.capture(0.3).n_active == 0:
+            assert p.poll() is None, p.communicate()
+            time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, (out, err)
+    assert_idle_at_electrodes(vb)
+    import json
+    assert json.loads((rep / "record.json").read_text())["outcome"] == "INCOMPLETE"
