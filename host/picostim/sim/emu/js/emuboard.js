@@ -406,7 +406,7 @@ async function runUntil(until) {
     if (adcPending) {
       const conv = adcPending;
       adcPending = null;
-      out({ k: 'adc', t: conv.t, ch: conv.ch, e: edges, d: duties });
+      out({ k: 'adc', t: conv.t, now: nowNs(), ch: conv.ch, e: edges, d: duties });
       edges = []; duties = [];
       const msg = await nextMessage('adcv');
       mcu.adc.completeADCRead(msg.v & 0xfff, false);
@@ -458,7 +458,12 @@ async function main() {
     const msg = await take();
     switch (msg.k) {
       case 'run': {
-        for (const [g, level, t] of msg.drives || []) applyDrive(g, level === null ? null : level ? 1 : 0);
+        for (const [g, level, t] of msg.drives || []) {
+          const lv = level === null ? null : level ? 1 : 0;
+          const dt = t - nowNs();
+          if (dt <= 0 || !poweredOn) applyDrive(g, lv);
+          else clock.createAlarm(() => applyDrive(g, lv)).schedule(dt);   // exactly at its instant
+        }
         if (poweredOn) await runUntil(msg.until);
         else { timeBase += Math.max(0, msg.until - nowNs()); }
         dutyIdleCheck();
