@@ -121,6 +121,8 @@ class EmuBoard:
         self.rig_address = None
         self._rig_server = None
         self._usb_up = threading.Event()
+        self._peek_ev = threading.Event()
+        self._peeked = None
 
     # ---------------------------------------------------------------------------------------------- life cycle
     def __enter__(self):
@@ -290,6 +292,9 @@ class EmuBoard:
                 self._close_usb()
             elif k == "note":
                 self.chip.note(m["msg"])
+            elif k in ("peeked", "dbg"):
+                self._peeked = m
+                self._peek_ev.set()
 
     def _convert(self, ch, t):
         fe = self.frontend
@@ -407,7 +412,9 @@ class EmuBoard:
 
     # ---------------------------------------------------------------------------------------------- power/reset
     def reset(self, cause=PWRON_RESET):
-        """Hard reset (a new chip, same flash). PWRON_RESET is a power cycle, WDT_RESET what the watchdog gives."""
+        """Hard reset (a new chip, same flash). PWRON_RESET is a power cycle, WDT_RESET what the watchdog gives.
+        The USB port goes away at once and comes back when the new chip's MicroPython enumerates."""
+        self._close_usb()
         if cause == PWRON_RESET:
             self._send({"k": "power", "on": False})
             self._send({"k": "power", "on": True})
@@ -423,6 +430,7 @@ class EmuBoard:
             return
         with self._lock:
             self._powered = False
+        self._close_usb()
         self._send({"k": "power", "on": False})
 
     def power_restore(self):
@@ -440,6 +448,14 @@ class EmuBoard:
     @property
     def reset_cause(self):
         return self._reset_cause
+
+    def peek(self, addr, n=1, timeout=10.0):
+        """Read n words of emulated memory/registers (between two grants; no time passes)."""
+        self._peek_ev.clear()
+        self._send({"k": "peek", "addr": int(addr), "n": int(n)})
+        if not self._peek_ev.wait(timeout):
+            raise EmuError("the emulator did not answer a peek")
+        return self._peeked["w"]
 
     # ---------------------------------------------------------------------------------------------- provisioning
     def provision(self, board=None, firmware_dir=None):

@@ -293,7 +293,7 @@ function patchDma() {
     chProto.scheduleTransfer = function () {
       const tq = this.treqValue;
       if (tq >= TREQ_PWM0 && tq < TREQ_PWM0 + 8) {
-        if (this.credit > 0) { this.credit--; this.transferAlarm.schedule(0); }
+        if (this.credit > 0 && !this.transferAlarm.scheduled) { this.credit--; this.transferAlarm.schedule(0); }
         return;
       }
       origSchedule.call(this);
@@ -316,7 +316,13 @@ function patchDma() {
     };
     chProto.__picostim = true;
   }
-  for (const ch of dma.channels) ch.credit = 0;
+  for (const ch of dma.channels) {
+    ch.credit = 0;
+    // rp2040js's clock leaves `scheduled` set after an alarm fires; ours clears it, so "a transfer is on its way"
+    // can be told from "waiting for the next DREQ"
+    const alarm = clock.createAlarm(() => { alarm.scheduled = false; ch.transfer(); });
+    ch.transferAlarm = alarm;
+  }
 }
 
 // ---- ADC: each conversion's value comes from the board's analog front end at the conversion's instant
