@@ -263,7 +263,12 @@ function patchWatchdog() {
   const wd = mcu.peripherals[0x40058];
   if (resetReason) wd.reason = resetReason;
   if (savedScratch) wd.scratchData.set(savedScratch);
-  wd.onWatchdogTrigger = () => { pendingReset = { reason: wd.reason || 1 }; };
+  wd.onWatchdogTrigger = () => {
+    // rp2040js re-arms the expired alarm at the same instant (an endless loop): stop it; the chip resets next
+    wd.alarm.enable = false;
+    wd.timer.enable = false;
+    pendingReset = { reason: wd.reason || 1 };
+  };
 }
 let savedScratch = null, pendingReset = null;
 
@@ -406,8 +411,9 @@ function traceStep(core) {
 process.on('exit', () => { if (TRACE) process.stderr.write(traceLog.join('\n') + '\n'); });
 
 async function runUntil(until) {
-  const target = until - timeBase;
-  while (clock.nanos < target) {
+  for (;;) {
+    const target = until - timeBase;     // (a chip reset restarts the clock: recompute against the new base)
+    if (clock.nanos >= target) break;
     if (pendingReset) { const r = pendingReset; pendingReset = null; doChipReset(r.reason, 'wdt'); continue; }
     if (adcPending) {
       const conv = adcPending;
