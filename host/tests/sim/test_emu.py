@@ -71,7 +71,13 @@ def test_watchdog_expiry_resets_the_chip_with_wdt_cause(emu):
     assert len(emu.resets) > n, "the watchdog never reset the chip"
     wait_port(emu)
     assert ex(emu, "import machine; print(machine.reset_cause())") == "3"      # WDT_RESET
-    assert ex(emu, "import machine; machine.reset()", timeout=30) is not None or True
+    n = len(emu.resets)
+    # the port vanishes under mpremote, as on a Pico: its exit status says nothing here
+    subprocess.run([MPREMOTE, "connect", emu.port, "exec", "import machine; machine.reset()"], capture_output=True,
+                   timeout=30)
+    deadline = time.monotonic() + 30
+    while len(emu.resets) == n and time.monotonic() < deadline:
+        time.sleep(0.05)
     wait_port(emu)
     assert ex(emu, "import machine; print(machine.reset_cause())") == "3"      # machine.reset() -> WDT_RESET
 
@@ -110,10 +116,11 @@ def test_uart_tx_raises_no_interrupt_storm(emu):
 
 
 def test_idle_time_follows_wall_time_and_mpremote_mount_works(emu, tmp_path):
-    t_emu, t_wall = emu.now_ns(), time.monotonic()
-    time.sleep(1.0)
-    ran = (emu.now_ns() - t_emu) / 1e9
-    assert ran <= (time.monotonic() - t_wall) + 0.05, f"emulated time ran ahead of wall time while idle ({ran:.2f} s)"
+    t_emu = emu.now_ns()
+    for _ in range(20):
+        time.sleep(0.05)
+        assert emu.ahead_of_wall_ns() <= 1_000_000, "emulated time ran ahead of wall time while idle"
+    assert emu.now_ns() - t_emu >= 0.5e9, "emulated time did not follow wall time"
     (tmp_path / "hello_mount.py").write_text("print('mounted ok', 6 * 7)\n")
     out = mpr(emu, "mount", str(tmp_path), "exec", "import hello_mount", timeout=60)
     assert "mounted ok 42" in out

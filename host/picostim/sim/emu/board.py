@@ -405,6 +405,10 @@ class EmuBoard:
                     self._ff_target = 0
                     self._repace()
 
+    def ahead_of_wall_ns(self) -> int:
+        """How far emulated time is ahead of wall time since the last fast-forward (never > 0 while paced)."""
+        return self.chip.now_ns - (self._emu0 + int((time.monotonic() - self._wall0) * 1e9 * self.speed))
+
     def _repace(self):
         # after a fast-forward, wall pacing restarts from here
         self._wall0 = time.monotonic()
