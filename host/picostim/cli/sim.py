@@ -34,15 +34,24 @@ def _uid_param(ctx, param, value):
 @click.option("--uid", default=None, callback=_uid_param, help="machine.unique_id() as 16 hex digits (default: a new "
               "random one per board)")
 @click.option("--no-flash", is_flag=True, help="start a blank board (MicroPython only, no picostim application)")
+@click.option("--engine", type=click.Choice(["unix", "emu"]), default=None,
+              help="unix: the firmware on the MicroPython unix port with chip models; emu: the official MicroPython "
+                   "image in an RP2040 emulator (default $PICOSTIM_ENGINE, else unix)")
+@click.option("--micropython", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="MicroPython RPI_PICO v1.28.0 UF2 for --engine emu (default $PICOSTIM_MICROPYTHON_UF2)")
 @friendly_errors
-def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, uid, no_flash):
+def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, uid, no_flash, engine, micropython):
     """Run a virtual board until interrupted (flashed with the application unless --no-flash); prints
     port=<path>, rig=<address>, flash=<dir> and uid=<id>."""
-    from ..sim import VirtualBoard
+    from ..sim import BoardError, VirtualBoard, engine_from_env
     from ..target import wait_alive
 
-    vb = VirtualBoard(board=board, load=load, flash_dir=flash_dir, clock=clock, speed=speed, seed=seed,
-                      rig_port=rig_port, uid=uid)
+    try:
+        engine = engine_from_env(engine)
+        vb = VirtualBoard(board=board, load=load, flash_dir=flash_dir, clock=clock, speed=speed, seed=seed,
+                          rig_port=rig_port, engine=engine, micropython=micropython, uid=uid)
+    except (BoardError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     interrupted = False
@@ -57,8 +66,9 @@ def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, uid, no_flash)
             click.echo(f"flashed: {r.summary()}", err=True)
         click.echo(f"port={vb.port}")
         click.echo(f"rig={vb.rig_address}")
-        click.echo(f"flash={vb.flash_dir}")
-        click.echo(f"uid={vb.uid}")
+        if vb.flash_dir is not None:
+            click.echo(f"flash={vb.flash_dir}")
+        click.echo(f"uid={getattr(vb, 'uid', None)}")
         nxt = (f"picostim flash -b {board} -p {vb.port}" if no_flash else f"picostim info -p {vb.port}")
         click.echo(f"next: {nxt}   (Ctrl-C stops the board)", err=True)
         stop.wait()

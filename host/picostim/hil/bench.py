@@ -39,6 +39,8 @@ class BenchSettings:
     clock: str = "model"               # virtual board clock: model = deterministic, independent of host load
     seed: int = 0
     label: str = ""                    # bench name from a rigs file
+    engine: str = "unix"               # virtual board engine: unix (models) or emu (MicroPython image in rp2040js)
+    micropython: str | None = None     # the UF2 for engine emu
 
     @property
     def is_sim(self) -> bool:
@@ -72,8 +74,10 @@ class BenchSettings:
         wid = 0
         if worker_id and worker_id.startswith("gw") and worker_id[2:].isdigit():
             wid = int(worker_id[2:])
+        from ..sim import engine_from_env
         return cls(dut=dut, board=board, rig=rig, load=str(load or DEFAULT_LOAD), seed=wid,
-                   label=str(entry.get("name", "")))
+                   label=str(entry.get("name", "")), engine=engine_from_env(),
+                   micropython=os.environ.get("PICOSTIM_MICROPYTHON_UF2"))
 
 
 def _rigs_entry(path, worker_id) -> dict:
@@ -107,6 +111,13 @@ def provision_flash(flash_dir: Path, board: str, firmware_dir=None) -> dict:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(data)
     return {"files": len(image), "version": version, "fw_hash": fw_hash}
+
+
+def firmware_hash(board: str, firmware_dir=None) -> str:
+    """sha256 of the manifest `picostim flash` writes for this tree (the manifest holds every file's sha256)."""
+    from .. import deploy
+    fw = Path(firmware_dir) if firmware_dir else None
+    return deploy.sha256(deploy.make_manifest(deploy.build_image(board, fw), deploy.firmware_version(fw), board))
 
 
 def wipe_flash(flash_dir: Path) -> None:
@@ -147,9 +158,14 @@ class Bench:
         from ..device import Device
         from ..sim import VirtualBoard
         s = self.settings
-        self.vb = VirtualBoard(board=s.board, load=s.load, clock=s.clock, seed=s.seed)
+        self.vb = VirtualBoard(board=s.board, load=s.load, clock=s.clock, seed=s.seed, engine=s.engine,
+                               micropython=s.micropython)
         self.vb.start()
-        self.fw_hash = provision_flash(self.vb.flash_dir, s.board, s.firmware_dir)["fw_hash"]
+        if self.vb.flash_dir is None:       # emu: the flash is the emulated chip's, installed as `picostim flash` does
+            self.vb.provision(s.board, s.firmware_dir)
+            self.fw_hash = firmware_hash(s.board, s.firmware_dir)
+        else:
+            self.fw_hash = provision_flash(self.vb.flash_dir, s.board, s.firmware_dir)["fw_hash"]
         self.vb.reset()
         self.rig = self.vb.rig
         if self.rig is None:
@@ -173,10 +189,8 @@ class Bench:
         s = self.settings
         self.rig = RigClient(s.rig)
         t = SerialTransport(s.dut)
-        fw_dir = Path(s.firmware_dir) if s.firmware_dir else None
-        deploy.deploy(t, s.board, fw_dir)
-        image = deploy.build_image(s.board, fw_dir)
-        self.fw_hash = deploy.sha256(deploy.make_manifest(image, deploy.firmware_version(fw_dir), s.board))
+        deploy.deploy(t, s.board, Path(s.firmware_dir) if s.firmware_dir else None)
+        self.fw_hash = firmware_hash(s.board, s.firmware_dir)
         self.device = Device(t, owns_transport=True, timeout=REPLY_TIMEOUT_S)
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
 
