@@ -219,7 +219,9 @@ def test_interrupted_run_is_recorded_incomplete(tmp_path):
     for c in cases:
         assert c.get("name"), ET.tostring(c)
         names[c.get("name")] = c
+    junit = (rep / "junit.xml").read_text()
     for name in ("test_cut_a", "test_cut_b"):
+        assert name in names, junit
         assert names[name].find("error") is not None, ET.tostring(names[name])
 
 

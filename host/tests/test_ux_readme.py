@@ -17,7 +17,7 @@ def test_readme_covers_venv_selftest_env_and_completion():
 def test_every_environment_variable_the_code_reads_is_documented():
     used = set()
     for p in (paths.REPO_ROOT / "host" / "picostim").rglob("*.py"):
-        used |= set(re.findall(r"environ(?:\.get)?[\(\[]\s*\"(PICOSTIM_[A-Z_]+)", p.read_text()))
+        used |= set(re.findall(r"environ(?:\.get)?[\(\[]\s*\"(PICOSTIM_[A-Z0-9_]+)", p.read_text()))
     assert used >= {"PICOSTIM_PORT", "PICOSTIM_SIM_CLOCK"}
     missing = {v for v in used if f"`{v}`" not in README}
     assert not missing, missing
