@@ -106,3 +106,16 @@ def test_usage_errors_exit_2_everywhere():
                  ["selftest", "--expect-ohm", "0"], ["levels", "tune"], ["nosuch"]):
         r = run(*args)
         assert r.exit_code == 2, (args, r.output)
+
+
+def test_flag_names_are_uniform():
+    for cmd in (["flash"], ["demo"], ["sim"], ["hil"]):
+        r = run(*cmd, "--help")
+        assert "-b, --board" in r.output, (cmd, r.output)
+    r = run("hil", "--help")
+    assert "--firmware" in r.output and "--clock" in r.output
+    for cmd in (["run"], ["monitor"], ["levels", "tune"], ["demo"]):
+        r = run(*cmd, "--help")
+        assert "--rate-hz" in r.output, (cmd, r.output)
+    r = run("flash", "-b", "handheld-home", "-p", "/dev/nonexistent-port")
+    assert r.exit_code == 2 and "no such serial port" in r.output

@@ -7,7 +7,7 @@ import click
 from rich.console import Console
 
 from . import main
-from ._common import PORT_HELP, check_board, emit_json, friendly_errors, json_option
+from ._common import PORT_HELP, check_board, check_port, emit_json, friendly_errors, json_option
 
 
 @main.command()
@@ -29,6 +29,8 @@ def flash(board, ports, all_ports, uf2_file, firmware_dir, no_handshake, as_json
     from ..transport import list_ports
 
     check_board(board)  # a bad (or rig) profile stops everything before any board is touched
+    for spec in ports:
+        check_port(spec)
     specs = list(ports)
     if all_ports:
         specs += [p["port"] for p in list_ports() if p["micropython"] and p["port"] not in specs]
