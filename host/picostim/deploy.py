@@ -81,7 +81,7 @@ def build_image(board: str, firmware_dir: Path | None = None, cache_dir: Path | 
     profile_path = boards.path_of(board) if not Path(board).suffix else Path(board)
     profile = boards.load(profile_path)   # validated (caps, levels, pins) before anything is sent
     if cache_dir is None:
-        cache_dir = paths.REPO_ROOT / "build" / "mpy-cache"
+        cache_dir = paths.cache_dir()
     image: dict[str, bytes] = {}
     for src in sorted(fw.rglob("*.py")):
         rel_parts = src.relative_to(fw).parts
