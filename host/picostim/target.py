@@ -21,6 +21,17 @@ def sim_board(spec: str, default: str | None = None) -> str:
     return spec.split(":", 1)[1] if ":" in spec else (default or DEFAULT_SIM_BOARD)
 
 
+class BoardMismatch(ValueError):
+    pass
+
+
+def check_sim_board(spec: str | None, board: str | None) -> None:
+    """`sim:<board>` names the virtual unit's hardware: flashing it with another board's profile is refused."""
+    if board and is_sim(spec) and ":" in spec and sim_board(spec) != board:
+        raise BoardMismatch(f"--port {spec} is a {sim_board(spec)} unit but --board is {board}: use --port sim:{board}"
+                            f" or --board {sim_board(spec)}")
+
+
 @dataclass
 class Target:
     port: str
@@ -49,6 +60,7 @@ def open_target(spec: str | None, board: str | None = None, deploy_app: bool = T
     if not is_sim(spec):
         yield Target(port=spec, spec=spec, board=board)
         return
+    check_sim_board(spec, board)
     from .sim import VirtualBoard
     name = sim_board(spec, board)
     # A deterministic virtual clock by default: a busy host then cannot stretch virtual time into a watchdog reset.

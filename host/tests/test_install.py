@@ -14,7 +14,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from picostim import paths
+from picostim import bundle, paths
 
 HOST = Path(__file__).resolve().parents[1]
 REPO = HOST.parent
@@ -68,6 +68,12 @@ def test_wheel_installed_alone_runs_demo_and_hil_from_anywhere(tmp_path):
     assert rec["summary"]["passed"] >= 2 and rec["summary"]["failed"] == 0 and rec["outcome"] == "PASS", hil.stdout
     assert all(t["nodeid"] for t in rec["tests"]) and (work / "hil-report" / "junit.xml").is_file()
     assert rec["duts"] and rec["duts"][0]["fw"] == _fw_version()
+    # the firmware bundle the DUT reports is in the record, the report and JUnit
+    want = bundle.build("handheld-home").hash         # the checkout's sources = the wheel's copy
+    assert {d["bundle"] for d in rec["duts"]} == {want}
+    assert want in (work / "hil-report" / "report.html").read_text()
+    junit = (work / "hil-report" / "junit.xml").read_text()
+    assert f'name="picostim_bundle" value="{want}"' in junit
 
 
 def _fw_version():

@@ -99,7 +99,8 @@ def _summary_table(record: dict, console) -> None:
                   f"{record.get('duration_s', 0):.1f}")
     console.print(table)
     for d in record.get("duts", []):
-        console.print(f"DUT {d.get('board')} uid {d.get('uid')} fw {d.get('fw')} ({d.get('port')})")
+        console.print(f"DUT {d.get('board')} uid {d.get('uid')} fw {d.get('fw')} bundle {d.get('bundle')} "
+                      f"({d.get('port')})")
     for t in record.get("tests", []):
         if t["outcome"] in ("failed", "error"):
             console.print(f"[red]{t['outcome'].upper()}[/] {t['nodeid']}: {t.get('message', '')}")

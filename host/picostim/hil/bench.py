@@ -194,7 +194,8 @@ class Bench:
     # -- identity (lands in the test record) ---------------------------------------------------------------------
     def dut_identity(self) -> dict:
         h = self.hello or {}
-        return {"uid": h.get("uid"), "fw": h.get("fw"), "proto": h.get("proto"), "board": h.get("board"),
+        return {"uid": h.get("uid"), "fw": h.get("fw"), "bundle": h.get("bundle"), "proto": h.get("proto"),
+                "board": h.get("board"),
                 "cap_ua": h.get("cap_ua"), "port": "sim" if self.vb is not None else self.settings.dut,
                 "virtual": self.vb is not None, "bench": self.settings.label or None,
                 "firmware_dir": self.settings.firmware_dir}

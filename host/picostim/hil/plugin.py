@@ -84,6 +84,7 @@ def bench(_session_bench, request):
     b.prepare_for_test()
     request.node.user_properties.append((M.PROP_DUT, b.dut_identity()))
     request.node.user_properties.append((M.PROP_RIG, b.rig_identity()))
+    request.node.user_properties.append((M.PROP_BUNDLE, b.dut_identity().get("bundle")))   # a JUnit property
     yield b
     b.after_test()
 
