@@ -39,6 +39,7 @@ class BenchSettings:
     clock: str = "model"               # virtual board clock: model = deterministic, independent of host load
     seed: int = 0
     label: str = ""                    # bench name from a rigs file
+    bundle: str | None = None          # a firmware bundle file to provision a real DUT with (picostim station)
 
     @property
     def is_sim(self) -> bool:
@@ -73,7 +74,7 @@ class BenchSettings:
         if worker_id and worker_id.startswith("gw") and worker_id[2:].isdigit():
             wid = int(worker_id[2:])
         return cls(dut=dut, board=board, rig=rig, load=str(load or DEFAULT_LOAD), seed=wid,
-                   label=str(entry.get("name", "")))
+                   label=str(entry.get("name", "")), bundle=entry.get("bundle"))
 
 
 def _rigs_entry(path, worker_id) -> dict:
@@ -171,7 +172,12 @@ class Bench:
         s = self.settings
         self.rig = RigClient(s.rig)
         t = SerialTransport(s.dut)
-        deploy.deploy(t, s.board, Path(s.firmware_dir) if s.firmware_dir else None)
+        if s.bundle:
+            from ..bundle import read
+            # a unit already carrying this bundle (the station just flashed it) answers in one round trip
+            deploy.deploy(t, bundle=read(s.bundle), verify=False)
+        else:
+            deploy.deploy(t, s.board, Path(s.firmware_dir) if s.firmware_dir else None)
         self.device = Device(t, owns_transport=True, timeout=REPLY_TIMEOUT_S)
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
 
