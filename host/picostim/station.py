@@ -153,7 +153,8 @@ class Station:
                "steps": [], "measurements": []}
         self._check()
         self.progress(i, "start", unit.port)
-        with open_target(unit.port, board=b.board, deploy_app=False, load=unit.sim_load) as tgt:
+        # a virtual unit's identity (unique_id) follows its slot on the station: a retest in a slot is the same unit
+        with open_target(unit.port, board=b.board, deploy_app=False, load=unit.sim_load, seed=i) as tgt:
             rec["port"] = unit.port if tgt.vb is None else f"{unit.port} ({tgt.port})"
             rig = unit.rig if tgt.vb is None else tgt.vb.rig_address
             try:

@@ -52,7 +52,7 @@ def default_port() -> str | None:
 
 @contextlib.contextmanager
 def open_target(spec: str | None, board: str | None = None, deploy_app: bool = True, load: str = "2k",
-                flash_dir=None, quiet: bool = True) -> Iterator[Target]:
+                flash_dir=None, quiet: bool = True, seed: int | None = None) -> Iterator[Target]:
     """Yield a Target for `spec`; a virtual board is started (and flashed when `deploy_app`) and closed after."""
     spec = spec or default_port()
     if spec is None:
@@ -65,7 +65,8 @@ def open_target(spec: str | None, board: str | None = None, deploy_app: bool = T
     name = sim_board(spec, board)
     # A deterministic virtual clock by default: a busy host then cannot stretch virtual time into a watchdog reset.
     clock = os.environ.get("PICOSTIM_SIM_CLOCK", "model")
-    with VirtualBoard(board=name, load=load, flash_dir=flash_dir, clock=clock, seed=next(_sim_seeds)) as vb:
+    with VirtualBoard(board=name, load=load, flash_dir=flash_dir, clock=clock,
+                      seed=next(_sim_seeds) if seed is None else seed) as vb:
         wait_alive(vb.port)
         if deploy_app:
             from . import deploy
