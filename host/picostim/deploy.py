@@ -383,7 +383,7 @@ def deploy(transport: SerialTransport, board: str | None = None, firmware_dir: P
     want = bundle_hash(image, version, board_name)
     if not verify:
         progress("stage", stage="check")
-        hello = _quick_hello(transport)
+        hello = quick_hello(transport)
         if hello is not None and hello.get("bundle") == want and hello.get("board") == board_name:
             progress("plan", write=0, remove=0, unchanged=len(image), total_bytes=0)
             return DeployResult(port=transport.port, board=board_name, version=version, written=[], removed=[],
@@ -426,7 +426,7 @@ def deploy(transport: SerialTransport, board: str | None = None, firmware_dir: P
                         seconds=time.monotonic() - t0, verified=True, hello=hello, bundle=want)
 
 
-def _quick_hello(transport: SerialTransport) -> dict | None:
+def quick_hello(transport: SerialTransport) -> dict | None:
     """One `hello` to the running application; None when it does not answer (at the REPL, no app, old firmware)."""
     from .device import Device, DeviceError, ProtocolTimeout
     from .transport import TransportError

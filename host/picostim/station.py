@@ -206,9 +206,12 @@ class Station:
         from . import deploy
         from .transport import SerialTransport
         with SerialTransport(port) as t:
+            first = deploy.quick_hello(t)        # the unit's identity even if flashing it is refused or fails
+            if first and first.get("uid"):
+                rec["uid"] = str(first["uid"])
             r = deploy.deploy(t, bundle=self.cfg.bundle, verify=True, reprovision=self.cfg.reprovision)
         hello = r.hello or {}
-        rec["uid"] = str(hello.get("uid") or "unknown")
+        rec["uid"] = str(hello.get("uid") or rec["uid"])
         step["detail"] = (f"{len(r.written)} written, {len(r.removed)} removed, {r.unchanged} unchanged, "
                           f"every file verified")
         self._measure(rec, "flash", "bundle_reported", int(hello.get("bundle") == self.cfg.bundle.hash), "",

@@ -250,12 +250,16 @@ def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(url_or_path) -> UnitStore:
+def open_store(url_or_path, must_exist: bool = False) -> UnitStore:
+    """A store by URL (postgresql://...) or SQLite path (or sqlite:///path). `must_exist`: reading back, a missing
+    SQLite file is an error (a typo must not create an empty database)."""
     s = str(url_or_path)
     if is_postgres(s):
         return PostgresStore(s)
     if s.startswith("sqlite:///"):
         s = s[len("sqlite:///") - 1:] if s.startswith("sqlite:////") else s[len("sqlite:///"):]
+    if must_exist and not Path(s).is_file():
+        raise StoreError(f"{s}: no such station database")
     return SqliteStore(Path(s))
 
 

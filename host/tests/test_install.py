@@ -80,3 +80,35 @@ def _fw_version():
     ns = {}
     exec((paths.FIRMWARE_DIR / "lib" / "pscodes.py").read_text(), ns)
     return ns["FW_VERSION"]
+
+
+def test_every_third_party_import_is_a_pinned_dependency():
+    """What the package and its HIL suite import is what `pip install picostim` installs (pinned), so an installed
+    toolkit runs `picostim hil` / `station` without a dev environment; psycopg only for PostgreSQL (extra)."""
+    import ast
+    import importlib.metadata as md
+    import re
+    import tomllib
+
+    project = tomllib.loads((HOST / "pyproject.toml").read_text())["project"]
+    pins = {re.split(r"[=<>\[ ]", d)[0].lower().replace("_", "-"): d for d in project["dependencies"]}
+    assert all("==" in d for d in pins.values()), pins
+    optional = {re.split(r"[=<>\[ ]", d)[0].lower() for d in project["optional-dependencies"]["postgres"]}
+    local = {"picostim", "support", "conftest", "benchlib"}
+    sources = [p for p in (HOST / "picostim").rglob("*.py") if "runtime" not in p.parts]   # runtime/: MicroPython
+    sources += list((REPO / "hil_tests").glob("*.py"))
+    imported = set()
+    for src in sources:
+        for node in ast.walk(ast.parse(src.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third = sorted(m for m in imported if m not in sys.stdlib_module_names and m not in local)
+    dists = md.packages_distributions()
+    missing = []
+    for mod in third:
+        names = {d.lower().replace("_", "-") for d in dists.get(mod, [])}
+        if not names & (set(pins) | optional):
+            missing.append((mod, sorted(names)))
+    assert not missing, f"imported but not a pinned dependency: {missing}"

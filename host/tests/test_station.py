@@ -139,6 +139,8 @@ def test_bad_databases_and_mismatched_board_refused(tmp_path):
         open_store(bad)
     r = CliRunner().invoke(cli, ["units", "list", "--db", str(bad)])
     assert r.exit_code == 1 and "not a usable station database" in r.output
+    r = CliRunner().invoke(cli, ["units", "list", "--db", str(tmp_path / "typo.sqlite")])
+    assert r.exit_code == 1 and "no such station database" in r.output and not (tmp_path / "typo.sqlite").exists()
     r = CliRunner().invoke(cli, ["station", "--board", BOARD, "-p", "sim:handheld-pro", "--db", str(tmp_path / "x")])
     assert r.exit_code == 2 and "is a handheld-pro unit" in r.output
     assert not (tmp_path / "x").exists()
@@ -169,7 +171,11 @@ def test_ctrl_c_mid_station_leaves_units_idle_and_records_whole(tmp_path):
             if " hil" in line:
                 break
         assert any(" hil" in s for s in seen), "".join(seen)
-        time.sleep(2.0)                           # inside the HIL subset: the units are stimulating
+        # interrupt while a unit's output is live: its HV_EN pin high (read from the model, not asked of the unit)
+        deadline = time.monotonic() + 120
+        while not any(getattr(vb.frontend, "lvl_hv", 0) for vb in vbs) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert any(vb.frontend.lvl_hv for vb in vbs), "no unit's output came on during the HIL subset"
         p.send_signal(signal.SIGINT)
         rest, _ = p.communicate(timeout=120)
         out = "".join(seen) + rest
@@ -195,3 +201,24 @@ def test_ctrl_c_mid_station_leaves_units_idle_and_records_whole(tmp_path):
     finally:
         for vb in vbs:
             vb.close()
+
+
+def test_unit_carrying_another_board_is_refused_and_recorded_fail(tmp_path):
+    """The station's flash keeps the reprovisioning guard: a handheld-pro unit on a handheld-home line is not
+    flashed; its record (uid from its own hello) says what would have changed."""
+    from picostim import deploy
+    from picostim.transport import SerialTransport
+    db = str(tmp_path / "station.sqlite")
+    with VirtualBoard(board="handheld-pro", clock="model", seed=77) as vb:
+        with SerialTransport(vb.port, open_timeout=30) as t:
+            uid = deploy.deploy(t, "handheld-pro").hello["uid"]
+        out = _station("--board", BOARD, "-p", vb.port, "--rig", vb.rig_address, "--db", db)
+        assert out.returncode == 1, out.stdout + out.stderr
+        with Device(vb.port, timeout=10) as dev:
+            h = dev.hello(timeout=15)
+        assert h["board"] == "handheld-pro" and h["cap_ua"] == 800
+    with open_store(db) as store:
+        (rec,) = store.records()
+    assert rec["uid"] == uid and rec["result"] == "FAIL" and rec["reason"].startswith("flash: ")
+    assert "cap 800 -> 400 uA" in rec["reason"] and "--reprovision" in rec["reason"]
+    assert [s["outcome"] for s in rec["steps"]] == ["fail", "not run", "not run", "not run"]

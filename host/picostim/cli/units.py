@@ -13,13 +13,17 @@ from . import main
 from .station import db_option
 
 
-def _records(db):
+def _store(db):
     from ..unitdb import StoreError, open_store
     try:
-        with open_store(db) as store:
-            return store.records()
+        return open_store(db, must_exist=True)
     except StoreError as e:
         raise click.ClickException(str(e)) from e
+
+
+def _records(db):
+    with _store(db) as store:
+        return store.records()
 
 
 @main.group("units")
@@ -53,8 +57,7 @@ def units_list(db, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def units_show(uid, db, as_json):
     """Every record of one unit, with its measurements."""
-    from ..unitdb import open_store
-    with open_store(db) as store:
+    with _store(db) as store:
         recs = store.records(uid=uid)
     if not recs:
         raise click.ClickException(f"no records for uid {uid} in {db}")
@@ -86,10 +89,9 @@ def units_show(uid, db, as_json):
 @click.option("-o", "--output", type=click.File("w"), default="-", help="file (default stdout)")
 def units_export(db, as_csv, as_json, output):
     """Export the records (CSV: one row per measurement; JSON: the records)."""
-    from ..unitdb import open_store
     if as_csv == as_json:
         raise click.UsageError("choose one of --csv or --json")
-    with open_store(db) as store:
+    with _store(db) as store:
         if as_json:
             json.dump(store.records(), output, indent=1)
             output.write("\n")
