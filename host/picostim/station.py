@@ -160,9 +160,11 @@ class Station:
             try:
                 self._steps(i, tgt.port, rig, rec)
             finally:
-                idle_detail = self._make_idle(tgt.port)
-                rec["idle_after"] = idle_detail
+                rec["rig_after"] = self._rig_defaults(rig)
+                rec["idle_after"] = self._make_idle(tgt.port)
         self._check()          # an interrupted unit is not recorded: its run is incomplete
+        if rec["result"] == "PASS" and rec["idle_after"] != "idle":
+            rec["result"], rec["reason"] = "FAIL", f"idle check: output state after the tests {rec['idle_after']}"
         rec["ended_utc"] = utc_now()
         self.store.add(rec)
         self.progress(i, rec["result"], rec["reason"] or f"uid {rec['uid']}")
@@ -292,6 +294,25 @@ class Station:
         if rc != 0 or n == 0:
             raise StepFailed(f"HIL subset: pytest exit {rc}, {n} tests: {tail.strip()[-400:]}")
         step["detail"] = f"{n} tests passed"
+
+    def _rig_defaults(self, rig: str | None) -> str:
+        """The fixture back to its resting state whatever a step was doing (an interrupted HIL test may have left
+        the unit's power cut or a fault injected): power on, faults cleared, charger off; never raises."""
+        if not rig:
+            return "no rig"
+        from .sim.rigproto import RigClient
+        try:
+            c = RigClient(rig, timeout=10)
+            try:
+                c.inject("power_restore")
+                c.inject("clear")
+                if c.faults().get("charging"):
+                    c.inject("charging", on=False)
+            finally:
+                c.close()
+            return "defaults"
+        except Exception as e:  # noqa: BLE001
+            return f"unknown ({type(e).__name__}: {e})"
 
     def _make_idle(self, port: str) -> str:
         """Stop the output whatever happened (the application restarted if it was interrupted); never raises."""

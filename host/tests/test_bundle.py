@@ -127,3 +127,12 @@ def test_any_byte_damage_is_refused_or_harmless(built, data):
         except bundle.BundleError:
             return
     assert b.image == good.image and b.hash == good.hash
+
+
+def test_build_errors_are_one_line(tmp_path):
+    r = CliRunner().invoke(cli, ["build", "--board", "no-such-board"])
+    assert r.exit_code == 1 and "unknown board" in r.output and "Traceback" not in r.output
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = CliRunner().invoke(cli, ["build", "--board", BOARD, "-o", str(blocker / "sub" / "b.psbundle")])
+    assert r.exit_code == 1 and "cannot write the bundle" in r.output

@@ -23,7 +23,10 @@ def build_cmd(board, output, firmware_dir, as_json):
     from .. import bundle
 
     b = bundle.build(board, firmware_dir)
-    path = bundle.write(b, output)
+    try:
+        path = bundle.write(b, output)
+    except OSError as e:
+        raise click.ClickException(f"cannot write the bundle: {e}") from e
     info = {"path": str(path), "board": b.board, "fw": b.fw, "bundle": b.hash, "files": len(b.image) + 1,
             "bytes": path.stat().st_size}
     if as_json:
