@@ -74,6 +74,12 @@ def test_wheel_installed_alone_runs_demo_and_hil_from_anywhere(tmp_path):
     assert want in (work / "hil-report" / "report.html").read_text()
     junit = (work / "hil-report" / "junit.xml").read_text()
     assert f'name="picostim_bundle" value="{want}"' in junit
+    # a bundle built by the installed toolkit, put through the station on one virtual unit
+    built = json.loads(_run([cli, "build", "--board", "handheld-home", "-o", str(work), "--json"], work, env).stdout)
+    assert built["bundle"] == want
+    _run([cli, "station", "--bundle", built["path"], "-p", "sim", "--db", "line.sqlite"], work, env)
+    (unit,) = json.loads(_run([cli, "units", "list", "--db", "line.sqlite", "--json"], work, env).stdout)
+    assert unit["last_result"] == "PASS" and unit["bundle"] == want
 
 
 def _fw_version():
