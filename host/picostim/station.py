@@ -38,7 +38,8 @@ from . import paths
 STEPS = ("flash", "calibrate", "selftest", "hil")
 DEFAULT_EXPECT_OHM = 2000       # the fixture's known resistor (the virtual rig's "2k" load)
 HIL_MARKER = "production"
-HIL_TIMEOUT_S = 600.0
+HIL_TIMEOUT_S = 600.0           # the whole subset
+HIL_TEST_TIMEOUT_S = 240        # one test (pytest-timeout), as `picostim hil`
 
 
 class Cancelled(Exception):
@@ -72,10 +73,11 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def calibrate(device, rig) -> tuple[dict | None, dict | None, str]:
-    """Calibration hook: returns (before, after, status). Calibration does not exist yet: nothing is measured or
-    changed, and the record says so (before/after null). When it exists it goes here: measure the output against
-    the rig, store the correction on the unit, measure again."""
+def calibrate(port: str, rig: str | None) -> tuple[dict | None, dict | None, str]:
+    """Calibration hook (the unit's serial port, its rig's address): returns (before, after, status). Calibration
+    does not exist yet: nothing is measured or changed, and the record says so (before/after null, the step
+    "skipped"). When it exists it goes here: measure the output against the rig, store the correction on the unit,
+    measure again; a calibration that fails raises StepFailed."""
     return None, None, "not available: the firmware has no calibration yet"
 
 
@@ -222,7 +224,7 @@ class Station:
             raise StepFailed(f"the unit reports bundle {hello.get('bundle')!r} after flashing")
 
     def _step_calibrate(self, i, port, rig, rec, step):
-        before, after, status = calibrate(None, rig)
+        before, after, status = calibrate(port, rig)
         rec["calibration"] = {"before": before, "after": after, "status": status}
         if before is None and after is None:
             step["outcome"] = "skipped"
@@ -255,7 +257,7 @@ class Station:
             report = Path(d) / "report"
             cmd = [sys.executable, "-m", "pytest", str(paths.HIL_TESTS_DIR), "-m", self.cfg.hil_marker,
                    "--rigs-file", str(rigs), "--hil-report", str(report), "-p", "no:cacheprovider",
-                   "-q", "--no-header", "-x"]
+                   "--timeout", str(HIL_TEST_TIMEOUT_S), "-q", "--no-header", "-x"]
             with open(Path(d) / "pytest.log", "w+") as log:
                 p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                      cwd=d)
