@@ -12,6 +12,7 @@ def _amp_now(rig, window_s=None):
     return (sum(abs(p.amp_ua[0]) for p in ps[-5:]) / len(ps[-5:])) if ps else 0.0, cap
 
 
+@pytest.mark.production
 def test_power_button_starts_and_stops(dut, rig, measure):
     rig.press("power", ms=150)
     rig.wait(0.2)

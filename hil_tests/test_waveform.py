@@ -98,6 +98,7 @@ def test_pair_longer_than_period_refused_and_output_idle(dut, rig, measure, phas
     measure("max_current", cap.max_abs_ua, "uA", high=1.0)
 
 
+@pytest.mark.production
 @pytest.mark.parametrize("load", LOADS)
 def test_dc_component_over_one_second(dut, rig, measure, levels_ua, load):
     """S6: net DC at the electrodes <= 1 uA averaged over 1 s, at the highest level."""

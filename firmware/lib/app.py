@@ -42,6 +42,17 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def deployed_bundle():
+    """The hash of the bundle the host deployed (/manifest.json, written last by every deploy), or None."""
+    try:
+        import json
+        with open("/manifest.json") as f:
+            h = json.load(f).get("bundle")
+        return h if isinstance(h, str) else None
+    except Exception:     # no deploy yet, or a damaged manifest: the host then does a full check
+        return None
+
+
 class App:
     def __init__(self, board, out=None):
         self.board = board
@@ -100,6 +111,7 @@ class App:
         self.last_samples = 0
         self.wdt = None
         self.stopping = False
+        self.bundle = deployed_bundle()
 
     # ---------------------------------------------------------------- output
     def send(self, line):
@@ -405,7 +417,7 @@ class App:
                 "uid": "".join("%02x" % x for x in machine.unique_id()), "cap_ua": self.amp.cap_ua,
                 "ceiling_ua": C.FIRMWARE_CEILING_UA, "levels_ua": self.settings.levels,
                 "programs": sorted(self.programs), "reset_cause": machine.reset_cause(),
-                "config_status": self.settings.status}
+                "config_status": self.settings.status, "bundle": self.bundle}
 
     def cmd_status(self, req, now):
         P.check_keys(req, ())

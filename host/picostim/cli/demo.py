@@ -123,6 +123,7 @@ def demo(board, load, levels, phase_us, gap_us, rate_hz, capture_s, clock, plot_
             console.print("flash: " + r.summary())
             r2 = deploy.deploy(t, board)
             console.print("flash again: " + r2.summary() + f" ({r2.seconds:.2f} s)")
+            console.print("flash again, without --verify: " + deploy.deploy(t, board, verify=False).summary())
             dev = Device(t, owns_transport=False)
             hello = dev.hello()
             console.print(f"hello: fw {hello.get('fw')}, board {hello.get('board')}, uid {hello.get('uid')}, "

@@ -107,7 +107,7 @@ def _summary_table(record: dict, console) -> None:
     note = " (interrupted: not every test finished)" if outcome == "INCOMPLETE" else ""
     console.print(f"[bold {colour}]{outcome}[/]{note}")
     for d in record.get("duts", []):
-        console.print(escape(f"DUT {d.get('board')} uid {d.get('uid')} fw {d.get('fw')} "
+        console.print(escape(f"DUT {d.get('board')} uid {d.get('uid')} fw {d.get('fw')} bundle {d.get('bundle')} "
                              f"(sha256 {str(d.get('fw_hash') or '?')[:16]}) ({d.get('port')})"))
     for t in record.get("tests", []):
         if t["outcome"] in ("failed", "error"):

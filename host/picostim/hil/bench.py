@@ -41,6 +41,7 @@ class BenchSettings:
     label: str = ""                    # bench name from a rigs file
     engine: str = "unix"               # virtual board engine: unix (models) or emu (MicroPython image in rp2040js)
     micropython: str | None = None     # the UF2 for engine emu
+    bundle: str | None = None          # a firmware bundle file to provision a real DUT with (picostim station)
 
     @property
     def is_sim(self) -> bool:
@@ -77,7 +78,7 @@ class BenchSettings:
         from ..sim import engine_from_env
         return cls(dut=dut, board=board, rig=rig, load=str(load or DEFAULT_LOAD), seed=wid,
                    label=str(entry.get("name", "")), engine=engine_from_env(),
-                   micropython=os.environ.get("PICOSTIM_MICROPYTHON_UF2"))
+                   micropython=os.environ.get("PICOSTIM_MICROPYTHON_UF2"), bundle=entry.get("bundle"))
 
 
 def _rigs_entry(path, worker_id) -> dict:
@@ -189,8 +190,15 @@ class Bench:
         s = self.settings
         self.rig = RigClient(s.rig)
         t = SerialTransport(s.dut)
-        deploy.deploy(t, s.board, Path(s.firmware_dir) if s.firmware_dir else None)
-        self.fw_hash = firmware_hash(s.board, s.firmware_dir)
+        if s.bundle:
+            from ..bundle import read
+            # a unit already carrying this bundle (the station just flashed it) answers in one round trip
+            bundle = read(s.bundle)
+            deploy.deploy(t, bundle=bundle, verify=False)
+            self.fw_hash = deploy.sha256(bundle.manifest)
+        else:
+            deploy.deploy(t, s.board, Path(s.firmware_dir) if s.firmware_dir else None)
+            self.fw_hash = firmware_hash(s.board, s.firmware_dir)
         self.device = Device(t, owns_transport=True, timeout=REPLY_TIMEOUT_S)
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
 
@@ -219,7 +227,8 @@ class Bench:
     # -- identity (lands in the test record) ---------------------------------------------------------------------
     def dut_identity(self) -> dict:
         h = self.hello or {}
-        return {"uid": h.get("uid"), "fw": h.get("fw"), "proto": h.get("proto"), "board": h.get("board"),
+        return {"uid": h.get("uid"), "fw": h.get("fw"), "bundle": h.get("bundle"), "proto": h.get("proto"),
+                "board": h.get("board"),
                 "cap_ua": h.get("cap_ua"), "port": "sim" if self.vb is not None else self.settings.dut,
                 "virtual": self.vb is not None, "bench": self.settings.label or None,
                 "firmware_dir": self.settings.firmware_dir, "fw_hash": self.fw_hash}

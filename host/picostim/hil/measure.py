@@ -24,7 +24,8 @@ PROP_WAVEFORM = "picostim_waveform"
 PROP_DUT = "picostim_dut"
 PROP_RIG = "picostim_rig"
 PROP_ATTEMPT = "picostim_attempt"
-PROPS = (PROP_MEASUREMENT, PROP_WAVEFORM, PROP_DUT, PROP_RIG, PROP_ATTEMPT)
+PROP_BUNDLE = "picostim_bundle"        # the DUT's firmware bundle hash (hello), per test: lands in JUnit
+PROPS = (PROP_MEASUREMENT, PROP_WAVEFORM, PROP_DUT, PROP_RIG, PROP_ATTEMPT, PROP_BUNDLE)
 
 
 def prop(value) -> str:

@@ -39,6 +39,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "hil_retry(n): re-run a failing HIL test body up to n more times (recorded)")
     config.addinivalue_line("markers", "hil_slow: long-running HIL test (endurance)")
     config.addinivalue_line("markers", "hil_fresh: test needs a freshly started bench of its own")
+    config.addinivalue_line("markers", "production: quick test in the production station's subset (-m production)")
     from .record import RecordBuilder
     opts = {"dut": config.getoption("--dut"), "rig": config.getoption("--rig"),
             "load": config.getoption("--load"), "rigs_file": config.getoption("--rigs-file"),
@@ -84,6 +85,7 @@ def bench(_session_bench, request):
     b.prepare_for_test()
     request.node.user_properties.append((M.PROP_DUT, M.prop(b.dut_identity())))
     request.node.user_properties.append((M.PROP_RIG, M.prop(b.rig_identity())))
+    request.node.user_properties.append((M.PROP_BUNDLE, M.prop(b.dut_identity().get("bundle"))))
     yield b
     b.after_test()
 

@@ -96,6 +96,7 @@ def render(record: dict, max_plots: int = 200) -> str:
            f"&middot; {s.get('measurements', 0)} measurements ({s.get('measurements_failed', 0)} out of limits)</div>",
            f"<p>run {_e(record.get('run_id'))} &middot; {_e(record.get('started'))} &rarr; {_e(record.get('finished'))}"
            f" &middot; {_e(record.get('duration_s'))} s &middot; picostim {_e(record.get('host', {}).get('picostim'))}"
+           f" &middot; bundle {_e(', '.join(str(d.get('bundle')) for d in record.get('duts', [])) or 'none')}"
            f" on {_e(record.get('host', {}).get('node'))}</p>"]
     opts = record.get("options", {})
     out.append("<h2>Setup</h2><table>" + "".join(

@@ -46,6 +46,18 @@ def micropython_binary() -> str:
     return found
 
 
+def micropython_command() -> list[str]:
+    """The unix port's command line: its console script, or (installed without scripts on PATH, e.g. into a venv
+    that shares another's site-packages) the same entry point through this interpreter."""
+    try:
+        return [micropython_binary()]
+    except BoardError:
+        import importlib.util
+        if importlib.util.find_spec("micropython_unix") is None:
+            raise
+        return [sys.executable, "-c", "import sys,micropython_unix;sys.argv[0]='micropython';micropython_unix.main()"]
+
+
 ENGINES = ("unix", "emu")
 ENV_ENGINE = "PICOSTIM_ENGINE"
 
@@ -293,7 +305,7 @@ class VirtualBoard:
             self.boot_count += 1
         env = dict(os.environ)
         env["MICROPYPATH"] = str(paths.SIM_RUNTIME_DIR)
-        cmd = [micropython_binary(), "-X", f"heapsize={self.heap_kb}k", str(paths.SIM_RUNTIME_DIR / "_vbmain.py"),
+        cmd = [*micropython_command(), "-X", f"heapsize={self.heap_kb}k", str(paths.SIM_RUNTIME_DIR / "_vbmain.py"),
                self._sock_path, str(self.flash_dir), self.clock, json.dumps(self.vclock), self.repl.mode]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       env=env, start_new_session=True)
