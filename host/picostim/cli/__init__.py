@@ -16,7 +16,7 @@ def main():
 
 
 # One module per command group; a missing module (work in progress) must not break the others.
-for _name in ("sim", "flash", "info", "config", "levels", "run", "monitor", "hil", "demo", "selftest"):
+for _name in ("sim", "flash", "info", "config", "levels", "run", "monitor", "hil", "demo", "selftest", "farm"):
     try:
         importlib.import_module(f"{__name__}.{_name}")
     except ModuleNotFoundError as _e:

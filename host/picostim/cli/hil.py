@@ -120,11 +120,25 @@ def _summary_table(record: dict, console) -> None:
 @click.option("--report", "report_dir", default="hil-report", show_default=True, help="report directory")
 @click.option("-k", "keyword", default=None, help="only tests matching this pytest -k expression")
 @click.option("-q", "--quiet", is_flag=True, help="terse pytest output; print the summary table")
+@click.option("--lg-place", "lg_places", multiple=True, metavar="NAME|GLOB",
+              help="run on labgrid places (repeatable; glob patterns like 'rack1-*'): one worker per acquired place")
+@click.option("--lg-coordinator", default=None, help="labgrid coordinator HOST[:PORT] (default $LG_COORDINATOR)")
+@click.option("--lg-wait", type=click.FloatRange(0), default=60.0, show_default=True,
+              help="seconds to wait for a place another client holds before skipping it")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def hil_cmd(dut, rig, board, load, rigs_file, workers, report_dir, keyword, quiet, pytest_args):
+def hil_cmd(dut, rig, board, load, rigs_file, workers, report_dir, keyword, quiet, lg_places, lg_coordinator, lg_wait,
+            pytest_args):
     """Run the HIL suite; extra arguments go to pytest. Exit code = pytest's."""
     import pytest
     from rich.console import Console
+
+    if lg_places:   # benches come from labgrid places (picostim.farm.session)
+        if dut or rig or board or rigs_file or workers:
+            raise click.UsageError("--lg-place takes the DUT, rig and board from the places: drop --dut/--rig/"
+                                   "--board/--rigs-file/-n")
+        from ..farm.session import run_hil
+        sys.exit(run_hil(lg_places, lg_coordinator, lg_wait, report_dir, quiet, keyword, load, pytest_args,
+                         Console(stderr=False)))
 
     dut = dut or default_dut()
     if board:

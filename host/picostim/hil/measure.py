@@ -23,6 +23,7 @@ PROP_WAVEFORM = "picostim_waveform"
 PROP_DUT = "picostim_dut"
 PROP_RIG = "picostim_rig"
 PROP_ATTEMPT = "picostim_attempt"
+PROP_PLACE = "picostim_place"     # the bench / labgrid place a test ran on
 
 _MAX_WAVEFORM_POINTS = 4000  # per trace, keeps records small; a plot has no more pixels than this anyway
 

@@ -84,6 +84,8 @@ def bench(_session_bench, request):
     b.prepare_for_test()
     request.node.user_properties.append((M.PROP_DUT, b.dut_identity()))
     request.node.user_properties.append((M.PROP_RIG, b.rig_identity()))
+    if b.settings.label:
+        request.node.user_properties.append((M.PROP_PLACE, b.settings.label))
     yield b
     b.after_test()
 
