@@ -19,6 +19,7 @@ from ..hil.bench import DEFAULT_BOARD
 SPEED = 115200
 PORT_NAMES = ("dut", "rig")
 # labgrid place names / tag values: keep to what its CLI accepts and a shell needs no quoting for
+_TEMPLATE_CHARS = ",{}%#"     # ser2net's connector syntax (,) and labgrid's jinja2 rendering of the config
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -39,10 +40,10 @@ def check_bench(entry, where: str = "bench") -> dict:
     out = {"name": name}
     for key in PORT_NAMES:
         path = entry.get(key)
-        if not isinstance(path, str) or not path.startswith("/dev/") or any(c.isspace() for c in path) \
-                or "," in path:
+        if not isinstance(path, str) or not path.startswith("/dev/") or any(c.isspace() or c in _TEMPLATE_CHARS
+                                                                             for c in path):
             raise BenchListError(f"{where} {name}: {key} must be a serial device path under /dev/ without spaces or "
-                                 f"commas (got {path!r}); e.g. /dev/serial/by-id/usb-...-if00")
+                                 f"commas or any of {_TEMPLATE_CHARS} (got {path!r}); e.g. /dev/serial/by-id/usb-...-if00")
         out[key] = path
     board = entry.get("board", DEFAULT_BOARD)
     if not isinstance(board, str) or not _NAME.match(board):
@@ -54,8 +55,9 @@ def check_bench(entry, where: str = "bench") -> dict:
         raise BenchListError(f"{where} {name}: {e}") from e
     out["board"] = board
     if "location" in entry:
-        if not isinstance(entry["location"], str):
-            raise BenchListError(f"{where} {name}: location must be a string")
+        loc = entry["location"]
+        if not isinstance(loc, str) or len(loc) > 200 or any(c in _TEMPLATE_CHARS or not c.isprintable() for c in loc):
+            raise BenchListError(f"{where} {name}: location must be a line of text without {_TEMPLATE_CHARS}")
         out["location"] = entry["location"]
     return out
 
@@ -104,8 +106,9 @@ def _yaml_str(s: str) -> str:
 def exporter_config(benches: list[dict]) -> str:
     """The labgrid exporter YAML for these benches (one group per bench: dut + rig as RawSerialPort)."""
     benches = check_benches(benches)
-    lines = ["# labgrid exporter configuration written by `picostim farm exporter-config`",
-             "# run: labgrid-exporter -c COORDINATOR[:PORT] -n EXPORTER_NAME THIS_FILE", ""]
+    # labgrid renders the file with jinja2 first: "##" starts a comment there, a lone "#" a template statement
+    lines = ["## labgrid exporter configuration written by `picostim farm exporter-config`",
+             "## run: labgrid-exporter -c COORDINATOR[:PORT] -n EXPORTER_NAME THIS_FILE", ""]
     for b in benches:
         lines.append(f"{b['name']}:")
         lines.append(f"  location: {_yaml_str(b.get('location') or 'picostim bench, board ' + b['board'])}")

@@ -59,13 +59,15 @@ class FarmPlaces:
             t0 = time.monotonic()
             deadline = t0 + self.wait_s
             pending = {n: None for n in names}       # place -> holder seen
+            first_ask = {}
             try:
                 while pending:
                     for name in list(pending):
+                        first_ask.setdefault(name, time.monotonic())
                         holder = c.try_acquire(name)
                         if holder is None:
-                            use = PlaceUse(name, held_by=pending.pop(name), waited_s=round(time.monotonic() - t0, 3),
-                                           acquired_at=_now())
+                            use = PlaceUse(name, held_by=pending.pop(name), acquired_at=_now(),
+                                           waited_s=round(time.monotonic() - first_ask[name], 3))
                             self.used[name] = use
                             self.echo(f"acquired place {name}" + (f" (after {use.waited_s:.1f} s; was held by "
                                                                    f"{use.held_by})" if use.held_by else ""))
@@ -170,8 +172,12 @@ def run_hil(places, coordinator, wait_s, report_dir, quiet, keyword, load, pytes
         os.makedirs(report_dir, exist_ok=True)
         bench_file = Path(report_dir) / BENCH_LIST
         bench_file.write_text(json.dumps(farm.bench_entries(), indent=1))
+        # labgrid is imported here already (the coordinator client): pytest cannot assert-rewrite its plugin module,
+        # which the farm does not use (pytest.ini: -p no:labgrid)
+        quiet_labgrid = ("-W", "ignore:Module already imported so cannot be rewritten; labgrid"
+                               ":pytest.PytestAssertRewriteWarning")
         args = H.build_pytest_args("farm", None, report_dir, quiet, keyword, len(used), load, str(bench_file),
-                                   tuple(pytest_args))
+                                   quiet_labgrid + tuple(pytest_args))
         collector = H._Collector()
         if not quiet:
             console.print(f"[bold]picostim hil[/]: {len(used)} place(s) {', '.join(farm.used)} -> {report_dir}/")

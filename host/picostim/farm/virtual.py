@@ -113,8 +113,7 @@ class VirtualFarm:
         with Coordinator(coordinator) as c:
             while True:
                 if self.exporter.poll() is not None:
-                    raise FarmError(f"labgrid-exporter exited with {self.exporter.returncode}; see "
-                                    f"{self.link_dir / 'exporter.log'}")
+                    raise FarmError(f"labgrid-exporter exited with {self.exporter.returncode}: {self.exporter_tail()}")
                 c.sync()
                 groups = c._session.resources.get(self.exporter_name, {})
                 if want <= {g for g, res in groups.items() if res}:
@@ -123,6 +122,13 @@ class VirtualFarm:
                     raise FarmError(f"the coordinator at {coordinator} lists no resources of exporter "
                                     f"{self.exporter_name} after {timeout_s:.0f} s")
                 time.sleep(0.2)
+
+    def exporter_tail(self, lines: int = 3) -> str:
+        try:
+            text = (self.link_dir / "exporter.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
 
     def add_places(self, coordinator: str) -> None:
         """One place per bench (named after it, tagged with its board), matching this exporter's dut and rig."""
