@@ -11,7 +11,12 @@ setup: $(STAMP)
 $(STAMP): host/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
-	$(BIN)/pip install -e 'host[dev]'
+	$(BIN)/pip install -e 'host[dev,farm]'
+	# pyserial and labgrid's fork pyserial-labgrid both install `serial`; let the fork's files win whatever the
+	# install order (its rfc2217 client does not renegotiate the port on every read timeout change)
+	$(BIN)/pip install --force-reinstall --no-deps 'pyserial-labgrid==3.5.0.2' >/dev/null
+	@command -v ser2net >/dev/null || test -x /usr/sbin/ser2net || \
+		echo "note: ser2net is missing (apt-get install ser2net): the labgrid farm test will skip"
 	touch $(STAMP)
 
 # The whole suite: host + virtual board + firmware under the MicroPython unix port + HIL suite on the virtual board.
