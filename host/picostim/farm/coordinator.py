@@ -56,7 +56,7 @@ class Coordinator:
             with contextlib.redirect_stdout(io.StringIO()):
                 self._session = client.start_session(self.address, extra={"args": self._args()})
         except self._errors as e:
-            raise FarmError(f"labgrid coordinator {self.address}: {e}") from None
+            raise FarmError(f"labgrid coordinator {self.address}: {str(e).removeprefix('Error: ')}") from None
         except Exception as e:  # grpc: bad address
             raise FarmError(f"labgrid coordinator {self.address}: cannot connect: {e}") from None
 

@@ -152,7 +152,12 @@ def run_hil(places, coordinator, wait_s, report_dir, quiet, keyword, load, pytes
 
     from ..cli import hil as H
 
-    farm = FarmPlaces(places, coordinator, wait_s, echo=lambda s: console.print(f"farm: {s}", highlight=False))
+    try:
+        farm = FarmPlaces(places, coordinator, wait_s,
+                          echo=lambda s: console.print(f"farm: {s}", highlight=False, soft_wrap=True))
+    except FarmError as e:
+        console.print(f"[red]farm:[/] {e}", highlight=False, soft_wrap=True)
+        return 1
 
     def _term(signum, frame):
         raise KeyboardInterrupt
@@ -164,7 +169,7 @@ def run_hil(places, coordinator, wait_s, report_dir, quiet, keyword, load, pytes
         try:
             used = farm.acquire()
         except FarmError as e:
-            console.print(f"[red]farm:[/] {e}", highlight=False)
+            console.print(f"[red]farm:[/] {e}", highlight=False, soft_wrap=True)
             return 1
         if not used:
             console.print("[red]farm:[/] no place could be acquired; nothing ran", highlight=False)
@@ -194,7 +199,7 @@ def run_hil(places, coordinator, wait_s, report_dir, quiet, keyword, load, pytes
         signal.signal(signal.SIGTERM, old_term)
         errors = farm.release()
         for err in errors:
-            console.print(f"[red]farm:[/] {err}", highlight=False)
+            console.print(f"[red]farm:[/] {err}", highlight=False, soft_wrap=True)
         if farm.used or farm.skipped:
             try:
                 os.makedirs(report_dir, exist_ok=True)
