@@ -1,0 +1,139 @@
+"""Bench lists -> labgrid exporter configuration (read back by labgrid's own config loader), bad bench lists, and
+the virtual rig on a pty (the serial face a farm exports)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from picostim.farm.benches import BenchListError, check_benches, exporter_config, parse_bench_option, place_matches
+
+GOOD = [{"name": "rack1-1", "dut": "/dev/serial/by-id/usb-MicroPython_Board_in_FS_mode_e6614c-if00",
+         "rig": "/dev/serial/by-id/usb-MicroPython_Board_in_FS_mode_e6605f-if00", "board": "handheld-pro"},
+        {"name": "rack1-2", "dut": "/dev/ttyACM2", "rig": "/dev/ttyACM3"}]
+
+
+def _labgrid_load(text: str, tmp_path) -> dict:
+    """What labgrid-exporter makes of the file (its jinja2 rendering + YAML loading)."""
+    from labgrid.remote.config import ResourceConfig
+    p = tmp_path / "exporter.yaml"
+    p.write_text(text)
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):
+        return ResourceConfig(str(p)).data
+
+
+def test_exporter_config_is_what_labgrid_reads(tmp_path):
+    data = _labgrid_load(exporter_config(GOOD), tmp_path)
+    assert list(data) == ["rack1-1", "rack1-2"]
+    for bench in GOOD:
+        group = data[bench["name"]]
+        for key in ("dut", "rig"):
+            assert dict(group[key]) == {"cls": "RawSerialPort", "port": bench[key], "speed": 115200}
+    assert "handheld-pro" in data["rack1-1"]["location"]
+    assert "handheld-home" in data["rack1-2"]["location"]       # the default board
+    assert place_matches("rack1", "rack1-2") == ["rack1/rack1-2/NetworkSerialPort/dut",
+                                                 "rack1/rack1-2/NetworkSerialPort/rig"]
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"name": "a", "dut": "/dev/ttyACM0"}, "rig must be"),
+    ({"name": "a", "dut": "ttyACM0", "rig": "/dev/ttyACM1"}, "under /dev/"),
+    ({"name": "a", "dut": "/dev/tty ACM0", "rig": "/dev/ttyACM1"}, "without spaces"),
+    ({"name": "a", "dut": "/dev/{{x}}", "rig": "/dev/ttyACM1"}, "without spaces"),
+    ({"name": "a", "dut": "/dev/a,b", "rig": "/dev/ttyACM1"}, "without spaces"),
+    ({"name": "a b", "dut": "/dev/ttyACM0", "rig": "/dev/ttyACM1"}, "name must be"),
+    ({"name": "a", "dut": "/dev/ttyACM0", "rig": "/dev/ttyACM1", "board": "../etc"}, "board must be"),
+    ({"name": "a", "dut": "/dev/ttyACM0", "rig": "/dev/ttyACM1", "board": "nope"}, "unknown board"),
+    ({"name": "a", "dut": "/dev/ttyACM0", "rig": "/dev/ttyACM1", "extra": 1}, "unknown keys"),
+    ({"name": "a", "dut": "/dev/ttyACM0", "rig": "/dev/ttyACM1", "location": "# {% x %}"}, "location"),
+])
+def test_bad_bench_entries_are_refused_with_the_reason(entry, words):
+    with pytest.raises(BenchListError, match=words.replace("{", r"\{")):
+        check_benches([entry])
+
+
+def test_names_and_ports_belong_to_one_bench():
+    with pytest.raises(BenchListError, match="unique"):
+        check_benches([GOOD[1], dict(GOOD[1], dut="/dev/x", rig="/dev/y")])
+    with pytest.raises(BenchListError, match="one bench only"):
+        check_benches([GOOD[1], dict(GOOD[1], name="other")])
+    with pytest.raises(BenchListError, match="non-empty"):
+        check_benches([])
+    with pytest.raises(BenchListError, match="NAME,DUT_PORT,RIG_PORT"):
+        parse_bench_option("a,/dev/x")
+
+
+_DEV = st.from_regex(r"/dev/[a-zA-Z0-9_./-]{1,16}", fullmatch=True)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.fixed_dictionaries(
+    {"name": st.one_of(st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True), st.text(max_size=12)),
+     "dut": st.one_of(_DEV, st.text(max_size=20), st.text(alphabet="abc09_-./{}%#, ", max_size=16).map(lambda s: "/dev/" + s)),
+     "rig": st.one_of(_DEV, st.integers(), st.none())},
+    optional={"board": st.sampled_from(["handheld-home", "pico-devkit", "x", ""]), "location": st.text(max_size=30)}),
+    max_size=4))
+def test_any_bench_list_is_refused_clearly_or_read_back_exactly_by_labgrid(tmp_path, entries):
+    try:
+        benches = check_benches(entries)
+    except BenchListError:
+        event("refused")
+        return
+    event("valid")
+    data = _labgrid_load(exporter_config(benches), tmp_path)
+    assert list(data) == [b["name"] for b in benches]
+    for b in benches:
+        assert data[b["name"]]["dut"]["port"] == b["dut"] and data[b["name"]]["rig"]["port"] == b["rig"]
+
+
+def test_cli_exporter_config_writes_the_file_and_refuses_a_bad_list(tmp_path):
+    from picostim.cli import main
+    good = tmp_path / "lab.json"
+    good.write_text(json.dumps(GOOD))
+    out = tmp_path / "exporter.yaml"
+    r = CliRunner().invoke(main, ["farm", "exporter-config", "--benches", str(good), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.read_text() == exporter_config(GOOD)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    r = CliRunner().invoke(main, ["farm", "exporter-config", "--benches", str(bad), "-o", str(tmp_path / "x.yaml")])
+    assert r.exit_code == 1 and "cannot read bench list" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x.yaml").exists()
+    r = CliRunner().invoke(main, ["farm", "exporter-config"])
+    assert r.exit_code == 2 and "--bench" in r.output
+
+
+class _Rig:
+    def info(self):
+        return {"kind": "test-rig"}
+
+
+def test_virtual_rig_on_a_pty_serves_the_rig_protocol_per_client(tmp_path):
+    """The rig protocol over a pty: answers, refuses garbage and over-long lines, and a request cut off when a
+    client closes the port is not glued to the next client's first line."""
+    import serial
+
+    from picostim.sim import rigproto
+    from picostim.sim.rigpty import RigSerialPort
+    link = str(tmp_path / "rig")
+    with RigSerialPort(_Rig(), link=link) as port:
+        assert os.path.realpath(link) == port.path and port.path.startswith("/dev/")
+        s = serial.Serial(link, 115200, timeout=5)
+        s.write(b'{"id": 1, "op": "info"}\nnot json\n' + b"x" * (rigproto.MAX_REQUEST + 10) + b'\n{"id": 2, "op": "ping"}\n')
+        replies = [json.loads(s.readline()) for _ in range(4)]
+        assert replies[0] == {"id": 1, "ok": True, "result": {"kind": "test-rig"}}
+        assert replies[1]["error"] == "bad_json" and replies[2]["error"] == "line_too_long"
+        assert replies[3] == {"id": 2, "ok": True, "result": {"proto": rigproto.PROTOCOL_VERSION}}
+        s.write(b'{"id": 3, "op": "pi')           # the client goes away mid-request
+        s.close()
+        time.sleep(0.3)
+        with rigproto.RigClient(link, timeout=5) as c:
+            assert c.info() == {"kind": "test-rig"}
+    assert not os.path.lexists(link)
