@@ -137,16 +137,6 @@ def test_suite_runs_across_four_places_of_two_exporters(farm, tmp_path):
     held = "eb-2"
     r = _lg_client(coord, "-p", held, "acquire", user="other")
     assert r.returncode == 0, r.stderr
-    released_by_other = {}
-
-    def release_later():
-        time.sleep(HELD_FOR_S)
-        # what the coordinator said just before the other client let go: still its place
-        released_by_other["holder_before"] = _lg_client(coord, "-p", held, "show").stdout
-        rr = _lg_client(coord, "-p", held, "release", user="other")
-        released_by_other["t"] = datetime.now().astimezone()
-        released_by_other["rc"] = rr.returncode
-
     # a held place is never taken: without waiting it is skipped with a message (and nothing is left acquired)
     from picostim.farm.session import FarmPlaces
     msgs = []
@@ -160,17 +150,39 @@ def test_suite_runs_across_four_places_of_two_exporters(farm, tmp_path):
     assert "/other" in _lg_client(coord, "-p", held, "show").stdout
     assert "acquired: None" in _lg_client(coord, "-p", "ea-1", "show").stdout
 
-    t = threading.Thread(target=release_later, daemon=True)
-    t.start()
+    # the whole run; the other client lets go of its place a while after the run says it is waiting for it
+    released_by_other = {}
+
+    def release_later():
+        time.sleep(HELD_FOR_S)
+        released_by_other["holder_before"] = _lg_client(coord, "-p", held, "show").stdout   # still the other's
+        rr = _lg_client(coord, "-p", held, "release", user="other")
+        released_by_other["t"] = datetime.now().astimezone()
+        released_by_other["rc"] = rr.returncode
+
     report = tmp_path / "report"
     t0 = time.monotonic()
-    run = subprocess.run([str(BIN / "picostim"), "hil", "--lg-place", "ea-*", "--lg-place", "eb-*",
-                          "--lg-coordinator", coord, "--lg-wait", "120", "--report", str(report), "-q",
-                          "-k", SELECTION], capture_output=True, text=True, timeout=600)
+    run = subprocess.Popen([str(BIN / "picostim"), "hil", "--lg-place", "ea-*", "--lg-place", "eb-*",
+                            "--lg-coordinator", coord, "--lg-wait", "240", "--report", str(report), "-q",
+                            "-k", SELECTION], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           stdin=subprocess.DEVNULL)
+    releaser = threading.Thread(target=release_later, daemon=True)
+    lines = []
+    try:
+        for line in run.stdout:
+            lines.append(line)
+            if f"place {held} is held by" in line and not releaser.is_alive() and not released_by_other:
+                releaser.start()
+        rc = run.wait(60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
     wall = time.monotonic() - t0
-    t.join(30)
-    out = run.stdout + run.stderr
-    assert run.returncode == 0, out[-4000:]
+    out = "".join(lines)
+    assert releaser.ident is not None, "the run never said it was waiting for the held place:\n" + out[-3000:]
+    releaser.join(30)
+    assert rc == 0, out[-4000:]
     assert released_by_other.get("rc") == 0
     assert "/other" in released_by_other["holder_before"]
 
