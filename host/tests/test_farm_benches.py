@@ -137,3 +137,25 @@ def test_virtual_rig_on_a_pty_serves_the_rig_protocol_per_client(tmp_path):
         with rigproto.RigClient(link, timeout=5) as c:
             assert c.info() == {"kind": "test-rig"}
     assert not os.path.lexists(link)
+
+
+def test_hil_on_places_without_a_reachable_coordinator_says_so_in_one_line(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+    with socket.socket() as s:          # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = str(Path(sys.executable).parent / "picostim")
+    env = {k: v for k, v in os.environ.items() if k != "LG_COORDINATOR"}
+    r = subprocess.run([exe, "hil", "--lg-place", "rack-*", "--lg-coordinator", f"127.0.0.1:{port}",
+                        "--report", str(tmp_path / "r")], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr
+    assert f"labgrid coordinator 127.0.0.1:{port}: Could not connect" in r.stdout
+    assert not (tmp_path / "r").exists()                    # nothing ran, nothing written
+    r = subprocess.run([exe, "hil", "--lg-place", "rack-*"], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 1 and "no labgrid coordinator: give --lg-coordinator" in r.stdout
+    r = subprocess.run([exe, "hil", "--lg-place", "rack-*", "--dut", "/dev/ttyACM0"], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 2 and "--lg-place takes the DUT, rig and board from the places" in r.stderr

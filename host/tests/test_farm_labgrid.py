@@ -115,7 +115,7 @@ def farm(tmp_path):
             except OSError:
                 assert time.monotonic() < deadline, (tmp_path / "coordinator.log").read_text()
                 time.sleep(0.2)
-        ups = []
+        ups = []   # two exporter hosts, each `picostim farm up`
         for prefix in ("ea-", "eb-"):
             log = tmp_path / f"farm-up-{prefix}log"
             ups.append((procs.start([str(BIN / "picostim"), "farm", "up", "-n", "2", "--prefix", prefix,
@@ -127,6 +127,9 @@ def farm(tmp_path):
         yield {"coordinator": coord, "places": ["ea-1", "ea-2", "eb-1", "eb-2"], "procs": procs}
     finally:
         procs.stop_all()
+        setup_failed = sys.exc_info()[0] is not None       # don't hide that error behind a teardown one
+        ups_rc = [p.returncode for p in procs.procs if p.args[1:3] == ["farm", "up"]]
+        assert setup_failed or all(rc == 0 for rc in ups_rc), f"`picostim farm up` exit codes on SIGTERM: {ups_rc}"
         for d in link_dirs:   # nothing the farm started (boards, exporters, ser2net) outlives it
             assert not _processes_mentioning(d), _processes_mentioning(d)
             assert not os.path.exists(d)

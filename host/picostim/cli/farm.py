@@ -104,6 +104,8 @@ def up_cmd(count, prefix, board, load, clock, config_path, coordinator, exporter
                            echo=lambda s: click.echo(s))
         if not coordinator:
             click.echo(f"run: labgrid-exporter -c COORDINATOR -n {farm.exporter_name} {farm.config_path}")
+            click.echo(f"then: picostim farm places --benches {farm.bench_list} --exporter {farm.exporter_name} "
+                       f"-x COORDINATOR")
         click.echo("ready")
         sys.stdout.flush()
         while not stop.wait(0.5):

@@ -8,6 +8,7 @@ resolves it again for every connection.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -84,7 +85,10 @@ class VirtualFarm:
                 self.benches.append(b)
                 self.echo(f"bench={b.name} board={b.board} dut={b.dut_link} rig={b.rig_port.link}")
             self.config_path.write_text(exporter_config([b.entry for b in self.benches]))
+            self.bench_list = self.link_dir / "benches.json"
+            self.bench_list.write_text(json.dumps([b.entry for b in self.benches], indent=1))
             self.echo(f"exporter-config={self.config_path}")
+            self.echo(f"bench-list={self.bench_list}")
             if coordinator:
                 self.start_exporter(coordinator, hostname)
                 self.add_places(coordinator)
