@@ -43,6 +43,20 @@ def _labgrid():
     return client
 
 
+@contextlib.contextmanager
+def _quiet(out=None):
+    """labgrid's client prints its progress and logs connection trouble on the root logger; a FarmError says what
+    went wrong once, plainly, so keep both out of the operator's terminal while a labgrid call runs."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(out if out is not None else io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
 class Coordinator:
     """One client session with the coordinator. Use as a context manager."""
 
@@ -50,10 +64,8 @@ class Coordinator:
         client = _labgrid()
         self.address = coordinator_address(address)
         self._errors = (client.Error, getattr(client, "ErrorGroup", client.Error))
-        # labgrid logs a failed connection itself; the FarmError below says it once, plainly
-        logging.getLogger().setLevel(max(logging.getLogger().level, logging.CRITICAL))
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with _quiet():
                 self._session = client.start_session(self.address, extra={"args": self._args()})
         except self._errors as e:
             raise FarmError(f"labgrid coordinator {self.address}: {str(e).removeprefix('Error: ')}") from None
@@ -72,7 +84,7 @@ class Coordinator:
         s.args = self._args(**args)
         out = io.StringIO()
         try:
-            with contextlib.redirect_stdout(out):
+            with _quiet(out):
                 result = method()
                 if hasattr(result, "__await__"):
                     result = s.loop.run_until_complete(result)
@@ -90,8 +102,9 @@ class Coordinator:
         if s is None:
             return
         try:
-            s.loop.run_until_complete(s.stop())
-            s.loop.run_until_complete(s.close())
+            with _quiet():
+                s.loop.run_until_complete(s.stop())
+                s.loop.run_until_complete(s.close())
         except Exception:
             pass
 
