@@ -159,3 +159,24 @@ def test_hil_on_places_without_a_reachable_coordinator_says_so_in_one_line(tmp_p
     r = subprocess.run([exe, "hil", "--lg-place", "rack-*", "--dut", "/dev/ttyACM0"], capture_output=True,
                        text=True, timeout=120, env=env)
     assert r.returncode == 2 and "--lg-place takes the DUT, rig and board from the places" in r.stderr
+
+
+def test_places_are_picked_by_name_glob_or_tag_each_once():
+    from types import SimpleNamespace
+
+    from picostim.farm.coordinator import Coordinator, FarmError
+    c = object.__new__(Coordinator)           # no coordinator needed: resolve() reads the place list only
+    c._session = SimpleNamespace(places={
+        "rack1-1": SimpleNamespace(tags={"board": "handheld-home"}),
+        "rack1-2": SimpleNamespace(tags={"board": "handheld-pro"}),
+        "rack2-1": SimpleNamespace(tags={"board": "handheld-pro"}),
+        "odd[1]": SimpleNamespace(tags={})})
+    assert c.resolve(["rack1-*"]) == ["rack1-1", "rack1-2"]
+    assert c.resolve(["board=handheld-pro", "rack1-*"]) == ["rack1-2", "rack2-1", "rack1-1"]
+    assert c.resolve(["odd[1]"]) == ["odd[1]"]                 # an exact name wins over glob syntax
+    with pytest.raises(FarmError, match="no labgrid place named 'rack3'"):
+        c.resolve(["rack3"])
+    with pytest.raises(FarmError, match="no labgrid place matches 'rack3-\\*'"):
+        c.resolve(["rack3-*"])
+    with pytest.raises(FarmError, match="tagged 'board=x'"):
+        c.resolve(["board=x"])

@@ -120,8 +120,9 @@ def _summary_table(record: dict, console) -> None:
 @click.option("--report", "report_dir", default="hil-report", show_default=True, help="report directory")
 @click.option("-k", "keyword", default=None, help="only tests matching this pytest -k expression")
 @click.option("-q", "--quiet", is_flag=True, help="terse pytest output; print the summary table")
-@click.option("--lg-place", "lg_places", multiple=True, metavar="NAME|GLOB",
-              help="run on labgrid places (repeatable; glob patterns like 'rack1-*'): one worker per acquired place")
+@click.option("--lg-place", "lg_places", multiple=True, metavar="NAME|GLOB|TAG=VALUE",
+              help="run on labgrid places (repeatable; a name, a glob like 'rack1-*' or a tag like board=handheld-pro): "
+              "one worker per acquired place")
 @click.option("--lg-coordinator", default=None, help="labgrid coordinator HOST[:PORT] (default $LG_COORDINATOR)")
 @click.option("--lg-wait", type=click.FloatRange(0), default=60.0, show_default=True,
               help="seconds to wait for a place another client holds before skipping it")

@@ -125,11 +125,17 @@ class Coordinator:
         return self._session.places
 
     def resolve(self, patterns) -> list[str]:
-        """Place names for names or glob patterns (farm-*), in the order given, each once."""
+        """Place names for names, glob patterns (rack1-*) or tags (board=handheld-pro), in the order given, each
+        once."""
         out = []
         for pattern in patterns:
             if pattern in self.places:
                 names = [pattern]
+            elif "=" in pattern:
+                key, _, value = pattern.partition("=")
+                names = sorted(n for n, p in self.places.items() if p.tags.get(key) == value)
+                if not names:
+                    raise FarmError(f"no labgrid place is tagged {pattern!r}")
             elif any(c in pattern for c in "*?["):
                 names = sorted(n for n in self.places if fnmatch.fnmatchcase(n, pattern))
                 if not names:
