@@ -47,9 +47,9 @@ class _Procs:
     def __init__(self):
         self.procs = []
 
-    def start(self, args, log: Path, env=None) -> subprocess.Popen:
+    def start(self, args, log: Path, cwd=None) -> subprocess.Popen:
         f = open(log, "wb")
-        p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
                              start_new_session=True)
         p._log = f
         self.procs.append(p)
@@ -106,7 +106,8 @@ def farm(tmp_path):
     link_dirs = []
     try:
         coord = f"127.0.0.1:{_free_port()}"
-        procs.start([str(BIN / "labgrid-coordinator"), "-l", coord], tmp_path / "coordinator.log")
+        # the coordinator keeps its state (places.yaml, resources.yaml) in its working directory
+        procs.start([str(BIN / "labgrid-coordinator"), "-l", coord], tmp_path / "coordinator.log", cwd=tmp_path)
         deadline = time.monotonic() + 30
         while True:   # the coordinator is up when it accepts a connection
             try:
