@@ -141,8 +141,28 @@ def test_suite_runs_across_four_places_of_two_exporters(farm, tmp_path):
     held = "eb-2"
     r = _lg_client(coord, "-p", held, "acquire", user="other")
     assert r.returncode == 0, r.stderr
-    # a held place is never taken: without waiting it is skipped with a message (and nothing is left acquired)
+    from picostim.device import Device
     from picostim.farm.session import FarmPlaces
+    from picostim.sim.rigproto import RigClient
+
+    # a run cut short hands its places back idle: a DUT left stimulating (its port closed, as after a killed
+    # worker) is stopped before release; the rig, over the place's own rfc2217 port, sees the pulses end
+    fp = FarmPlaces(["ea-1"], coord, wait_s=0)
+    try:
+        use = fp.acquire()[0]
+        with Device(use.urls["dut"], timeout=20) as d:
+            d.hello(timeout=20)
+            d.start(level=2, phase_us=200, gap_us=100, rate_hz=100)
+        with RigClient(use.urls["rig"], timeout=60) as rig:
+            rig.wait(1.0)
+            assert rig.capture(0.3).n_active > 0           # still stimulating with nobody connected
+            assert fp.leave_idle() == []
+            rig.wait(0.2)
+            assert rig.capture(0.3).n_pulses == 0
+    finally:
+        assert fp.release() == []
+
+    # a held place is never taken: without waiting it is skipped with a message (and nothing is left acquired)
     msgs = []
     fp = FarmPlaces([held, "ea-1"], coord, wait_s=0, echo=msgs.append)
     try:

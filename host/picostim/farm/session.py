@@ -117,6 +117,30 @@ class FarmPlaces:
                 self.echo(f"released place {use.name}")
         return errors
 
+    def leave_idle(self, timeout_s: float = 10.0) -> list[str]:
+        """Before the places go back: ask every DUT to stop (a run cut short by Ctrl-C, SIGTERM or a crashed
+        worker may have left one stimulating). In parallel; returns the places whose DUT did not confirm."""
+        import threading
+
+        from ..device import Device
+        results = {}
+
+        def stop(use):
+            try:
+                with Device(use.urls["dut"], timeout=timeout_s / 2) as d:
+                    d.stop()
+                results[use.name] = None
+            except Exception as e:   # a DUT in the REPL or mid-reset is idle by S14; say so, don't fail the run
+                results[use.name] = f"{type(e).__name__}: {e}"
+
+        threads = [threading.Thread(target=stop, args=(u,), daemon=True)
+                   for u in self.used.values() if u.released_at is None and u.urls.get("dut")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout_s)
+        return [f"place {n}: DUT did not confirm stop ({err})" for n, err in results.items() if err]
+
     def bench_entries(self) -> list[dict]:
         return [{"name": u.name, "dut": u.urls["dut"], "rig": u.urls["rig"], "board": u.board}
                 for u in self.used.values()]
@@ -197,6 +221,9 @@ def run_hil(places, coordinator, wait_s, report_dir, quiet, keyword, load, pytes
         rc = 130
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        if rc != 0:      # the run did not end cleanly: make sure no DUT is left stimulating before handing it back
+            for msg in farm.leave_idle():
+                console.print(f"[yellow]farm:[/] {msg}", highlight=False, soft_wrap=True)
         errors = farm.release()
         for err in errors:
             console.print(f"[red]farm:[/] {err}", highlight=False, soft_wrap=True)
