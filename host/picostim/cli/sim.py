@@ -1,4 +1,5 @@
 """`picostim sim`: run a virtual board in the foreground; other tools connect to its port and rig address."""
+import os
 import signal
 import threading
 
@@ -18,7 +19,10 @@ from . import main
               help="virtual seconds per wall second while the firmware sleeps")
 @click.option("--rig-port", type=int, default=0, show_default=True, help="TCP port for the rig protocol (0: any free)")
 @click.option("--seed", type=int, default=0, show_default=True)
-def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed):
+@click.option("--serial-dir", type=click.Path(file_okay=False), default=None,
+              help="also serve the board as serial devices for a labgrid exporter: DIR/dut (its USB port) and "
+              "DIR/rig (the rig protocol on a pty); DIR under /dev/ (e.g. /dev/shm/bench1) so ser2net serves it")
+def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, serial_dir):
     """Run a virtual board until interrupted; prints port=<path> and rig=<address>."""
     from ..sim import VirtualBoard
 
@@ -28,6 +32,16 @@ def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed):
     click.echo(f"port={vb.port}")
     click.echo(f"rig={vb.rig_address}")
     click.echo(f"flash={vb.flash_dir}")
+    rig_serial = None
+    if serial_dir:
+        from ..farm.virtual import serial_links
+        try:
+            dut_link, rig_serial = serial_links(vb, serial_dir)
+        except OSError as e:
+            vb.close()
+            raise click.ClickException(f"--serial-dir {serial_dir}: {e}")
+        click.echo(f"dut-serial={dut_link}")
+        click.echo(f"rig-serial={rig_serial.link}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
@@ -35,4 +49,10 @@ def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed):
     except KeyboardInterrupt:
         pass
     finally:
+        if rig_serial is not None:
+            rig_serial.close()
+            try:
+                os.unlink(os.path.join(serial_dir, "dut"))
+            except OSError:
+                pass
         vb.close()

@@ -24,13 +24,26 @@ from .coordinator import Coordinator, FarmError
 LINK_PARENT = "/dev/shm"
 
 
+def serial_links(vb, directory) -> tuple[str, object]:
+    """Give a running virtual board the serial face of a real bench: `directory`/dut, a stable link to its USB
+    port, and `directory`/rig, its rig served on a pty (RigSerialPort; close it when done). Both are serial
+    devices ser2net (labgrid's exporter) can serve when `directory` is under /dev/ (e.g. /dev/shm/...)."""
+    from ..sim.rigpty import RigSerialPort
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    dut = directory / "dut"
+    if dut.is_symlink():
+        dut.unlink()
+    os.symlink(vb.port, dut)
+    return str(dut), RigSerialPort(vb.rig, link=str(directory / "rig"))
+
+
 class VirtualBench:
     """One virtual bench: `entry` is its bench-list entry (name, dut, rig, board)."""
 
     def __init__(self, name: str, link_dir: Path, board: str = DEFAULT_BOARD, load: str = DEFAULT_LOAD,
                  clock: str = "model", seed: int = 0):
         from ..sim import VirtualBoard
-        from ..sim.rigpty import RigSerialPort
         self.name = name
         self.board = board
         self.vb = VirtualBoard(board=board, load=load, clock=clock, seed=seed, rig_port=None)
@@ -39,11 +52,7 @@ class VirtualBench:
             self.vb.start()
             provision_flash(self.vb.flash_dir, board)
             self.vb.reset()
-            bench_dir = Path(link_dir) / name
-            bench_dir.mkdir(parents=True, exist_ok=True)
-            self.dut_link = str(bench_dir / "dut")
-            os.symlink(self.vb.port, self.dut_link)
-            self.rig_port = RigSerialPort(self.vb.rig, link=str(bench_dir / "rig"))
+            self.dut_link, self.rig_port = serial_links(self.vb, Path(link_dir) / name)
         except BaseException:
             self.close()
             raise
