@@ -180,3 +180,40 @@ def test_places_are_picked_by_name_glob_or_tag_each_once():
         c.resolve(["rack3-*"])
     with pytest.raises(FarmError, match="tagged 'board=x'"):
         c.resolve(["board=x"])
+
+
+def test_picostim_sim_serial_dir_gives_a_bench_two_serial_devices(tmp_path):
+    """`picostim sim --serial-dir DIR`: DIR/dut is the board's USB port (REPL answers), DIR/rig the rig protocol."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import serial
+
+    from picostim.sim.rigproto import RigClient
+    d = tmp_path / "bench"
+    log = tmp_path / "sim.log"
+    p = subprocess.Popen([str(Path(sys.executable).parent / "picostim"), "sim", "--clock", "model",
+                          "--serial-dir", str(d)], stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "rig-serial=" not in log.read_text():
+            assert p.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert f"dut-serial={d / 'dut'}" in log.read_text()
+        with RigClient(str(d / "rig"), timeout=30) as rig:
+            assert rig.ping() == {"proto": 1}
+            assert rig.load()
+        s = serial.Serial(str(d / "dut"), 115200, timeout=0.5)
+        s.write(b"\r\x03")
+        got = b""
+        while b">>> " not in got and time.monotonic() < deadline:
+            got += s.read(256)
+        s.close()
+        assert b">>> " in got
+    finally:
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(30)
+    assert rc == 0 and not os.path.lexists(d / "dut") and not os.path.lexists(d / "rig")
