@@ -220,11 +220,17 @@ def run_hil(places, coordinator, wait_s, report_dir, quiet, keyword, load, pytes
         console.print("[yellow]farm: interrupted[/]")
         rc = 130
     finally:
-        signal.signal(signal.SIGTERM, old_term)
-        if rc != 0:      # the run did not end cleanly: make sure no DUT is left stimulating before handing it back
-            for msg in farm.leave_idle():
-                console.print(f"[yellow]farm:[/] {msg}", highlight=False, soft_wrap=True)
-        errors = farm.release()
+        # a second Ctrl-C / SIGTERM must not cut the clean-up short: places left acquired block everyone else
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if rc != 0:  # the run did not end cleanly: no DUT may be left stimulating when its place is handed back
+                for msg in farm.leave_idle():
+                    console.print(f"[yellow]farm:[/] {msg}", highlight=False, soft_wrap=True)
+            errors = farm.release()
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
         for err in errors:
             console.print(f"[red]farm:[/] {err}", highlight=False, soft_wrap=True)
         if farm.used or farm.skipped:
