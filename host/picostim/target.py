@@ -49,11 +49,13 @@ def open_target(spec: str | None, board: str | None = None, deploy_app: bool = T
     if not is_sim(spec):
         yield Target(port=spec, spec=spec, board=board)
         return
-    from .sim import VirtualBoard
+    from .sim import VirtualBoard, engine_from_env
     name = sim_board(spec, board)
     # A deterministic virtual clock by default: a busy host then cannot stretch virtual time into a watchdog reset.
     clock = os.environ.get("PICOSTIM_SIM_CLOCK", "model")
-    with VirtualBoard(board=name, load=load, flash_dir=flash_dir, clock=clock, seed=next(_sim_seeds)) as vb:
+    # $PICOSTIM_ENGINE=emu (with $PICOSTIM_MICROPYTHON_UF2) runs the official image in the RP2040 emulator
+    with VirtualBoard(board=name, load=load, flash_dir=flash_dir, clock=clock, seed=next(_sim_seeds),
+                      engine=engine_from_env()) as vb:
         wait_alive(vb.port)
         if deploy_app:
             from . import deploy

@@ -120,6 +120,10 @@ def _summary_table(record: dict, console) -> None:
 @click.option("--report", "report_dir", default="hil-report", show_default=True, help="report directory")
 @click.option("-k", "keyword", default=None, help="only tests matching this pytest -k expression")
 @click.option("-q", "--quiet", is_flag=True, help="terse pytest output; print the summary table")
+@click.option("--engine", type=click.Choice(["unix", "emu"]), default=None,
+              help="virtual board engine (default $PICOSTIM_ENGINE, else unix); emu needs --micropython")
+@click.option("--micropython", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="MicroPython RPI_PICO v1.28.0 UF2 for --engine emu (default $PICOSTIM_MICROPYTHON_UF2)")
 @click.option("--lg-place", "lg_places", multiple=True, metavar="NAME|GLOB|TAG=VALUE",
               help="run on labgrid places (repeatable; a name, a glob like 'rack1-*' or a tag like board=handheld-pro): "
               "one worker per acquired place")
@@ -127,11 +131,17 @@ def _summary_table(record: dict, console) -> None:
 @click.option("--lg-wait", type=click.FloatRange(0), default=60.0, show_default=True,
               help="seconds to wait for a place another client holds before skipping it")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def hil_cmd(dut, rig, board, load, rigs_file, workers, report_dir, keyword, quiet, lg_places, lg_coordinator, lg_wait,
-            pytest_args):
+def hil_cmd(dut, rig, board, load, rigs_file, workers, report_dir, keyword, quiet, engine, micropython,
+            lg_places, lg_coordinator, lg_wait, pytest_args):
     """Run the HIL suite; extra arguments go to pytest. Exit code = pytest's."""
     import pytest
     from rich.console import Console
+
+    # the engine reaches each pytest worker through the environment (as PICOSTIM_DUT does)
+    if engine:
+        os.environ["PICOSTIM_ENGINE"] = engine
+    if micropython:
+        os.environ["PICOSTIM_MICROPYTHON_UF2"] = os.path.abspath(micropython)
 
     if lg_places:   # benches come from labgrid places (picostim.farm.session)
         if dut or rig or board or rigs_file or workers:

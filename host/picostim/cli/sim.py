@@ -19,19 +19,29 @@ from . import main
               help="virtual seconds per wall second while the firmware sleeps")
 @click.option("--rig-port", type=int, default=0, show_default=True, help="TCP port for the rig protocol (0: any free)")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--engine", type=click.Choice(["unix", "emu"]), default=None,
+              help="unix: the firmware on the MicroPython unix port with chip models; emu: the official MicroPython "
+                   "image in an RP2040 emulator (default $PICOSTIM_ENGINE, else unix)")
+@click.option("--micropython", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="MicroPython RPI_PICO v1.28.0 UF2 for --engine emu (default $PICOSTIM_MICROPYTHON_UF2)")
 @click.option("--serial-dir", type=click.Path(file_okay=False), default=None,
               help="also serve the board as serial devices for a labgrid exporter: DIR/dut (its USB port) and "
               "DIR/rig (the rig protocol on a pty); DIR under /dev/ (e.g. /dev/shm/bench1) so ser2net serves it")
-def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, serial_dir):
+def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, engine, micropython, serial_dir):
     """Run a virtual board until interrupted; prints port=<path> and rig=<address>."""
-    from ..sim import VirtualBoard
+    from ..sim import BoardError, VirtualBoard, engine_from_env
 
-    vb = VirtualBoard(board=board, load=load, flash_dir=flash_dir, clock=clock, speed=speed, seed=seed,
-                      rig_port=rig_port)
-    vb.start()
+    try:
+        engine = engine_from_env(engine)
+        vb = VirtualBoard(board=board, load=load, flash_dir=flash_dir, clock=clock, speed=speed, seed=seed,
+                          rig_port=rig_port, engine=engine, micropython=micropython)
+        vb.start()
+    except (BoardError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"port={vb.port}")
     click.echo(f"rig={vb.rig_address}")
-    click.echo(f"flash={vb.flash_dir}")
+    if vb.flash_dir is not None:
+        click.echo(f"flash={vb.flash_dir}")
     rig_serial = None
     if serial_dir:
         from ..farm.virtual import serial_links

@@ -39,6 +39,8 @@ class BenchSettings:
     clock: str = "model"               # virtual board clock: model = deterministic, independent of host load
     seed: int = 0
     label: str = ""                    # bench name from a rigs file
+    engine: str = "unix"               # virtual board engine: unix (models) or emu (MicroPython image in rp2040js)
+    micropython: str | None = None     # the UF2 for engine emu
 
     @property
     def is_sim(self) -> bool:
@@ -72,8 +74,10 @@ class BenchSettings:
         wid = 0
         if worker_id and worker_id.startswith("gw") and worker_id[2:].isdigit():
             wid = int(worker_id[2:])
+        from ..sim import engine_from_env
         return cls(dut=dut, board=board, rig=rig, load=str(load or DEFAULT_LOAD), seed=wid,
-                   label=str(entry.get("name", "")))
+                   label=str(entry.get("name", "")), engine=engine_from_env(),
+                   micropython=os.environ.get("PICOSTIM_MICROPYTHON_UF2"))
 
 
 def _rigs_entry(path, worker_id) -> dict:
@@ -145,9 +149,13 @@ class Bench:
         from ..device import Device
         from ..sim import VirtualBoard
         s = self.settings
-        self.vb = VirtualBoard(board=s.board, load=s.load, clock=s.clock, seed=s.seed)
+        self.vb = VirtualBoard(board=s.board, load=s.load, clock=s.clock, seed=s.seed, engine=s.engine,
+                               micropython=s.micropython)
         self.vb.start()
-        provision_flash(self.vb.flash_dir, s.board, s.firmware_dir)
+        if self.vb.flash_dir is None:       # emu: the flash is the emulated chip's, installed as `picostim flash` does
+            self.vb.provision(s.board, s.firmware_dir)
+        else:
+            provision_flash(self.vb.flash_dir, s.board, s.firmware_dir)
         self.vb.reset()
         self.rig = self.vb.rig
         if self.rig is None:

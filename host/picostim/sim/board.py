@@ -45,6 +45,18 @@ def micropython_binary() -> str:
     return found
 
 
+ENGINES = ("unix", "emu")
+ENV_ENGINE = "PICOSTIM_ENGINE"
+
+
+def engine_from_env(engine=None) -> str:
+    """The engine a command uses: the explicit choice, else $PICOSTIM_ENGINE, else `unix`."""
+    engine = engine or os.environ.get(ENV_ENGINE) or "unix"
+    if engine not in ENGINES:
+        raise BoardError(f"engine must be one of {ENGINES}, got {engine!r}")
+    return engine
+
+
 class VirtualBoard:
     """A virtual RP2040 handheld. Use as a context manager::
 
@@ -52,11 +64,24 @@ class VirtualBoard:
             vb.port          # serial device path (pty): mpremote / pyserial use it like a Pico
             vb.rig           # the virtual rig (capture, set_load, inject, press, ...)
             vb.reset()       # hard reset (power cycle)
+
+    engine="unix" (default): the firmware on the MicroPython unix port with the chip models here. engine="emu":
+    the official MicroPython image (`micropython=PATH`, else $PICOSTIM_MICROPYTHON_UF2) in an RP2040 emulator
+    (picostim.sim.emu.EmuBoard, same interface, same front end, load and rig).
     """
+    engine = "unix"
+
+    def __new__(cls, *args, engine: str = "unix", micropython=None, **kw):
+        if engine == "emu":
+            from .emu import EmuBoard
+            return EmuBoard(*args, micropython=micropython, **kw)
+        if engine != "unix":
+            raise BoardError(f"engine must be one of {ENGINES}, got {engine!r}")
+        return super().__new__(cls)
 
     def __init__(self, board: str = "handheld-home", load="2k", flash_dir=None, clock: str = "cpu",
                  speed: float = 1.0, seed: int = 0, heap_kb: int = 256, rig_port: int | None = 0,
-                 chip_factory=None):
+                 chip_factory=None, engine: str = "unix", micropython=None):
         if clock not in CLOCK_MODES:
             raise BoardError(f"clock must be one of {CLOCK_MODES}")
         self.profile = boards.load(board)
