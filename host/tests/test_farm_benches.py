@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from picostim.farm.benches import BenchListError, check_benches, exporter_config, parse_bench_option, place_matches
 
-GOOD = [{"name": "rack1-1", "dut": "/dev/serial/by-id/usb-MicroPython_Board_in_FS_mode_e6614c-if00",
+GOOD = [{"name": "on",   # YAML 1.1 would read a bare on as true
+         "dut": "/dev/serial/by-id/usb-x-if00", "rig": "/dev/serial/by-id/usb-y-if00"},
+        {"name": "rack1-1", "dut": "/dev/serial/by-id/usb-MicroPython_Board_in_FS_mode_e6614c-if00",
          "rig": "/dev/serial/by-id/usb-MicroPython_Board_in_FS_mode_e6605f-if00", "board": "handheld-pro"},
         {"name": "rack1-2", "dut": "/dev/ttyACM2", "rig": "/dev/ttyACM3"}]
 
@@ -31,7 +33,7 @@ def _labgrid_load(text: str, tmp_path) -> dict:
 
 def test_exporter_config_is_what_labgrid_reads(tmp_path):
     data = _labgrid_load(exporter_config(GOOD), tmp_path)
-    assert list(data) == ["rack1-1", "rack1-2"]
+    assert list(data) == ["on", "rack1-1", "rack1-2"]
     for bench in GOOD:
         group = data[bench["name"]]
         for key in ("dut", "rig"):
@@ -45,6 +47,7 @@ def test_exporter_config_is_what_labgrid_reads(tmp_path):
 @pytest.mark.parametrize("entry, words", [
     ({"name": "a", "dut": "/dev/ttyACM0"}, "rig must be"),
     ({"name": "a", "dut": "ttyACM0", "rig": "/dev/ttyACM1"}, "under /dev/"),
+    ({"name": "a", "dut": "/dev/", "rig": "/dev/ttyACM1"}, "under /dev/"),
     ({"name": "a", "dut": "/dev/tty ACM0", "rig": "/dev/ttyACM1"}, "without spaces"),
     ({"name": "a", "dut": "/dev/{{x}}", "rig": "/dev/ttyACM1"}, "without spaces"),
     ({"name": "a", "dut": "/dev/a,b", "rig": "/dev/ttyACM1"}, "without spaces"),

@@ -40,7 +40,7 @@ def check_bench(entry, where: str = "bench") -> dict:
     out = {"name": name}
     for key in PORT_NAMES:
         path = entry.get(key)
-        if not isinstance(path, str) or not path.startswith("/dev/") or any(c.isspace() or c in _TEMPLATE_CHARS
+        if not isinstance(path, str) or not path.startswith("/dev/") or path.endswith("/") or any(c.isspace() or c in _TEMPLATE_CHARS
                                                                              for c in path):
             raise BenchListError(f"{where} {name}: {key} must be a serial device path under /dev/ without spaces or "
                                  f"commas or any of {_TEMPLATE_CHARS} (got {path!r}); e.g. /dev/serial/by-id/usb-...-if00")
@@ -110,7 +110,7 @@ def exporter_config(benches: list[dict]) -> str:
     lines = ["## labgrid exporter configuration written by `picostim farm exporter-config`",
              "## run: labgrid-exporter -c COORDINATOR[:PORT] -n EXPORTER_NAME THIS_FILE", ""]
     for b in benches:
-        lines.append(f"{b['name']}:")
+        lines.append(f"{_yaml_str(b['name'])}:")     # quoted: a bench named 0, 1e3 or on stays a string
         lines.append(f"  location: {_yaml_str(b.get('location') or 'picostim bench, board ' + b['board'])}")
         for key in PORT_NAMES:
             lines += [f"  {key}:", "    cls: RawSerialPort", f"    port: {_yaml_str(b[key])}", f"    speed: {SPEED}"]
