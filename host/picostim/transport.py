@@ -94,7 +94,9 @@ class SerialTransport:
     def _open_once(self) -> serial.Serial:
         try:
             if "://" in self.port:
-                return serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0, write_timeout=5)
+                # pyserial's rfc2217 client refuses a write timeout (its writes wait on the socket instead)
+                wt = None if self.port.startswith("rfc2217://") else 5
+                return serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0, write_timeout=wt)
             if not os.path.exists(self.port):
                 raise PortNotFoundError(f"{self.port}: no such serial port (is the board plugged in?)")
             return serial.Serial(self.port, baudrate=self.baudrate, timeout=0, write_timeout=5, exclusive=True)

@@ -139,9 +139,15 @@ def _summary_table(record: dict, console) -> None:
               help="virtual board engine (default $PICOSTIM_ENGINE, else unix); emu needs --micropython")
 @click.option("--micropython", type=click.Path(exists=True, dir_okay=False), default=None,
               help="MicroPython RPI_PICO v1.28.0 UF2 for --engine emu (default $PICOSTIM_MICROPYTHON_UF2)")
+@click.option("--lg-place", "lg_places", multiple=True, metavar="NAME|GLOB|TAG=VALUE",
+              help="run on labgrid places (repeatable; a name, a glob like 'rack1-*' or a tag like board=handheld-pro): "
+              "one worker per acquired place")
+@click.option("--lg-coordinator", default=None, help="labgrid coordinator HOST[:PORT] (default $LG_COORDINATOR)")
+@click.option("--lg-wait", type=click.FloatRange(0), default=60.0, show_default=True,
+              help="seconds to wait for a place another client holds before skipping it")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 def hil_cmd(dut, rig, board, load, clock, firmware, rigs_file, workers, report_dir, keyword, quiet, engine, micropython,
-            pytest_args):
+            lg_places, lg_coordinator, lg_wait, pytest_args):
     """Run the HIL suite; extra arguments go to pytest. Exit code = pytest's (130 when interrupted)."""
     import pytest
     from rich.console import Console
@@ -157,6 +163,14 @@ def hil_cmd(dut, rig, board, load, clock, firmware, rigs_file, workers, report_d
         os.environ["PICOSTIM_ENGINE"] = engine
     if micropython:
         os.environ["PICOSTIM_MICROPYTHON_UF2"] = os.path.abspath(micropython)
+
+    if lg_places:   # benches come from labgrid places (picostim.farm.session)
+        if dut or rig or board or rigs_file or workers:
+            raise click.UsageError("--lg-place takes the DUT, rig and board from the places: drop --dut/--rig/"
+                                   "--board/--rigs-file/-n")
+        from ..farm.session import run_hil
+        sys.exit(run_hil(lg_places, lg_coordinator, lg_wait, report_dir, quiet, keyword, load, pytest_args,
+                         Console(stderr=False)))
 
     dut = dut or default_dut()
     if board:

@@ -1,4 +1,5 @@
 """`picostim sim`: run a virtual board in the foreground; other tools connect to its port and rig address."""
+import os
 import signal
 import threading
 
@@ -39,10 +40,13 @@ def _uid_param(ctx, param, value):
                    "image in an RP2040 emulator (default $PICOSTIM_ENGINE, else unix)")
 @click.option("--micropython", type=click.Path(exists=True, dir_okay=False), default=None,
               help="MicroPython RPI_PICO v1.28.0 UF2 for --engine emu (default $PICOSTIM_MICROPYTHON_UF2)")
+@click.option("--serial-dir", type=click.Path(file_okay=False), default=None,
+              help="also serve the board as serial devices for a labgrid exporter: DIR/dut (its USB port) and "
+              "DIR/rig (the rig protocol on a pty); DIR under /dev/ (e.g. /dev/shm/bench1) so ser2net serves it")
 @friendly_errors
-def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, uid, no_flash, engine, micropython):
+def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, uid, no_flash, engine, micropython, serial_dir):
     """Run a virtual board until interrupted (flashed with the application unless --no-flash); prints
-    port=<path>, rig=<address>, flash=<dir> and uid=<id>."""
+    port=<path>, rig=<address>, flash=<dir> and uid=<id> (and dut-serial=/rig-serial= with --serial-dir)."""
     from ..sim import BoardError, VirtualBoard, engine_from_env
     from ..target import wait_alive
 
@@ -52,6 +56,7 @@ def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, uid, no_flash,
                           rig_port=rig_port, engine=engine, micropython=micropython, uid=uid)
     except (BoardError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
+    rig_serial = None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     interrupted = False
@@ -69,12 +74,26 @@ def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, uid, no_flash,
         if vb.flash_dir is not None:
             click.echo(f"flash={vb.flash_dir}")
         click.echo(f"uid={getattr(vb, 'uid', None)}")
+        if serial_dir:
+            from ..farm.virtual import serial_links
+            try:
+                dut_link, rig_serial = serial_links(vb, serial_dir)
+            except OSError as e:
+                raise click.ClickException(f"--serial-dir {serial_dir}: {e}")
+            click.echo(f"dut-serial={dut_link}")
+            click.echo(f"rig-serial={rig_serial.link}")
         nxt = (f"picostim flash -b {board} -p {vb.port}" if no_flash else f"picostim info -p {vb.port}")
         click.echo(f"next: {nxt}   (Ctrl-C stops the board)", err=True)
         stop.wait()
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        if rig_serial is not None:
+            rig_serial.close()
+            try:
+                os.unlink(os.path.join(serial_dir, "dut"))
+            except OSError:
+                pass
         vb.close()
     if interrupted:
         raise SystemExit(EXIT_INTERRUPTED)

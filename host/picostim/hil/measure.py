@@ -25,7 +25,8 @@ PROP_DUT = "picostim_dut"
 PROP_RIG = "picostim_rig"
 PROP_ATTEMPT = "picostim_attempt"
 PROP_BUNDLE = "picostim_bundle"        # the DUT's firmware bundle hash (hello), per test: lands in JUnit
-PROPS = (PROP_MEASUREMENT, PROP_WAVEFORM, PROP_DUT, PROP_RIG, PROP_ATTEMPT, PROP_BUNDLE)
+PROP_PLACE = "picostim_place"     # the bench / labgrid place a test ran on
+PROPS = (PROP_MEASUREMENT, PROP_WAVEFORM, PROP_DUT, PROP_RIG, PROP_ATTEMPT, PROP_BUNDLE, PROP_PLACE)
 
 
 def prop(value) -> str:

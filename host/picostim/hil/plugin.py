@@ -86,6 +86,8 @@ def bench(_session_bench, request):
     request.node.user_properties.append((M.PROP_DUT, M.prop(b.dut_identity())))
     request.node.user_properties.append((M.PROP_RIG, M.prop(b.rig_identity())))
     request.node.user_properties.append((M.PROP_BUNDLE, M.prop(b.dut_identity().get("bundle"))))
+    if b.settings.label:
+        request.node.user_properties.append((M.PROP_PLACE, M.prop(b.settings.label)))
     yield b
     b.after_test()
 

@@ -93,6 +93,8 @@ class RecordBuilder:
                 self.duts.setdefault(str(value.get("uid") or value.get("port")), value)
             elif key == M.PROP_RIG and isinstance(value, dict):
                 self.rigs.setdefault(str(value.get("id") or value.get("addr")), value)
+            elif key == M.PROP_PLACE:
+                e["place"] = value
         e["retries"] = max(0, len(e["attempts"]) - 1)
         if report.failed:
             e["outcome"] = "error" if report.when != "call" else "failed"

@@ -112,12 +112,14 @@ def render(record: dict, max_plots: int = 200) -> str:
             out.append("<tr>" + "".join(f"<td>{_e(it.get(k))}</td>" for k in keys) + "</tr>")
         out.append("</table>")
 
-    out.append("<h2>Tests</h2><table><tr><th>test</th><th>outcome</th><th>DUT</th><th>duration (s)</th>"
-               "<th>retries</th><th>measurements</th></tr>")
+    places = any(t.get("place") for t in record.get("tests", []))   # benches / labgrid places: say which ran it
+    out.append("<h2>Tests</h2><table><tr><th>test</th>" + ("<th>place</th>" if places else "") +
+               "<th>outcome</th><th>DUT</th><th>duration (s)</th><th>retries</th><th>measurements</th></tr>")
     for t in record.get("tests", []):
         nfail = sum(1 for m in t.get("measurements", []) if m.get("outcome") == M.FAIL)
         anchor = "t" + str(abs(hash(t["nodeid"])))
-        out.append(f"<tr><td><a href='#{anchor}'>{_e(t['nodeid'])}</a></td><td class={_e(t['outcome'])}>"
+        out.append(f"<tr><td><a href='#{anchor}'>{_e(t['nodeid'])}</a></td>"
+                   + (f"<td>{_e(t.get('place'))}</td>" if places else "") + f"<td class={_e(t['outcome'])}>"
                    f"{_e(t['outcome'])}</td><td>{_e(t.get('dut') or '')}</td>"
                    f"<td class=num>{t.get('duration_s', 0):.2f}</td>"
                    f"<td class=num>{t.get('retries', 0)}</td><td class=num>{len(t.get('measurements', []))}"
