@@ -99,7 +99,8 @@ def test_every_third_party_import_is_a_pinned_dependency():
     project = tomllib.loads((HOST / "pyproject.toml").read_text())["project"]
     pins = {re.split(r"[=<>\[ ]", d)[0].lower().replace("_", "-"): d for d in project["dependencies"]}
     assert all("==" in d for d in pins.values()), pins
-    optional = {re.split(r"[=<>\[ ]", d)[0].lower() for d in project["optional-dependencies"]["postgres"]}
+    optional = {re.split(r"[=<>\[ ]", d)[0].lower() for extra in ("postgres", "farm")   # extras: PostgreSQL, labgrid
+                for d in project["optional-dependencies"][extra]}
     local = {"picostim", "support", "conftest", "benchlib"}
     sources = [p for p in (HOST / "picostim").rglob("*.py") if "runtime" not in p.parts]   # runtime/: MicroPython
     sources += list((REPO / "hil_tests").glob("*.py"))
