@@ -73,7 +73,7 @@ def test_wheel_installed_alone_runs_demo_and_hil_from_anywhere(tmp_path):
     assert {d["bundle"] for d in rec["duts"]} == {want}
     assert want in (work / "hil-report" / "report.html").read_text()
     junit = (work / "hil-report" / "junit.xml").read_text()
-    assert f'name="picostim_bundle" value="{want}"' in junit
+    assert f'name="picostim_bundle" value="&quot;{want}&quot;"' in junit     # properties are JSON text
     # a bundle built by the installed toolkit, put through the station on one virtual unit
     built = json.loads(_run([cli, "build", "--board", "handheld-home", "-o", str(work), "--json"], work, env).stdout)
     assert built["bundle"] == want
