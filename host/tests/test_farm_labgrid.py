@@ -236,7 +236,13 @@ def test_suite_runs_across_four_places_of_two_exporters(farm, tmp_path):
     assert u["waited_s"] > 0
     assert all(uses[p]["held_by"] is None for p in farm["places"] if p != held)
     # the junit file names each test's place too
-    junit = (report / "junit.xml").read_text()
-    assert all(f'name="picostim_place" value="{p}"' in junit for p in farm["places"])
+    import xml.etree.ElementTree as ET
+    junit_places = {}
+    for case in ET.parse(report / "junit.xml").getroot().iter("testcase"):
+        for prop in case.iter("property"):
+            if prop.get("name") == "picostim_place":
+                value = prop.get("value")
+                junit_places[case.get("name")] = json.loads(value) if value.startswith('"') else value
+    assert len(junit_places) == 8 and sorted(set(junit_places.values())) == sorted(farm["places"]), junit_places
     print(f"farm run: {len(record['tests'])} tests on {len(uses)} places in {wall:.1f} s "
           f"({ {p: len(o) for p, o in per_place.items()} })")

@@ -73,7 +73,7 @@ def test_wheel_installed_alone_runs_demo_and_hil_from_anywhere(tmp_path):
     assert {d["bundle"] for d in rec["duts"]} == {want}
     assert want in (work / "hil-report" / "report.html").read_text()
     junit = (work / "hil-report" / "junit.xml").read_text()
-    assert f'name="picostim_bundle" value="{want}"' in junit
+    assert f'name="picostim_bundle" value="&quot;{want}&quot;"' in junit     # properties are JSON text
     # a bundle built by the installed toolkit, put through the station on one virtual unit
     built = json.loads(_run([cli, "build", "--board", "handheld-home", "-o", str(work), "--json"], work, env).stdout)
     assert built["bundle"] == want
@@ -99,7 +99,8 @@ def test_every_third_party_import_is_a_pinned_dependency():
     project = tomllib.loads((HOST / "pyproject.toml").read_text())["project"]
     pins = {re.split(r"[=<>\[ ]", d)[0].lower().replace("_", "-"): d for d in project["dependencies"]}
     assert all("==" in d for d in pins.values()), pins
-    optional = {re.split(r"[=<>\[ ]", d)[0].lower() for d in project["optional-dependencies"]["postgres"]}
+    optional = {re.split(r"[=<>\[ ]", d)[0].lower() for extra in ("postgres", "farm")   # extras: PostgreSQL, labgrid
+                for d in project["optional-dependencies"][extra]}
     local = {"picostim", "support", "conftest", "benchlib"}
     sources = [p for p in (HOST / "picostim").rglob("*.py") if "runtime" not in p.parts]   # runtime/: MicroPython
     sources += list((REPO / "hil_tests").glob("*.py"))
