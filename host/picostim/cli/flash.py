@@ -50,6 +50,9 @@ def flash(board, bundle_file, ports, all_ports, uf2_file, firmware_dir, verify, 
     if board is None:
         raise click.UsageError("give --board BOARD or --bundle FILE")
     check_board(board)  # a bad (or rig) profile stops everything before any board is touched
+    if uf2_file is not None:      # a bad image too
+        from ..uf2 import check_uf2
+        check_uf2(uf2_file)
     for spec in ports:
         check_port(spec)
     specs = list(ports)
@@ -67,9 +70,6 @@ def flash(board, bundle_file, ports, all_ports, uf2_file, firmware_dir, verify, 
             raise click.UsageError(str(e)) from e
     # with --json the progress and tables go to stderr: stdout carries only the JSON result
     console = Console(width=max(120, Console().width), stderr=as_json)
-    if uf2_file is not None:
-        from ..uf2 import check_uf2
-        check_uf2(uf2_file)
     results = multi.flash_many(specs, board, uf2_file=uf2_file, firmware_dir=firmware_dir, console=console,
                                handshake=not no_handshake, bundle=bundle, verify=verify, reprovision=reprovision)
     console.print(multi.summary_table(results))
