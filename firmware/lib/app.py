@@ -20,6 +20,7 @@ from safety import Supervisor, TRIP_OVER_CURRENT, TRIP_FAULT_N, I_RAW, V_RAW, V_
 from config import Settings, ConfigError
 from audit import Audit
 from ui import UI
+from zonectl import ZoneControl
 import pscodes as C
 import rp2regs as R
 
@@ -61,6 +62,8 @@ class App:
         self.settings = Settings(board, self.programs)
         self.audit = Audit()
         self.ui = UI(board)
+        self.zc = ZoneControl(board)       # treatment zones (issue 17); the bound itself is in amplitude.py
+        self.amp.set_zone_limit(self.zc.zone()["limit_ua"])
         self.reader = P.LineReader()
         self.state = C.ST_IDLE
         self.level = self.settings.config["default_level"]
@@ -95,6 +98,8 @@ class App:
         self.last_samples = 0
         self.wdt = None
         self.stopping = False
+        self.requested_level = None   # the last start's level as asked, and why it started lower (start_bound)
+        self.start_bound = None
 
     # ---------------------------------------------------------------- output
     def send(self, line):
@@ -124,6 +129,7 @@ class App:
         return steps * self.lim["ramp_ms_per_level_step"]
 
     def retarget(self, ua, now, min_ms=0):
+        ua = self.amp.bound(ua)[0]       # the ramp's length is for what will be applied (zone limit)
         ms = self.ramp_ms_for(self.amp.applied_ua, ua)
         if ms < min_ms:
             ms = min_ms
@@ -178,9 +184,10 @@ class App:
         if self.state in STIM_STATES:
             raise ProtoError(C.E_BUSY, "already stimulating; stop first")
 
-    def start(self, level, program, wave, duration_ms, now):
+    def start(self, level, program, wave, duration_ms, now, zone=None):
         """Validate everything first (nothing changes on error), then start."""
         self.check_can_start()
+        zi = self.zc.i if zone is None else self.zc.lookup(zone)
         n = len(self.settings.levels)
         if not 1 <= level <= n:
             raise ProtoError(C.E_OUT_OF_RANGE, "level must be 1..%d" % n)
@@ -207,12 +214,19 @@ class App:
         if steps:
             for s in steps:
                 self._plan(s)     # every step must plan before anything starts
+        self.zc.check(zi, program, steps or [wave])
         max_ms = self.lim["session_max_s"] * 1000
         if duration_ms is None:
             duration_ms = self.settings.config["session_s"] * 1000
         if duration_ms > max_ms:
             raise ProtoError(C.E_OUT_OF_RANGE, "duration_s above the board maximum %d s" % self.lim["session_max_s"])
+        duration_ms = self.zc.session_ms(zi, duration_ms)
+        self.requested_level = level
+        level, self.start_bound = self.zc.start_level(level, self.settings.config.get("start_low"))
+        target = self.settings.levels[level - 1]
         # --- commit
+        self.zc.i = zi
+        self.amp.set_zone_limit(self.zc.zone()["limit_ua"])
         self.level = level
         self.target_ua = target
         self.program = program
@@ -248,9 +262,12 @@ class App:
         self.idle_output()
         self.state = C.ST_IDLE
         if was in STIM_STATES:
+            self.zc.remember(self.level)
             self.emit(C.EV_SESSION_END, {"reason": reason, "elapsed_s": time.ticks_diff(now, self.t0) // 1000})
 
     def enter_fault(self, reason, measured_ua, now, detail=None):
+        if self.state in STIM_STATES:
+            self.zc.remember(self.level)
         self.idle_output()
         self.fault = {"reason": reason, "measured_ua": measured_ua, "limit_ua": self.sup.trip_ua}
         if detail:
@@ -401,7 +418,8 @@ class App:
         if stim:
             contact = self.state != C.ST_PAUSED
         return {"state": self.state, "level": self.level, "setpoint_ua": self.amp.applied_ua,
-                "target_ua": self.target_ua if stim else 0, "program": self.program if stim else None,
+                "target_ua": self.amp.bound(self.target_ua)[0] if stim else 0, "program": self.program if stim else None,
+                **self.zone_fields(self.target_ua if stim else 0),
                 "elapsed_s": el, "remaining_s": max(0, self.session_ms // 1000 - el) if stim else 0,
                 "fault": self.fault, "charging": bool(self.charging_pin.value()), "contact": contact,
                 "i_ua": self.sup.measured_ua() if stim else 0, "samples": self.sup.f[5], "missed": self.sup.f[6], "late": self.sup.f[20],
@@ -461,23 +479,27 @@ class App:
                 self.retarget(self.target_ua, now)     # integer work, no allocation
         for i in changed:
             try:
-                self.audit.record(op, i + 1, old[i], applied[i])
+                z = self.zc.zone()
+                self.audit.record(op, i + 1, old[i], applied[i], z["name"], z["limit_ua"])
             except (MemoryError, OSError):
                 reply = reply_unaudited      # the table is saved; the reply says its audit entry is not
         return reply
 
     def cmd_start(self, req, now):
         P.check_keys(req, ("level", "program", "phase_us", "gap_us", "rate_hz", "burst_on_s", "burst_off_s",
-                           "duration_s"))
+                           "duration_s", "zone"))
         level = P.get_int(req, "level", 1, len(self.settings.levels), self.settings.config["default_level"])
         program = P.get_str(req, "program", 32)
         wave = self._wave_from(req)
         if wave is not None and program is not None:
             raise ProtoError(C.E_BAD_REQUEST, "give a program or a waveform, not both")
         dur = P.get_num_milli(req, "duration_s", 1000, self.lim["session_max_s"] * 1000)
-        plan = self.start(level, program, wave, dur, now)
+        zone = P.get_str(req, "zone", 16)
+        plan = self.start(level, program, wave, dur, now, zone)
         clk = plan["clk_per_us"]
-        return {"state": self.state, "level": self.level, "target_ua": self.target_ua, "program": self.program,
+        return {"state": self.state, "level": self.level, "target_ua": self.amp.bound(self.target_ua)[0],
+                "program": self.program, "requested_level": self.requested_level, "start_bound": self.start_bound,
+                **self.zone_fields(self.target_ua),
                 "phase_us": plan["phase_ns"] / 1000, "gap_us": plan["gap_ns"] / 1000,
                 "rate_hz": self.sys_hz / plan["period_ticks"], "period_us": plan["period_us"],
                 "div": plan["div"], "period_ticks": plan["period_ticks"],
@@ -513,7 +535,47 @@ class App:
             self.target_ua = target
             if self.state != C.ST_PAUSED and self.rampdown_t0 is None:
                 self.retarget(target, now)
-        return {"level": lv, "target_ua": target, "state": self.state}
+        return {"level": lv, "target_ua": self.amp.bound(target)[0], "state": self.state, **self.zone_fields(target)}
+
+    # ---------------------------------------------------------------- treatment zones (issue 17, zonectl.py)
+    def zone_fields(self, level_ua):
+        """The zone part of start / set_level / set_zone / status replies: level_ua is what the level (or trial)
+        asks, `bound` says whether it or the zone limit is what the output is held to."""
+        z = self.zc.zone()
+        return {"zone": z["name"], "zone_limit_ua": z["limit_ua"], "level_ua": level_ua,
+                "bound": self.amp.bound(level_ua)[1]}
+
+    def cmd_zones(self, req, now):
+        P.check_keys(req, ())
+        return {"zones": self.zc.tbl, "zone": self.zc.zone()["name"], "default": self.zc.tbl[self.zc.default_i]["name"]}
+
+    def cmd_set_zone(self, req, now):
+        P.check_keys(req, ("zone",))
+        zi = self.zc.lookup(P.get_str(req, "zone", 16, required=True))
+        self.set_zone(zi, now)
+        return {"state": self.state, "setpoint_ua": self.amp.applied_ua,
+                "target_ua": self.amp.bound(self.target_ua)[0] if self.state in STIM_STATES else 0,
+                "session_s": self.session_ms // 1000 if self.state in STIM_STATES else 0,
+                **self.zone_fields(self.target_ua if self.state in STIM_STATES else 0)}
+
+    def set_zone(self, zi, now):
+        """Choose zone zi. While stimulating: refused (zone_refused, nothing changes) when the running program or
+        waveform is not allowed there; else the new limit holds at once (a lower one drops the output now, a
+        higher one is reached by an S8 ramp) and the zone may shorten the session."""
+        stim = self.state in STIM_STATES
+        if stim:
+            self.zc.check(zi, self.program, self.steps or [self.wave])
+        self.zc.i = zi
+        z = self.zc.zone()
+        self.amp.set_zone_limit(z["limit_ua"])
+        if stim:
+            self.session_ms = self.zc.session_ms(zi, self.session_ms - time.ticks_diff(now, self.t0)) + \
+                time.ticks_diff(now, self.t0)
+            if self.state != C.ST_PAUSED and self.rampdown_t0 is None:
+                self.retarget(self.target_ua, now)     # as set_level does
+            self.sup.set_setpoint(self.amp.applied_ua)
+        self.emit(C.EV_ZONE, {"zone": z["name"], "zone_limit_ua": z["limit_ua"], "setpoint_ua": self.amp.applied_ua})
+        self.ui.show_zone(now, zi + 1)
 
     def cmd_clear_fault(self, req, now):
         P.check_keys(req, ())
@@ -701,6 +763,8 @@ class App:
                     self.clear_fault()
                 else:
                     self.start(self.level, None, None, None, now)
+            elif self.zc.button and name == self.zc.button + "_long":
+                self.zone_button(now)
             elif name in ("up", "down") and self.state in STIM_STATES:
                 lv = self.level + (1 if name == "up" else -1)
                 if 1 <= lv <= len(self.settings.levels) and self.rampdown_t0 is None:
@@ -711,6 +775,17 @@ class App:
                     self.emit(C.EV_LEVEL, {"level": lv, "target_ua": self.target_ua})
         except ProtoError as e:
             self.emit(C.EV_BUTTON, {"button": name, "refused": e.code})
+
+    def zone_button(self, now):
+        """Long press of the profile's zone button: the next zone in profile order. While stimulating a program the
+        new zone does not allow, the session stops first (the user is moving the device there)."""
+        zi = self.zc.next_index()
+        if self.state in STIM_STATES:
+            try:
+                self.zc.check(zi, self.program, self.steps or [self.wave])
+            except ProtoError:
+                self.stop(C.END_ZONE, now)
+        self.set_zone(zi, now)
 
     def telemetry(self, now):
         """Send the samples the timer took since the last call, as batches: {seq (of the first), n, t0_us, dt_us,
@@ -742,7 +817,8 @@ class App:
                                        "t0_us": self.tel_r_us,
                                        "dt_us": self.tel_dt_us, "i_ua": ii, "v_mv": vv,
                                        "setpoint_ua": self.amp.applied_ua, "state": self.state,
-                                       "samples": self.sup.f[5]})
+                                       "samples": self.sup.f[5], "zone": self.zc.zone()["name"],
+                                       "zone_limit_ua": self.amp.zone_ua})
             self.tel_seq += n
             self.tel_r = (r + n) & TEL_COUNT_MASK
             self.tel_r_us = time.ticks_add(self.tel_r_us, n * self.tel_dt_us)
