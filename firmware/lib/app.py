@@ -417,13 +417,13 @@ class App:
         contact = None
         if stim:
             contact = self.state != C.ST_PAUSED
-        return {"state": self.state, "level": self.level, "setpoint_ua": self.amp.applied_ua,
+        return self.zone_fields(self.target_ua if stim else 0, {
+                "state": self.state, "level": self.level, "setpoint_ua": self.amp.applied_ua,
                 "target_ua": self.amp.bound(self.target_ua)[0] if stim else 0, "program": self.program if stim else None,
-                **self.zone_fields(self.target_ua if stim else 0),
                 "elapsed_s": el, "remaining_s": max(0, self.session_ms // 1000 - el) if stim else 0,
                 "fault": self.fault, "charging": bool(self.charging_pin.value()), "contact": contact,
                 "i_ua": self.sup.measured_ua() if stim else 0, "samples": self.sup.f[5], "missed": self.sup.f[6], "late": self.sup.f[20],
-                "sample_ctr": [self.sup.f[14], self.sup.f[15]]}
+                "sample_ctr": [self.sup.f[14], self.sup.f[15]]})
 
     def cmd_config_get(self, req, now):
         P.check_keys(req, ())
@@ -497,15 +497,15 @@ class App:
         zone = P.get_str(req, "zone", 16)
         plan = self.start(level, program, wave, dur, now, zone)
         clk = plan["clk_per_us"]
-        return {"state": self.state, "level": self.level, "target_ua": self.amp.bound(self.target_ua)[0],
+        return self.zone_fields(self.target_ua, {
+                "state": self.state, "level": self.level, "target_ua": self.amp.bound(self.target_ua)[0],
                 "program": self.program, "requested_level": self.requested_level, "start_bound": self.start_bound,
-                **self.zone_fields(self.target_ua),
                 "phase_us": plan["phase_ns"] / 1000, "gap_us": plan["gap_ns"] / 1000,
                 "rate_hz": self.sys_hz / plan["period_ticks"], "period_us": plan["period_us"],
                 "div": plan["div"], "period_ticks": plan["period_ticks"],
                 "pair_ticks": plan["pair_counts"] * plan["div"], "clk_per_us": clk,
                 "burst_on_s": self.burst_on_ms / 1000, "burst_off_s": self.burst_off_ms / 1000,
-                "session_s": self.session_ms // 1000}
+                "session_s": self.session_ms // 1000})
 
     def cmd_stop(self, req, now):
         P.check_keys(req, ())
@@ -535,15 +535,18 @@ class App:
             self.target_ua = target
             if self.state != C.ST_PAUSED and self.rampdown_t0 is None:
                 self.retarget(target, now)
-        return {"level": lv, "target_ua": self.amp.bound(target)[0], "state": self.state, **self.zone_fields(target)}
+        return self.zone_fields(target, {"level": lv, "target_ua": self.amp.bound(target)[0], "state": self.state})
 
     # ---------------------------------------------------------------- treatment zones (issue 17, zonectl.py)
-    def zone_fields(self, level_ua):
-        """The zone part of start / set_level / set_zone / status replies: level_ua is what the level (or trial)
-        asks, `bound` says whether it or the zone limit is what the output is held to."""
+    def zone_fields(self, level_ua, d):
+        """Add the zone part of start / set_level / set_zone / status replies to d: level_ua is what the level (or
+        trial) asks, `bound` says whether it or the zone limit is what the output is held to."""
         z = self.zc.zone()
-        return {"zone": z["name"], "zone_limit_ua": z["limit_ua"], "level_ua": level_ua,
-                "bound": self.amp.bound(level_ua)[1]}
+        d["zone"] = z["name"]
+        d["zone_limit_ua"] = z["limit_ua"]
+        d["level_ua"] = level_ua
+        d["bound"] = self.amp.bound(level_ua)[1]
+        return d
 
     def cmd_zones(self, req, now):
         P.check_keys(req, ())
@@ -553,10 +556,11 @@ class App:
         P.check_keys(req, ("zone",))
         zi = self.zc.lookup(P.get_str(req, "zone", 16, required=True))
         self.set_zone(zi, now)
-        return {"state": self.state, "setpoint_ua": self.amp.applied_ua,
-                "target_ua": self.amp.bound(self.target_ua)[0] if self.state in STIM_STATES else 0,
-                "session_s": self.session_ms // 1000 if self.state in STIM_STATES else 0,
-                **self.zone_fields(self.target_ua if self.state in STIM_STATES else 0)}
+        stim = self.state in STIM_STATES
+        return self.zone_fields(self.target_ua if stim else 0, {
+            "state": self.state, "setpoint_ua": self.amp.applied_ua,
+            "target_ua": self.amp.bound(self.target_ua)[0] if stim else 0,
+            "session_s": self.session_ms // 1000 if stim else 0})
 
     def set_zone(self, zi, now):
         """Choose zone zi. While stimulating: refused (zone_refused, nothing changes) when the running program or

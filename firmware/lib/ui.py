@@ -5,7 +5,6 @@ import time
 from machine import Pin, PWM
 
 from pscodes import DEBOUNCE_MS, ZONE_BLINK_MS
-import zones
 
 BUTTONS = ("BTN_POWER", "BTN_UP", "BTN_DOWN")
 NAMES = {"BTN_POWER": "power", "BTN_UP": "up", "BTN_DOWN": "down"}
@@ -74,7 +73,9 @@ class Button:
 class UI:
     def __init__(self, board):
         pins = board["pins"]
-        zone_button, long_ms = zones.select_of(board)
+        zs = board.get("zones")
+        sel = zs.get("select") if isinstance(zs, dict) else None     # validated by board.py (zones.py)
+        zone_button, long_ms = (sel["button"], sel["long_press_ms"]) if sel else (None, 0)
         self.buttons = [Button(pins[b], NAMES[b], long_ms if NAMES[b] == zone_button else 0) for b in BUTTONS]
         self.zone_k = 0           # zone LED pattern: k blinks (the zone's 1-based place in the profile) from zone_t0
         self.zone_t0 = 0

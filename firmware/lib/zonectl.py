@@ -1,8 +1,10 @@
 # Treatment zones at run time (issue 17): the chosen zone, what it lets a session do, and the level a session may
 # start at. app.py calls in at start / set_zone / session end; the amplitude bound itself is in amplitude.py (the
 # choke point), so a zone limit holds on every path that sets the output.
+# zones.py (the profile validator shared with the host) is needed only to build the table: it is imported for that
+# and dropped again, which keeps ~6 KB of validation code off the heap while the device runs.
+import sys
 import store
-import zones
 import pscodes as C
 from protocol import ProtoError
 from board import cap_ua
@@ -12,9 +14,12 @@ SESSION_PATH = "/session.bin"     # {"last_level": n}: the last session's final 
 
 class ZoneControl:
     def __init__(self, board):
+        import zones
         self.tbl, self.i = zones.table(board, cap_ua(board))
-        self.default_i = self.i
         self.button, self.long_ms = zones.select_of(board)
+        del zones
+        sys.modules.pop("zones", None)
+        self.default_i = self.i
         self.last_level = None        # None: no session yet on this device
         try:
             rec = store.read(SESSION_PATH)
@@ -36,7 +41,9 @@ class ZoneControl:
         """Index of a zone by name; unknown_zone (listing the board's zones) otherwise."""
         if not isinstance(name, str):
             raise ProtoError(C.E_BAD_TYPE, "zone must be a string")
-        i = zones.find(self.tbl, name)
+        i = len(self.tbl) - 1
+        while i >= 0 and self.tbl[i]["name"] != name:
+            i -= 1
         if i < 0:
             raise ProtoError(C.E_UNKNOWN_ZONE, "no zone %s on this board (zones: %s)" % (name, ", ".join(self.names())))
         return i
@@ -48,9 +55,12 @@ class ZoneControl:
             raise ProtoError(C.E_ZONE_REFUSED, "program %s not allowed in the %s zone (allowed: %s)"
                              % (program, z["name"], ", ".join(z["programs"])))
         for w in waves:
-            why = zones.wave_problem(z, w)
-            if why:
-                raise ProtoError(C.E_ZONE_REFUSED, why)
+            if z["max_phase_us"] and w["phase_us"] > z["max_phase_us"]:
+                raise ProtoError(C.E_ZONE_REFUSED, "phase %d us above the %s zone's %d us"
+                                 % (w["phase_us"], z["name"], z["max_phase_us"]))
+            if z["max_rate_mhz"] and w["rate_mhz"] > z["max_rate_mhz"]:
+                raise ProtoError(C.E_ZONE_REFUSED, "rate %d mHz above the %s zone's %d mHz"
+                                 % (w["rate_mhz"], z["name"], z["max_rate_mhz"]))
 
     def session_ms(self, i, ms):
         """A session's length in zone i: the zone may shorten it."""

@@ -9,6 +9,8 @@
 #                      {"name": "periorbital", "limit_ua": 160, "programs": ["microcurrent"],
 #                       "max_rate_hz": 10, "max_phase_us": 250, "session_max_s": 300}, ...]}
 # The list order is the order the zone button steps through (and the LED's blink count, 1-based).
+# On the device this module is loaded only to validate the profile and build the zone table (zonectl.py, board.py),
+# then dropped: the run-time checks of a zone (program, max rate, max phase) are in zonectl.
 
 ZONE_KEYS = ("name", "title", "limit_ua", "limit_frac", "programs", "max_rate_hz", "max_phase_us", "session_max_s")
 MAX_ZONES = 8
@@ -118,15 +120,7 @@ def table(b, cap):
                     "max_phase_us": z.get("max_phase_us", 0),
                     "session_max_ms": z["session_max_s"] * 1000 if "session_max_s" in z else 0})
     d = zs.get("default", out[0]["name"])
-    return out, find(out, d)
-
-
-def find(tbl, name):
-    """Index of the zone called name, or -1."""
-    for i in range(len(tbl)):
-        if tbl[i]["name"] == name:
-            return i
-    return -1
+    return out, [z["name"] for z in out].index(d)
 
 
 def select_of(b):
@@ -136,12 +130,3 @@ def select_of(b):
     if not sel:
         return None, 0
     return sel["button"], sel["long_press_ms"]
-
-
-def wave_problem(z, wave):
-    """Why a waveform (dict with phase_us, rate_mhz) may not run in zone z, or None."""
-    if z["max_phase_us"] and wave["phase_us"] > z["max_phase_us"]:
-        return "phase %d us above the %s zone's %d us" % (wave["phase_us"], z["name"], z["max_phase_us"])
-    if z["max_rate_mhz"] and wave["rate_mhz"] > z["max_rate_mhz"]:
-        return "rate %d mHz above the %s zone's %d mHz" % (wave["rate_mhz"], z["name"], z["max_rate_mhz"])
-    return None
