@@ -196,10 +196,15 @@ class Device:
             raise ValueError("levels_set needs levels_ua, or level and ua")
         return self.request("levels_set", level=level, ua=ua, operator=operator)["levels_ua"]
 
-    def start(self, level: int, program: str | None = None, duration_s: float | None = None, **waveform) -> dict:
+    def start(self, level: int, program: str | None = None, duration_s: float | None = None, zone: str | None = None,
+              **waveform) -> dict:
+        """Start a session. The reply states what applies: `level` (a device may start lower: `start_bound`),
+        `target_ua` = min(level uA, zone limit) and `bound` (`level` or `zone`), `zone`, `zone_limit_ua`."""
         args = {"level": level, **{k: v for k, v in waveform.items() if v is not None}}
         if program is not None:
             args["program"] = program
+        if zone is not None:
+            args["zone"] = zone
         if duration_s is not None:
             args["duration_s"] = duration_s
         return self.request("start", **args)
@@ -210,6 +215,15 @@ class Device:
     def set_level(self, level: int, ua: int | None = None) -> dict:
         """Change the running session's level; `ua` = live trial amplitude (field tuning, not persisted)."""
         return self.request("set_level", level=level, **({} if ua is None else {"ua": ua}))
+
+    def set_zone(self, zone: str) -> dict:
+        """Choose the treatment zone; while stimulating its limit holds at once (lower: immediately, higher: ramped),
+        or the device refuses (`zone_refused`) when the running program is not allowed there."""
+        return self.request("set_zone", zone=zone)
+
+    def zones(self) -> dict:
+        """The board's zones as the device applies them: {zones: [{name, limit_ua, programs, ...}], zone, default}."""
+        return self.request("zones")
 
     def clear_fault(self) -> dict:
         return self.request("clear_fault")
@@ -316,7 +330,7 @@ class Device:
         if self._tel_ms_base is None:
             # device ms of this stream's first sample: the batch went out at t_ms, its last sample a little before
             self._tel_ms_base = ev.get("t_ms", 0) - (n - 1) * dt / 1000 - t0 / 1000
-        common = {k: ev[k] for k in ("setpoint_ua", "state", "samples") if k in ev}
+        common = {k: ev[k] for k in ("setpoint_ua", "state", "samples", "zone", "zone_limit_ua") if k in ev}
         out = []
         for k in range(n):
             t_us = t0 + k * dt

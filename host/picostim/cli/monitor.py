@@ -12,7 +12,7 @@ from rich.table import Table
 from . import main
 from ._common import device_session, friendly_errors, port_option
 
-CSV_FIELDS = ("host_s", "seq", "t_ms", "state", "setpoint_ua", "i_ua", "v_mv", "gap")
+CSV_FIELDS = ("host_s", "seq", "t_ms", "state", "setpoint_ua", "i_ua", "v_mv", "gap", "zone", "zone_limit_ua")
 
 
 def plot_samples(samples: list[dict], path: Path, title: str = "picostim telemetry") -> None:
@@ -52,15 +52,18 @@ def _table(samples, stats, others):
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), help="write samples to CSV")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), help="write a PNG plot")
 @click.option("--start-level", type=int, default=None, help="start a session at this level first")
+@click.option("--zone", help="treatment zone: the session starts in it (--start-level), else the zone is chosen now")
 @click.option("--quiet", is_flag=True, help="no live table")
 @friendly_errors
-def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, quiet):
+def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, zone, quiet):
     """Live telemetry (measured current, electrode voltage, state); seq gaps are counted and reported."""
     samples, others = [], []
     t0 = time.monotonic()
     with device_session(port) as (dev, _):
         if start_level is not None:
-            dev.start(level=start_level)
+            dev.start(level=start_level, zone=zone)
+        elif zone is not None:
+            dev.set_zone(zone)
         writer = fh = None
         if csv_file:
             fh = open(csv_file, "w", newline="")

@@ -17,14 +17,20 @@ from ._common import device_session, friendly_errors, port_option
 @click.option("--gap-us", type=int, help="interphase gap (µs)")
 @click.option("--rate-hz", type=float, help="repetition rate (Hz)")
 @click.option("--duration", "duration_s", type=float, help="session length (s); default: the board's")
+@click.option("--zone", help="treatment zone (board profile; `picostim levels show` lists them): its limit holds")
 @click.option("--wait", is_flag=True, help="stay attached, print events until the session ends")
 @friendly_errors
-def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, wait):
+def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, zone, wait):
     """Start stimulation (ramped up by the device) and print what the device applied."""
     with device_session(port) as (dev, _):
         applied = dev.start(level=level, program=program, duration_s=duration_s, phase_us=phase_us, gap_us=gap_us,
-                            rate_hz=rate_hz)
+                            rate_hz=rate_hz, zone=zone)
         click.echo("started: " + json.dumps({k: v for k, v in applied.items() if k not in ("id", "ok")}))
+        if applied.get("start_bound"):
+            click.echo(f"note: started at level {applied.get('level')} ({applied['start_bound']}), not {level}; "
+                       "the device raises the level only on a button press or set_level")
+        if applied.get("bound") == "zone":
+            click.echo(f"note: held to the {applied.get('zone')} zone limit of {applied.get('zone_limit_ua')} µA")
         if wait:
             # Follow the device's own clock (a virtual board may run slower than real time): until the session
             # ends (ramped down, S9) or the device leaves the stimulating states.
