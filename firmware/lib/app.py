@@ -198,6 +198,12 @@ class App:
         if wave is None:
             if program is None:
                 program = self.settings.config.get("default_program")
+                zp = self.zc.zone(zi)["programs"]
+                if program is not None and program not in zp:
+                    program = None        # not allowed in the zone: the zone's first instead (below)
+                for p in sorted(self.programs):
+                    if program is None and p in zp:
+                        program = p
             if program is None:
                 if self.programs:
                     program = sorted(self.programs)[0]
