@@ -57,20 +57,9 @@ def wait_state(dut, rig, states, timeout_s: float = 10.0, step_s: float = 0.05) 
         rig.wait(step_s)
 
 
-def start_at(dut, level: int, **kw) -> dict:
-    """Start a session at `level`. A device starts no higher than level 1 (config start_low) or the last session's
-    final level (issue 17) and says so (`start_bound`); raising the level then takes a set_level, as on the device's
-    own buttons. Returns the start reply with the level and target after the raise."""
-    reply = dut.start(level=level, **kw)
-    if reply.get("level", level) < level:
-        r = dut.set_level(level)
-        reply = {**reply, **{k: r[k] for k in ("level", "target_ua", "bound", "level_ua") if k in r}}
-    return reply
-
-
 def start_running(dut, rig, level: int, timeout_s: float = 15.0, **waveform) -> dict:
-    """Start stimulation at `level` (start_at) and wait until the ramp is over; returns the start reply."""
-    reply = start_at(dut, level, **waveform)
+    """Start stimulation and wait until the ramp is over; returns the start reply (applied values)."""
+    reply = dut.start(level=level, **waveform)
     wait_state(dut, rig, codes.ST_RUNNING, timeout_s)
     return reply
 

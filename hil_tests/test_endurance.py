@@ -13,7 +13,7 @@ WINDOW_S = 2.0
 def test_ems_program_endurance(dut, rig, measure, levels_ua):
     """`ems` (50 Hz bursts 2 s on / 2 s off) for 12 s: balanced pulses, no shoot-through, DC <= 1 uA per window,
     amplitude never above the level, the DUT answers throughout."""
-    support.start_at(dut, 2, program="ems")
+    dut.start(level=2, program="ems")
     rig.wait(1.0)
     worst_dc = worst_amp = 0.0
     unbalanced = shoot = pulses = 0

@@ -227,7 +227,7 @@ def test_s7_recontact_ramps_from_zero_over_one_second(dut, rig, measure, prof, l
 
 def test_s7_open_electrodes_at_start_no_current(dut, rig, measure, levels_ua):
     rig.set_load("open")
-    support.start_at(dut, len(levels_ua), phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
+    dut.start(level=len(levels_ua), phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
     rig.wait(0.5)
     st = dut.status()
     measure("paused_or_refused", st["state"] in (codes.ST_PAUSED, codes.ST_RAMPING, codes.ST_IDLE), "", low=1)
@@ -283,7 +283,7 @@ def test_s8_start_ramps_at_least_300ms_per_level(dut, rig, measure, prof, levels
     steps = max(1, -(-target * len(levels_ua) // cap_ua))
     min_ramp_s = prof["limits"]["ramp_ms_per_level_step"] / 1000 * steps
     t0 = rig.now_s()
-    support.start_at(dut, level, phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
+    dut.start(level=level, phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
     cap = rig.capture(min_ramp_s + 0.6, start_s=t0, keep_pieces=False)
     ps = full_pulses(cap)
     measure("pulses", len(ps), "", low=10)
@@ -330,7 +330,7 @@ def test_s9_session_auto_off_with_two_second_ramp_down(dut, rig, measure, prof, 
     session_s = 3
     target = levels_ua[1]
     t0 = rig.now_s()
-    reply = support.start_at(dut, 2, phase_us=PHASE, gap_us=GAP, rate_hz=50, duration_s=session_s)
+    reply = dut.start(level=2, phase_us=PHASE, gap_us=GAP, rate_hz=50, duration_s=session_s)
     measure("session_applied", reply.get("session_s"), "s", low=session_s, high=session_s)
     rampdown_s = prof["limits"]["session_rampdown_ms"] / 1000
     cap = rig.capture(session_s + rampdown_s + 1.0, start_s=t0, keep_pieces=False)
@@ -439,7 +439,7 @@ def test_s7_impedance_above_zmax_pauses_at_probe_current(dut, rig, measure, prof
     """A load well above Z_max (the source also hits compliance there): stimulation pauses at the probe current
     instead of driving the electrodes at compliance."""
     rig.set_load(str(int(prof["limits"]["z_max_ohm"] * 2.5)))
-    support.start_at(dut, len(levels_ua), phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
+    dut.start(level=len(levels_ua), phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
     rig.wait(prof["limits"]["ramp_ms_per_level_step"] / 1000 * len(levels_ua) + 0.5)
     cap = rig.capture(0.1)
     ps = full_pulses(cap)

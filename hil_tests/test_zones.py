@@ -114,7 +114,7 @@ def test_zone_limit_holds_at_every_level(dut, rig, measure, prof, levels_ua, zon
         return
     n = len(levels_ua)
     limit = z["limit_ua"]
-    reply = support.start_at(dut, n, program=program, zone=zone)
+    reply = dut.start(level=n, program=program, zone=zone)
     measure("reply_zone_limit_matches_profile", reply["zone_limit_ua"], "uA", low=limit, high=limit)
     rig.wait(ramp_s(prof, n))
     w = window_s(program)
@@ -196,7 +196,7 @@ def test_zone_change_refused_when_program_not_allowed_changes_nothing(dut, rig, 
         pytest.skip("every zone allows every program of the default zone")
     program, other = pick[0]
     n = len(levels_ua)
-    support.start_at(dut, n, program=program, zone=home["name"])
+    dut.start(level=n, program=program, zone=home["name"])
     rig.wait(ramp_s(prof, n))
     w = window_s(program)
     _, amp0, _ = peak_amp(rig.capture(w, keep_pieces=False))
@@ -245,7 +245,7 @@ def test_hypothesis_zone_level_program(dut, rig, measure, prof, levels_ua):
         zone_before = dut.status()["zone"]
         kw = {"program": program} if program is not None else dict(SLOW_WAVE)
         try:
-            reply = dut.start(level=level, zone=zone, **kw)
+            reply = dut.start(level=level, zone=zone, raise_to_level=False, **kw)
         except DeviceError as e:
             assert e.code in codes.ERROR_CODES, e.code
             z = zt.get(zone)
@@ -289,7 +289,7 @@ def test_start_low_and_last_session_level(dut, rig, measure, prof, levels_ua, re
     if n < 3:
         pytest.skip("needs three levels")
     dut.config_set({"start_low": True})
-    r = dut.start(level=n, **SLOW_WAVE)
+    r = dut.start(level=n, raise_to_level=False, **SLOW_WAVE)
     measure("start_bound_start_low", r.get("start_bound") == codes.START_BOUND_LOW, "", low=1)
     rig.wait(ramp_s(prof, n))
     _, amp, _ = peak_amp(rig.capture(0.25, keep_pieces=False))
@@ -302,7 +302,7 @@ def test_start_low_and_last_session_level(dut, rig, measure, prof, levels_ua, re
     measure("amp_after_up", amp, "uA", low=want - amp_tolerance(want), high=want + amp_tolerance(want))
     dut.stop()                                      # this session ended at level 2
     dut.config_set({"start_low": False})
-    r = dut.start(level=n, **SLOW_WAVE)
+    r = dut.start(level=n, raise_to_level=False, **SLOW_WAVE)
     measure("start_bound_last_session", r.get("start_bound") == codes.START_BOUND_LAST, "", low=1)
     rig.wait(ramp_s(prof, n))
     _, amp, _ = peak_amp(rig.capture(0.25, keep_pieces=False))
@@ -372,7 +372,7 @@ def test_audit_and_telemetry_carry_zone(dut, rig, measure, prof, levels_ua, rest
     e = dut.audit()[-1]
     measure("audit_zone", e.get("zone") == low["name"], "", low=1)
     measure("audit_zone_limit", e.get("zone_limit_ua") or 0, "uA", low=low["limit_ua"], high=low["limit_ua"])
-    support.start_at(dut, len(levels_ua), zone=low["name"], **SLOW_WAVE)
+    dut.start(level=len(levels_ua), zone=low["name"], **SLOW_WAVE)
     samples = list(dut.telemetry(rate_hz=50, duration_s=0.4))
     measure("telemetry_samples", len(samples), "", low=1)
     measure("telemetry_zone", all(s.get("zone") == low["name"] for s in samples), "", low=1)

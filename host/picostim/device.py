@@ -197,9 +197,16 @@ class Device:
         return self.request("levels_set", level=level, ua=ua, operator=operator)["levels_ua"]
 
     def start(self, level: int, program: str | None = None, duration_s: float | None = None, zone: str | None = None,
-              **waveform) -> dict:
-        """Start a session. The reply states what applies: `level` (a device may start lower: `start_bound`),
-        `target_ua` = min(level uA, zone limit) and `bound` (`level` or `zone`), `zone`, `zone_limit_ua`."""
+              raise_to_level: bool = True, **waveform) -> dict:
+        """Start a session. The reply states what applies: `level`, `target_ua` = min(level uA, zone limit) and
+        `bound` (`level` or `zone`), `zone`, `zone_limit_ua`.
+
+        A device may start a session lower than asked (config `start_low`: level 1; never above the last session's
+        final level): its reply then has `start_bound`. The device raises a level only on a button press or a
+        `set_level`; with raise_to_level (the default: the caller asked for `level` explicitly) this method sends
+        that set_level (the device ramps it, S8) and returns the start reply with the raised `level`/`target_ua`/
+        `bound`, `start_bound` kept so the caller sees what happened. raise_to_level=False leaves the session where
+        the device started it, as the handheld's own power button does."""
         args = {"level": level, **{k: v for k, v in waveform.items() if v is not None}}
         if program is not None:
             args["program"] = program
@@ -207,7 +214,12 @@ class Device:
             args["zone"] = zone
         if duration_s is not None:
             args["duration_s"] = duration_s
-        return self.request("start", **args)
+        reply = self.request("start", **args)
+        if raise_to_level and reply.get("start_bound") and reply.get("level", level) < level:
+            raised = self.set_level(level)
+            reply = {**reply, **{k: raised[k] for k in ("level", "target_ua", "bound", "level_ua", "state")
+                                 if k in raised}, "raised_by": "set_level"}
+        return reply
 
     def stop(self) -> dict:
         return self.request("stop")

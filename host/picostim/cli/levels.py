@@ -176,9 +176,7 @@ def levels_tune(port, level, step, operator, duration, telemetry_hz, zone):
         saved = table[level - 1]
         trial = saved
         live_mode = "trial"      # set_level with ua (not persisted); falls back to levels_set if unsupported
-        started = dev.start(level=level, duration_s=duration, zone=zone)
-        if started.get("level", level) < level:      # the device starts low (start_low / last session): raise it
-            dev.set_level(level)
+        started = dev.start(level=level, duration_s=duration, zone=zone)   # (raised to `level` if it starts low)
         zone_note = ""
         if started.get("zone") is not None:
             zone_note = f", zone {started['zone']} limit {started.get('zone_limit_ua')} µA"

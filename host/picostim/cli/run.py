@@ -27,8 +27,8 @@ def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, zone, wait)
                             rate_hz=rate_hz, zone=zone)
         click.echo("started: " + json.dumps({k: v for k, v in applied.items() if k not in ("id", "ok")}))
         if applied.get("start_bound"):
-            click.echo(f"note: started at level {applied.get('level')} ({applied['start_bound']}), not {level}; "
-                       "the device raises the level only on a button press or set_level")
+            click.echo(f"note: the device started low ({applied['start_bound']}); raised to level "
+                       f"{applied.get('level')} by set_level, ramped by the device")
         if applied.get("bound") == "zone":
             click.echo(f"note: held to the {applied.get('zone')} zone limit of {applied.get('zone_limit_ua')} µA")
         if wait:
