@@ -1,10 +1,8 @@
 # Treatment zones at run time (issue 17): the chosen zone, what it lets a session do, and the level a session may
 # start at. app.py calls in at start / set_zone / session end; the amplitude bound itself is in amplitude.py (the
 # choke point), so a zone limit holds on every path that sets the output.
-# zones.py (the profile validator shared with the host) is needed only to build the table: it is imported for that
-# and dropped again, which keeps ~6 KB of validation code off the heap while the device runs.
-import sys
 import store
+import zones
 import pscodes as C
 from protocol import ProtoError
 from board import cap_ua
@@ -14,11 +12,8 @@ SESSION_PATH = "/session.bin"     # {"last_level": n}: the last session's final 
 
 class ZoneControl:
     def __init__(self, board):
-        import zones
         self.tbl, self.i = zones.table(board, cap_ua(board))
         self.button, self.long_ms = zones.select_of(board)
-        del zones
-        sys.modules.pop("zones", None)
         self.default_i = self.i
         self.last_level = None        # None: no session yet on this device
         try:

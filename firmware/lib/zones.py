@@ -9,8 +9,8 @@
 #                      {"name": "periorbital", "limit_ua": 160, "programs": ["microcurrent"],
 #                       "max_rate_hz": 10, "max_phase_us": 250, "session_max_s": 300}, ...]}
 # The list order is the order the zone button steps through (and the LED's blink count, 1-based).
-# On the device this module is loaded only to validate the profile and build the zone table (zonectl.py, board.py),
-# then dropped: the run-time checks of a zone (program, max rate, max phase) are in zonectl.
+# On the device board.py validates with it and zonectl.py builds the zone table from it; the run-time checks of a
+# zone (program, max rate, max phase) are in zonectl.
 
 ZONE_KEYS = ("name", "title", "limit_ua", "limit_frac", "programs", "max_rate_hz", "max_phase_us", "session_max_s")
 MAX_ZONES = 8
