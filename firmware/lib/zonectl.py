@@ -2,18 +2,20 @@
 # start at. app.py calls in at start / set_zone / session end; the amplitude bound itself is in amplitude.py (the
 # choke point), so a zone limit holds on every path that sets the output.
 import store
-import zones
 import pscodes as C
 from protocol import ProtoError
-from board import cap_ua
+from board import cap_ua, load_zones, drop_zones
 
 SESSION_PATH = "/session.bin"     # {"last_level": n}: the last session's final level (start never above it)
 
 
 class ZoneControl:
     def __init__(self, board):
+        zones = load_zones()
         self.tbl, self.i = zones.table(board, cap_ua(board))
         self.button, self.long_ms = zones.select_of(board)
+        zones = None
+        drop_zones()
         self.default_i = self.i
         self.last_level = None        # None: no session yet on this device
         try:

@@ -58,7 +58,9 @@ def test_device_and_host_agree_on_every_zone(i, limit, programs, extra):
     over = (isinstance(lim, int) and not isinstance(lim, bool) and lim > CAP) or \
         (len(limit) == 1 and isinstance(limit.get("limit_frac"), float) and limit["limit_frac"] > 1)
     if over:
-        assert not fw_ok and "above the board cap" in fw_msg and z["name"] in fw_msg, fw_msg
+        assert not fw_ok and z["name"] in fw_msg, fw_msg
+        if "limit_uA" not in extra:     # (a misspelt key is named first: the profile's author sees the typo)
+            assert "above the board cap" in fw_msg, fw_msg
     if any(p not in PROGS for p in programs):
         assert not fw_ok
     if fw_ok:       # accepted: the resolved limit is inside [probe, cap] and every program is the board's
