@@ -8,10 +8,19 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): host/pyproject.toml
+EMU_JS := host/picostim/sim/emu/js
+
+$(STAMP): host/pyproject.toml $(EMU_JS)/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
-	$(BIN)/pip install -e 'host[dev]'
+	$(BIN)/pip install -e 'host[dev,farm]'
+	# pyserial and labgrid's fork pyserial-labgrid both install `serial`; let the fork's files win whatever the
+	# install order (its rfc2217 client does not renegotiate the port on every read timeout change)
+	$(BIN)/pip install --force-reinstall --no-deps 'pyserial-labgrid==3.5.0.2' >/dev/null
+	@command -v ser2net >/dev/null || test -x /usr/sbin/ser2net || \
+		echo "note: ser2net is missing (apt-get install ser2net): the labgrid farm test will skip"
+	# the emu engine's RP2040 emulator (rp2040js, pinned by package-lock.json); skipped where Node is absent
+	if command -v npm >/dev/null; then npm ci --prefix $(EMU_JS) --no-audit --no-fund; else echo "npm not found: the emu engine is unavailable"; fi
 	touch $(STAMP)
 
 # The whole suite: host + virtual board + firmware under the MicroPython unix port + HIL suite on the virtual board.

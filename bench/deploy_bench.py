@@ -1,5 +1,6 @@
-"""Deploy benchmark on the virtual board: picostim deploy (full, no-change, one file changed) vs stock
-`mpremote fs cp -r` of the same files (full, and its own skip-unchanged second run).
+"""Deploy benchmark on the virtual board: picostim deploy (full, no-change, one file changed, and the reflash of a
+bundle the unit already has: one `hello` round trip) vs stock `mpremote fs cp -r` of the same files (full, and its
+own skip-unchanged second run).
 
     .venv/bin/python bench/deploy_bench.py [--board handheld-home] [--repeat 3]
 
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from picostim import deploy, paths
+from picostim import bundle, deploy, paths
 from picostim.sim import VirtualBoard
 from picostim.target import wait_alive
 from picostim.transport import SerialTransport
@@ -60,6 +61,17 @@ def one_round(board: str) -> dict:
         out["picostim_onefile_written"] = r.written
         r = deploy.deploy(t, board, handshake=True)
         out["picostim_full_with_handshake_restore_s"] = r.seconds
+        # the application runs again: reflashing the bundle it has is decided by the hello it answers
+        b = bundle.build(board)
+        recheck, fallbacks = [], 0
+        for _ in range(7):
+            r = deploy.deploy(t, bundle=b, verify=False)
+            assert not r.changed and r.bytes_sent == 0
+            fallbacks += 0 if r.quick else 1     # no hello answer in time: a full hash check was done instead
+            recheck.append(r.seconds)
+        out["picostim_bundle_recheck_s"] = statistics.median(recheck)
+        out["picostim_bundle_recheck_max_s"] = max(recheck)
+        out["picostim_bundle_recheck_fallbacks"] = fallbacks
     with VirtualBoard(board=board, clock="model", rig_port=None) as vb, tempfile.TemporaryDirectory() as d:
         wait_alive(vb.port)
         top = write_image_dir(image, Path(d))
@@ -81,13 +93,15 @@ def main():
            "files": rounds[0]["files"], "image_bytes": rounds[0]["bytes"],
            "speedup_full": med["mpremote_cp_full_s"] / med["picostim_full_s"],
            "speedup_nochange": med["mpremote_cp_nochange_s"] / med["picostim_nochange_s"],
+           "speedup_bundle_recheck": med["mpremote_cp_nochange_s"] / med["picostim_bundle_recheck_s"],
            "host": {"python": platform.python_version(), "machine": platform.machine()},
            "target": "picostim virtual board (pty)"}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1))
     for k, v in med.items():
         print(f"{k:40s} {v:8.3f} s")
-    print(f"full deploy speed-up vs mpremote cp: {res['speedup_full']:.1f}x; no-change: {res['speedup_nochange']:.1f}x")
+    print(f"full deploy speed-up vs mpremote cp: {res['speedup_full']:.1f}x; no-change: {res['speedup_nochange']:.1f}x; "
+          f"bundle recheck: {res['speedup_bundle_recheck']:.0f}x")
 
 
 if __name__ == "__main__":

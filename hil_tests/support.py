@@ -148,12 +148,19 @@ def pulse_numbers(cap) -> dict:
     }
 
 
-def attach_trace(measure, cap, name="electrode current", t_span_s: float | None = None, points: int = 1500):
-    """Put the captured electrode current on the test's report (a plot)."""
+def attach_trace(measure, cap, name="electrode current", t_span_s: float | None = None, points: int = 1500,
+                 requested_ua: float | None = None):
+    """Put the captured electrode current on the test's report (a plot), with the requested amplitude and its
+    tolerance band (amp_tolerance) when given."""
     try:
         t1 = cap.t1_ns if t_span_s is None else min(cap.t1_ns, cap.t0_ns + int(t_span_s * 1e9))
         tr = cap.trace(points, cap.t0_ns, t1)
-        measure.waveform(name, [(t - cap.t0_ns) / 1000.0 for t in tr.t_ns], {"I (uA)": list(tr.i_ua)}, unit="uA")
+        limits = None
+        if requested_ua is not None:
+            tol = amp_tolerance(requested_ua)
+            limits = (requested_ua - tol, requested_ua + tol)
+        measure.waveform(name, [(t - cap.t0_ns) / 1000.0 for t in tr.t_ns], {"I (uA)": list(tr.i_ua)}, unit="uA",
+                         requested=requested_ua, limits=limits)
     except Exception:  # a missing trace never fails a test; the numbers do
         pass
 

@@ -31,6 +31,7 @@ def _expect_error(code, fn, *a, **kw):
 
 # ---- S1 safe boot, S13 idle is idle ----------------------------------------------------------------------------
 
+@pytest.mark.production
 def test_s1_power_on_is_idle(bench, rig, measure):
     rig.inject("power_loss")
     rig.wait(0.05)
@@ -59,6 +60,7 @@ def test_s1_hard_reset_while_running_is_idle(dut, rig, measure):
     _idle_numbers(measure, cap)
 
 
+@pytest.mark.production
 def test_s13_stop_leaves_output_idle(dut, rig, measure, levels_ua):
     support.start_running(dut, rig, len(levels_ua), phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
     before = rig.capture(0.02)
@@ -76,6 +78,7 @@ def test_s13_idle_after_boot_for_a_while(dut, rig, measure):
 
 # ---- S2/S3 ceiling, caps, the choke point ------------------------------------------------------------------------
 
+@pytest.mark.production
 def test_s3_level_above_cap_refused_nothing_changes(dut, rig, measure, prof, restore_levels):
     cap_ua = prof["limits"]["cap_ua"]
     n = len(restore_levels)
@@ -121,6 +124,7 @@ def test_s3_trial_amplitude_above_cap_refused_while_running(dut, rig, measure, p
     measure("amp_change", abs(after["amp_pos"] - before["amp_pos"]), "uA", high=2.0)
 
 
+@pytest.mark.production
 def test_s2_current_never_above_cap_at_top_level_on_all_loads(dut, rig, measure, prof, levels_ua):
     cap_ua = prof["limits"]["cap_ua"]
     worst = 0.0

@@ -50,7 +50,7 @@ def test_amplitude_and_timing_per_load_and_level(dut, rig, measure, prof, levels
     level = {"lowest": 1, "middle": (len(levels_ua) + 1) // 2, "highest": len(levels_ua)}[level_pick]
     support.start_running(dut, rig, level, phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
     cap = rig.capture(0.05)
-    support.attach_trace(measure, cap, t_span_s=0.012)
+    support.attach_trace(measure, cap, t_span_s=0.012, requested_ua=levels_ua[level - 1])
     _check_pulses(measure, cap, prof, PHASE, GAP, RATE, levels_ua[level - 1], min_pulses=4,
                   edge=support.edge_ns(rig, prof))
 
@@ -77,7 +77,7 @@ def test_timing_grid(dut, rig, measure, prof, levels_ua, phase_us, gap_us, rate_
     measure("applied_period_err", abs(reply["period_ticks"] * sys_ns - 1e9 / rate_hz), "ns",
             high=max(1.0, reply["div"] / 2) * sys_ns)
     cap = rig.capture(max(0.03, 4.5 / rate_hz))
-    support.attach_trace(measure, cap, t_span_s=min(cap.duration_s, 2.5 / rate_hz))
+    support.attach_trace(measure, cap, t_span_s=min(cap.duration_s, 2.5 / rate_hz), requested_ua=levels_ua[level - 1])
     _check_pulses(measure, cap, prof, phase_us, gap_us, rate_hz, levels_ua[level - 1], min_pulses=4,
                   edge=support.edge_ns(rig, prof))
 
@@ -98,6 +98,7 @@ def test_pair_longer_than_period_refused_and_output_idle(dut, rig, measure, phas
     measure("max_current", cap.max_abs_ua, "uA", high=1.0)
 
 
+@pytest.mark.production
 @pytest.mark.parametrize("load", LOADS)
 def test_dc_component_over_one_second(dut, rig, measure, levels_ua, load):
     """S6: net DC at the electrodes <= 1 uA averaged over 1 s, at the highest level."""

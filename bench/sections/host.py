@@ -29,9 +29,17 @@ def deploy_figures(quick: bool):
                goal=("<", med["mpremote_cp_full_s"]), baseline=med["mpremote_cp_full_s"],
                baseline_label="mpremote fs cp -r", n=d["repeat"], note=f"{d['files']} files, {d['image_bytes']} bytes"),
         Figure("full deploy speed-up over mpremote", "x", d["speedup_full"], goal=(">", 1.0), n=d["repeat"]),
-        Figure("no-change redeploy", "s wall", med["picostim_nochange_s"], baseline=med["mpremote_cp_nochange_s"],
+        Figure("no-change redeploy, every file hashed (--verify)", "s wall", med["picostim_nochange_s"], baseline=med["mpremote_cp_nochange_s"],
                baseline_label="mpremote fs cp -r, 2nd run", n=d["repeat"]),
         Figure("no-change redeploy speed-up over mpremote", "x", d["speedup_nochange"], goal=(">=", 5.0),
+               n=d["repeat"]),
+        Figure("no-change redeploy of a bundle the unit has (one hello round trip)", "ms wall",
+               med["picostim_bundle_recheck_s"] * 1000, goal=("<=", 30.0), baseline=med["mpremote_cp_nochange_s"] * 1000,
+               baseline_label="mpremote fs cp -r, 2nd run", n=d["repeat"] * 7,
+               note=f"worst of {d['repeat'] * 7}: {max(r['picostim_bundle_recheck_max_s'] for r in d['rounds']) * 1000:.1f} ms, "
+                    f"{sum(r.get('picostim_bundle_recheck_fallbacks', 0) for r in d['rounds'])} fell back to a full "
+                    "check; `picostim flash --verify` hashes every file instead (row above)"),
+        Figure("bundle no-change redeploy speed-up over mpremote", "x", d["speedup_bundle_recheck"], goal=(">=", 20.0),
                n=d["repeat"]),
         Figure("one file changed redeploy", "s wall", med.get("picostim_onefile_s"), n=d["repeat"]),
     ]

@@ -43,6 +43,17 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def deployed_bundle():
+    """The hash of the bundle the host deployed (/manifest.json, written last by every deploy), or None."""
+    try:
+        import json
+        with open("/manifest.json") as f:
+            h = json.load(f).get("bundle")
+        return h if isinstance(h, str) else None
+    except Exception:     # no deploy yet, or a damaged manifest: the host then does a full check
+        return None
+
+
 class App:
     def __init__(self, board, out=None):
         self.board = board
@@ -90,6 +101,11 @@ class App:
         self.tel_timer = None     # the sampling timer while telemetry is on
         self.tel_i = None         # sample rings (raw ADC counts), allocated once at the first telemetry request
         self.tel_v = None
+        self.tel_a = None         # age (ms) of the supervisor's newest in-phase sample when each sample was taken
+        self.tel_last_n = 0       # supervisor sample count the sampling IRQ last saw, and when it changed
+        self.tel_last_us = 0
+        self.seen_n = 0           # the same, as the loop sees it (for status)
+        self.seen_ms = 0
         self.tel_w = 0            # samples the timer took (wraps at TEL_COUNT_MASK)
         self.tel_r = 0            # samples sent
         self.tel_r_us = 0         # ticks_us of sample tel_r
@@ -100,6 +116,7 @@ class App:
         self.stopping = False
         self.requested_level = None   # the last start's level as asked, and why it started lower (start_bound)
         self.start_bound = None
+        self.bundle = deployed_bundle()
 
     # ---------------------------------------------------------------- output
     def send(self, line):
@@ -196,21 +213,30 @@ class App:
             raise ProtoError(C.E_OVER_CAP, "level above the cap")
         steps = None
         if wave is None:
+            defaulted = program is None
             if program is None:
                 program = self.settings.config.get("default_program")
-                zp = self.zc.zone(zi)["programs"]
-                if program is not None and program not in zp:
-                    program = None        # not allowed in the zone: the zone's first instead (below)
-                for p in sorted(self.programs):
-                    if program is None and p in zp:
-                        program = p
+            if program is None and self.programs:
+                # the board's declared default, else its first listed program (never an alphabetical pick)
+                program = self.board.get("default_program")
+                if program not in self.programs:
+                    program = None
+                    for name in self.board.get("programs", ()):
+                        if name in self.programs:
+                            program = name
+                            break
+            zp = self.zc.zone(zi)["programs"]
+            if defaulted and program is not None and program not in zp:
+                # a default the zone does not allow: the zone's first program (in the board's order) instead
+                program = None
+                for name in self.board.get("programs", ()):
+                    if name in self.programs and name in zp:
+                        program = name
+                        break
             if program is None:
-                if self.programs:
-                    program = sorted(self.programs)[0]
-                else:
-                    wave = {"phase_us": DEFAULT_WAVEFORM["phase_us"], "gap_us": DEFAULT_WAVEFORM["gap_us"],
-                            "rate_mhz": int(DEFAULT_WAVEFORM["rate_hz"] * 1000), "burst_on_ms": 0,
-                            "burst_off_ms": 0, "burst_ramp_ms": 0}
+                wave = {"phase_us": DEFAULT_WAVEFORM["phase_us"], "gap_us": DEFAULT_WAVEFORM["gap_us"],
+                        "rate_mhz": int(DEFAULT_WAVEFORM["rate_hz"] * 1000), "burst_on_ms": 0,
+                        "burst_off_ms": 0, "burst_ramp_ms": 0}
             if program is not None:
                 if program not in self.programs:
                     raise ProtoError(C.E_UNKNOWN_PROGRAM, "program %s not allowed on this board" % program)
@@ -287,6 +313,9 @@ class App:
     # ---------------------------------------------------------------- periodic work
     def step(self, now):
         sup = self.sup
+        if sup.f[SAMPLES] != self.seen_n:     # when the supervisor last measured (status reports its age)
+            self.seen_n = sup.f[SAMPLES]
+            self.seen_ms = now
         # S4/S5 latched by the IRQ paths: report and hold
         tr = sup.tripped()
         if tr and self.state != C.ST_FAULT:
@@ -414,7 +443,7 @@ class App:
                 "uid": "".join("%02x" % x for x in machine.unique_id()), "cap_ua": self.amp.cap_ua,
                 "ceiling_ua": C.FIRMWARE_CEILING_UA, "levels_ua": self.settings.levels,
                 "programs": sorted(self.programs), "reset_cause": machine.reset_cause(),
-                "config_status": self.settings.status}
+                "config_status": self.settings.status, "bundle": self.bundle}
 
     def cmd_status(self, req, now):
         P.check_keys(req, ())
@@ -428,8 +457,16 @@ class App:
                 "target_ua": self.amp.bound(self.target_ua)[0] if stim else 0, "program": self.program if stim else None,
                 "elapsed_s": el, "remaining_s": max(0, self.session_ms // 1000 - el) if stim else 0,
                 "fault": self.fault, "charging": bool(self.charging_pin.value()), "contact": contact,
-                "i_ua": self.sup.measured_ua() if stim else 0, "samples": self.sup.f[5], "missed": self.sup.f[6], "late": self.sup.f[20],
+                "i_ua": self._status_i_ua(stim, now), "i_age_ms": time.ticks_diff(now, self.seen_ms) if stim else 0,
+                "burst": self.burst_phase(), "samples": self.sup.f[5], "missed": self.sup.f[6], "late": self.sup.f[20],
                 "sample_ctr": [self.sup.f[14], self.sup.f[15]]})
+
+    def _status_i_ua(self, stim, now):
+        if not stim:
+            return 0
+        if time.ticks_diff(now, self.seen_ms) > self.fresh_ms():
+            return None               # no fresh measurement (burst off, paused supervisor, late samples)
+        return self.sup.measured_ua()
 
     def cmd_config_get(self, req, now):
         P.check_keys(req, ())
@@ -450,14 +487,17 @@ class App:
         return {"levels_ua": self.settings.levels}
 
     def cmd_levels_set(self, req, now):
-        P.check_keys(req, ("levels_ua", "level", "ua", "operator"))
+        P.check_keys(req, ("levels_ua", "level", "ua", "operator", "utc"))
         op = req.get("operator")
-        if op is None or op == "":
+        if op is None:
             op = "unknown"
         elif not isinstance(op, str):
             raise ProtoError(C.E_BAD_TYPE, "operator must be a string")
+        elif not op.strip():
+            raise ProtoError(C.E_OUT_OF_RANGE, "operator must not be empty")
         elif len(op) > C.OPERATOR_MAX_LEN:
             raise ProtoError(C.E_OUT_OF_RANGE, "operator longer than %d" % C.OPERATOR_MAX_LEN)
+        utc = P.get_str(req, "utc", 40)       # the host's UTC time: the board has no calendar clock
         old = list(self.settings.levels)
         if "levels_ua" in req:
             if "level" in req or "ua" in req:
@@ -486,7 +526,7 @@ class App:
         for i in changed:
             try:
                 z = self.zc.zone()
-                self.audit.record(op, i + 1, old[i], applied[i], z["name"], z["limit_ua"])
+                self.audit.record(op, i + 1, old[i], applied[i], utc, z["name"], z["limit_ua"])
             except (MemoryError, OSError):
                 reply = reply_unaudited      # the table is saved; the reply says its audit entry is not
         return reply
@@ -614,6 +654,9 @@ class App:
         if self.tel_i is None:
             self.tel_i = array("H", bytes(2 * TEL_RING))
             self.tel_v = array("H", bytes(2 * TEL_RING))
+            self.tel_a = array("H", bytes(2 * TEL_RING))
+        self.tel_last_n = self.sup.f[SAMPLES]
+        self.tel_last_us = time.ticks_us()
         self.tel_dt_us = per_us
         self.tel_w = 0
         self.tel_r = 0
@@ -638,9 +681,18 @@ class App:
             f = self.sup.f
             self.tel_i[k] = f[I_RAW]
             self.tel_v[k] = f[V_RAW]
+            # how old that I/V pair is: the supervisor holds its last value through burst-off and pauses
+            n = f[SAMPLES]
+            now = time.ticks_us()
+            if n != self.tel_last_n:
+                self.tel_last_n = n
+                self.tel_last_us = now
+            age = time.ticks_diff(now, self.tel_last_us) // 1000
+            self.tel_a[k] = age if age < 65535 else 65535
         else:
             self.tel_i[k] = 0
             self.tel_v[k] = 0
+            self.tel_a[k] = 0
         self.tel_w = (w + 1) & TEL_COUNT_MASK
 
     def cmd_audit(self, req, now):
@@ -797,6 +849,18 @@ class App:
                 self.stop(C.END_ZONE, now)
         self.set_zone(zi, now)
 
+    def fresh_ms(self, slack_ms=2 * QUIET_LOOP_MS):
+        """A current sample older than this is not a measurement of the output now: two repetition periods (the
+        supervisor looks once or more per pair) plus slack (two loop periods when the loop noted the sample)."""
+        per_us = self.plan["period_us"] if self.plan else 0
+        return 2 * per_us // 1000 + slack_ms
+
+    def burst_phase(self):
+        """"on"/"off" while a burst waveform runs, else None."""
+        if self.state not in STIM_STATES or not self.burst_on_ms:
+            return None
+        return "on" if self.burst_is_on else "off"
+
     def telemetry(self, now):
         """Send the samples the timer took since the last call, as batches: {seq (of the first), n, t0_us, dt_us,
         i_ua[], v_mv[]} plus setpoint_ua, state and samples at sending time. Samples the ring overwrote before
@@ -814,20 +878,30 @@ class App:
             self.tel_seq += lost
             pending = TEL_RING - 1
         b = self.board
+        fresh_ms = self.fresh_ms(10)       # (the sampling IRQ notes a new supervisor sample within one dt)
         while pending > 0:
             n = pending if pending < TEL_BATCH_MAX else TEL_BATCH_MAX
             r = self.tel_r
             ii = []
             vv = []
+            aa = []
             for j in range(n):
                 k = (r + j) % TEL_RING
-                ii.append(B.adc_raw_to_ua(b, self.tel_i[k]))
-                vv.append(B.adc_raw_to_electrode_mv(b, self.tel_v[k]))
+                a = self.tel_a[k]
+                aa.append(a)
+                if a > fresh_ms:            # no fresh measurement: say so (null), never repeat a stale value
+                    ii.append(None)
+                    vv.append(None)
+                else:
+                    ii.append(B.adc_raw_to_ua(b, self.tel_i[k]))
+                    vv.append(B.adc_raw_to_electrode_mv(b, self.tel_v[k]))
+            stim = self.state in STIM_STATES
             self.emit(C.EV_TELEMETRY, {"seq": self.tel_seq + 1, "n": n,
                                        "t0_us": self.tel_r_us,
-                                       "dt_us": self.tel_dt_us, "i_ua": ii, "v_mv": vv,
+                                       "dt_us": self.tel_dt_us, "i_ua": ii, "v_mv": vv, "age_ms": aa,
                                        "setpoint_ua": self.amp.applied_ua, "state": self.state,
-                                       "samples": self.sup.f[5], "zone": self.zc.zone()["name"],
+                                       "samples": self.sup.f[5], "program": self.program if stim else None,
+                                       "burst": self.burst_phase(), "zone": self.zc.zone()["name"],
                                        "zone_limit_ua": self.amp.zone_ua})
             self.tel_seq += n
             self.tel_r = (r + n) & TEL_COUNT_MASK

@@ -85,6 +85,9 @@ def validate(b: dict) -> None:
     _need(0 < lim.get("wdt_timeout_ms", 0) <= 1000, f"{name}: wdt_timeout_ms must be <= 1000 (S11)")
     _need(lim.get("ramp_ms_per_level_step", 0) >= 300, f"{name}: ramp_ms_per_level_step must be >= 300 (S8)")
     _need(lim.get("recontact_ramp_ms", 0) >= 1000, f"{name}: recontact_ramp_ms must be >= 1000 (S7)")
+    dp = b.get("default_program")
+    _need(dp is None or dp in (b.get("programs") or []),
+          f"{name}: default_program {dp!r} must be one of the board's programs {b.get('programs')}")
     try:   # the firmware's own check (firmware/lib/zones.py), run here too
         zones.validate(b, cap, codes.ZONE_MIN_LIMIT_UA, codes.ZONE_LONG_PRESS_MIN_MS)
     except zones.ZoneError as e:

@@ -30,6 +30,8 @@ from .transport import SerialTransport
 
 TMP_SUFFIX = ".pstmp"
 MANIFEST = "/manifest.json"
+MANIFEST_FORMAT = 1
+QUICK_HELLO_S = 1.0                        # the one-round-trip check: a running app answers hello in a few ms
 SOURCE_FILES = ("boot.py", "main.py")      # run by the VM by name: must stay source
 CODE_SUFFIXES = (".py", ".mpy")
 SKIP_DIRS = {"tests", "__pycache__", "rig"}   # firmware/rig/ is the HIL rig Pico's firmware, not the DUT's
@@ -41,6 +43,30 @@ ProgressFn = Callable[..., None]
 
 class DeployError(Exception):
     pass
+
+
+class ReprovisionRefused(DeployError):
+    """The unit carries another board profile; deploying would change its limits (pass reprovision=True)."""
+
+    def __init__(self, port: str, current: str, new: str, changes: list[str]):
+        self.current, self.new, self.changes = current, new, changes
+        what = "; ".join(changes) if changes else "its board profile"
+        super().__init__(f"{port}: refused: the unit carries board profile {current!r}, this image is for {new!r}; "
+                         f"flashing it would change {what}. Pass --reprovision to reprovision the unit.")
+
+
+def profile_changes(old: dict | None, new: dict) -> list[str]:
+    """What reprovisioning from profile `old` (as stored on the unit) to `new` changes: cap, levels, session."""
+    old = old or {}
+    ol, nl = old.get("limits") or {}, new.get("limits") or {}
+    out = []
+    for label, a, b, unit in (("cap", ol.get("cap_ua"), nl.get("cap_ua"), " uA"),
+                              ("levels", old.get("levels_ua"), new.get("levels_ua"), " uA"),
+                              ("session default", ol.get("session_default_s"), nl.get("session_default_s"), " s"),
+                              ("session max", ol.get("session_max_s"), nl.get("session_max_s"), " s")):
+        if a != b:
+            out.append(f"{label} {a if a is not None else '?'} -> {b}{unit}")
+    return out
 
 
 def sha256(data: bytes) -> str:
@@ -81,7 +107,7 @@ def build_image(board: str, firmware_dir: Path | None = None, cache_dir: Path | 
     profile_path = boards.path_of(board) if not Path(board).suffix else Path(board)
     profile = boards.load(profile_path)   # validated (caps, levels, pins) before anything is sent
     if cache_dir is None:
-        cache_dir = paths.REPO_ROOT / "build" / "mpy-cache"
+        cache_dir = paths.cache_dir()
     image: dict[str, bytes] = {}
     for src in sorted(fw.rglob("*.py")):
         rel_parts = src.relative_to(fw).parts
@@ -107,9 +133,19 @@ def firmware_version(firmware_dir: Path | None = None) -> str:
     return ns["FW_VERSION"]
 
 
+def bundle_hash(image: dict[str, bytes], version: str, board: str) -> str:
+    """The bundle's identity: sha256 of the canonical JSON of firmware version, board and every file's sha256 (the
+    manifest itself excluded). Equal hashes = byte-identical application images."""
+    doc = {"fw": version, "board": board,
+           "files": {p: sha256(d) for p, d in sorted(image.items()) if p != MANIFEST}}
+    return sha256(json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
+
+
 def make_manifest(image: dict[str, bytes], version: str, board: str) -> bytes:
-    """Deterministic (no timestamps): a clean flash and a recovered interrupted flash give the same bytes."""
-    doc = {"fw": version, "board": board, "files": {p: sha256(d) for p, d in sorted(image.items())}}
+    """Deterministic (no timestamps): a clean flash and a recovered interrupted flash give the same bytes. The device
+    reports its `bundle` in `hello`, which lets a host see in one round trip that a unit already has an image."""
+    doc = {"format": MANIFEST_FORMAT, "fw": version, "board": board, "bundle": bundle_hash(image, version, board),
+           "files": {p: sha256(d) for p, d in sorted(image.items()) if p != MANIFEST}}
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -166,7 +202,11 @@ _psm=None
 try:
  with open(_PSR+'/manifest.json') as f:_psm=json.load(f)
 except Exception:pass
-print(json.dumps({'files':{k[len(_PSR):]:v for k,v in _pso.items()},'manifest':_psm,'platform':sys.platform,
+_psb=None
+try:
+ with open(_PSR+'/board.json') as f:_psb=json.load(f)
+except Exception:pass
+print(json.dumps({'files':{k[len(_PSR):]:v for k,v in _pso.items()},'manifest':_psm,'board':_psb,'platform':sys.platform,
  'mpy':getattr(sys.implementation,'_mpy',0)}))
 """
 
@@ -191,12 +231,17 @@ class DeployResult:
     seconds: float
     verified: bool
     hello: dict | None = None
+    bundle: str = ""
+    quick: bool = False        # decided by one hello round trip: the unit reported this bundle already
 
     @property
     def changed(self) -> bool:
         return bool(self.written or self.removed)
 
     def summary(self) -> str:
+        if self.quick:
+            return (f"{self.port}: up to date, bundle {self.bundle[:12]} already on the unit (one round trip, "
+                    f"{self.seconds * 1000:.0f} ms; --verify hashes every file)")
         if not self.changed:
             return f"{self.port}: up to date ({self.unchanged} files verified), nothing sent"
         kbps = self.bytes_sent * 8 / 1000 / self.seconds if self.seconds else 0
@@ -309,24 +354,55 @@ class Deployer:
             self.progress("removed", path=p)
 
 
-def deploy(transport: SerialTransport, board: str, firmware_dir: Path | None = None, root: str = "/",
+def deploy(transport: SerialTransport, board: str | None = None, firmware_dir: Path | None = None, root: str = "/",
            handshake: bool = True, chunk: int = DEFAULT_CHUNK, progress: ProgressFn | None = None,
-           image: dict[str, bytes] | None = None, soft_reset_first: bool = True) -> DeployResult:
-    """Deploy the application for `board` onto the board on `transport`; see the module docstring."""
+           image: dict[str, bytes] | None = None, soft_reset_first: bool = True, bundle=None,
+           verify: bool = True, reprovision: bool = False) -> DeployResult:
+    """Deploy the application for `board` (or a prebuilt `bundle`, picostim.bundle.Bundle) onto the board on
+    `transport`; see the module docstring.
+
+    verify=False first asks the running application `hello` (one round trip): if it reports this bundle, nothing is
+    done. Otherwise (or with verify=True) every file on the unit is hashed and compared. A unit carrying another
+    board profile is refused (ReprovisionRefused) unless `reprovision`."""
     t0 = time.monotonic()
     progress = progress or (lambda *a, **k: None)
-    board_name = boards.load(board)["name"] if Path(board).suffix else board
-    version = firmware_version(firmware_dir)
-    if image is None:
-        image = build_image(board, firmware_dir)
-    image = dict(image)
+    if bundle is not None:
+        board_name, version, image = bundle.board, bundle.fw, dict(bundle.image)
+        profile = bundle.profile
+    else:
+        if board is None:
+            raise DeployError("deploy needs a board profile or a bundle")
+        board_name = boards.load(board)["name"] if Path(board).suffix else board
+        version = firmware_version(firmware_dir)
+        if image is None:
+            image = build_image(board, firmware_dir)
+        image = dict(image)
+        image.pop(MANIFEST, None)
+        profile = json.loads(image["/board.json"]) if "/board.json" in image else boards.load(board)
     image[MANIFEST] = make_manifest(image, version, board_name)
+    want = bundle_hash(image, version, board_name)
+    if not verify:
+        progress("stage", stage="check")
+        hello = quick_hello(transport)
+        if hello is not None and hello.get("bundle") == want and hello.get("board") == board_name:
+            progress("plan", write=0, remove=0, unchanged=len(image), total_bytes=0)
+            return DeployResult(port=transport.port, board=board_name, version=version, written=[], removed=[],
+                                unchanged=len(image), bytes_sent=0, seconds=time.monotonic() - t0, verified=False,
+                                hello=hello, bundle=want, quick=True)
     progress("stage", stage="connect")
     d = Deployer(transport, root=root, chunk=chunk, progress=progress, soft_reset_first=soft_reset_first)
     state = d.prepare()
     device = state["files"]
-    old_manifest = state.get("manifest") or {}
-    pl = plan(image, device, old_manifest.get("files") if isinstance(old_manifest, dict) else None)
+    old_manifest = state.get("manifest") if isinstance(state.get("manifest"), dict) else {}
+    old_profile = state.get("board") if isinstance(state.get("board"), dict) else None
+    current = old_manifest.get("board") or (old_profile or {}).get("name")
+    if current and current != board_name and not reprovision:
+        try:
+            d.repl.soft_reset(run_main=True)     # leave the unit running its own application, untouched
+        except Exception:
+            pass
+        raise ReprovisionRefused(transport.port, current, board_name, profile_changes(old_profile, profile))
+    pl = plan(image, device, old_manifest.get("files"))
     progress("plan", write=len(pl.write), remove=len(pl.remove), unchanged=len(pl.unchanged),
              total_bytes=sum(len(image[p]) for p in pl.write))
     if pl.write or pl.remove:
@@ -344,13 +420,23 @@ def deploy(transport: SerialTransport, board: str, firmware_dir: Path | None = N
     hello = None
     if handshake:
         progress("stage", stage="handshake")
-        hello = version_handshake(d.repl, version, board_name)
+        hello = version_handshake(d.repl, version, board_name, bundle=want)
     return DeployResult(port=transport.port, board=board_name, version=version, written=pl.write,
                         removed=pl.remove, unchanged=len(pl.unchanged), bytes_sent=d.bytes_sent,
-                        seconds=time.monotonic() - t0, verified=True, hello=hello)
+                        seconds=time.monotonic() - t0, verified=True, hello=hello, bundle=want)
 
 
-def version_handshake(repl: RawRepl, version: str, board: str, timeout: float = 15.0) -> dict:
+def quick_hello(transport: SerialTransport) -> dict | None:
+    """One `hello` to the running application; None when it does not answer (at the REPL, no app, old firmware)."""
+    from .device import Device, DeviceError, ProtocolTimeout
+    from .transport import TransportError
+    try:
+        return Device(transport, owns_transport=False).request("hello", timeout=QUICK_HELLO_S)
+    except (ProtocolTimeout, DeviceError, TransportError):
+        return None
+
+
+def version_handshake(repl: RawRepl, version: str, board: str, timeout: float = 15.0, bundle: str | None = None) -> dict:
     """Start the application (soft reset into main.py) and check `hello` over the device protocol."""
     from .device import Device
     from .shared import codes
@@ -365,6 +451,8 @@ def version_handshake(repl: RawRepl, version: str, board: str, timeout: float = 
         problems.append(f"protocol {info.get('proto')!r} (expected {codes.PROTOCOL_VERSION})")
     if info.get("board") != board:
         problems.append(f"board {info.get('board')!r} (expected {board!r})")
+    if bundle is not None and "bundle" in info and info.get("bundle") != bundle:
+        problems.append(f"bundle {info.get('bundle')!r} (expected {bundle!r})")
     if problems:
         raise DeployError(f"{repl.t.port}: version handshake failed: " + "; ".join(problems))
     return info

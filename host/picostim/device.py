@@ -19,6 +19,12 @@ DEFAULT_TIMEOUT = 3.0
 TICKS_MASK = (1 << 30) - 1      # MicroPython ticks_us/ticks_ms wrap at 2**30
 
 
+def utc_now() -> str:
+    """The host's UTC time for audit entries, e.g. 2026-12-04T02:51:07Z."""
+    import datetime as dt
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class DeviceError(Exception):
     """The device answered {"ok": false}: `.code` is a pscodes error code, `.detail` its explanation."""
 
@@ -29,6 +35,13 @@ class DeviceError(Exception):
 
 class ProtocolTimeout(TransportError):
     pass
+
+
+class NoMicroPython(TransportError):
+    """Nothing on the port speaks MicroPython (no application, no REPL prompt)."""
+
+
+REPL_PROMPT_S = 4.0     # a MicroPython board prints '>>> ' well within this after Ctrl-C, Ctrl-B
 
 
 @dataclass
@@ -147,6 +160,13 @@ class Device:
         from .rawrepl import RawRepl
         repl = RawRepl(self.t)
         self.t.write(b"\r\x03\x03\x02")     # leave any raw REPL / stop a stuck program, back to the friendly REPL
+        try:
+            self.t.read_until(b">>> ", REPL_PROMPT_S)
+        except TransportError:
+            raise NoMicroPython(
+                f"{self.port}: no MicroPython here: neither the picostim application nor a MicroPython REPL "
+                f"answers (no reply to hello, no '>>>' after Ctrl-C). Is this a Pico with MicroPython? Install it "
+                f"with `picostim flash --uf2 micropython.uf2 -b BOARD -p PORT`") from None
         time.sleep(0.1)
         self.t.drain(quiet_s=0.1)
         repl.soft_reset(run_main=True)
@@ -189,12 +209,16 @@ class Device:
         return self.request("levels_get")["levels_ua"]
 
     def levels_set(self, levels_ua: list[int] | None = None, *, level: int | None = None, ua: int | None = None,
-                   operator: str = "") -> list[int]:
+                   operator: str | None = None, utc: str | None = None) -> list[int]:
+        """Write the level table (or one level). The audit entry gets `operator` (the device refuses an empty one;
+        omitted: "unknown") and the host's UTC time (`utc`, default now: the board has no calendar clock)."""
+        who = {} if operator is None else {"operator": operator}
+        who["utc"] = utc or utc_now()
         if levels_ua is not None:
-            return self.request("levels_set", levels_ua=list(levels_ua), operator=operator)["levels_ua"]
+            return self.request("levels_set", levels_ua=list(levels_ua), **who)["levels_ua"]
         if level is None or ua is None:
             raise ValueError("levels_set needs levels_ua, or level and ua")
-        return self.request("levels_set", level=level, ua=ua, operator=operator)["levels_ua"]
+        return self.request("levels_set", level=level, ua=ua, **who)["levels_ua"]
 
     def start(self, level: int, program: str | None = None, duration_s: float | None = None, zone: str | None = None,
               raise_to_level: bool = True, **waveform) -> dict:
@@ -333,7 +357,8 @@ class Device:
         return self._tel_us
 
     def telemetry_samples(self, ev: dict) -> list[dict]:
-        """One telemetry event -> its samples, each {seq, t_ms, t_us, i_ua, v_mv, setpoint_ua, state, samples}
+        """One telemetry event -> its samples, each {seq, t_ms, t_us, i_ua (None: no fresh measurement), v_mv, fresh,
+        age_ms, setpoint_ua, state, samples, program, burst}
         (a batch event carries n samples `dt_us` apart from `t0_us`; a single-sample event is passed through)."""
         if not isinstance(ev.get("i_ua"), list):
             return [ev]
@@ -342,13 +367,18 @@ class Device:
         if self._tel_ms_base is None:
             # device ms of this stream's first sample: the batch went out at t_ms, its last sample a little before
             self._tel_ms_base = ev.get("t_ms", 0) - (n - 1) * dt / 1000 - t0 / 1000
-        common = {k: ev[k] for k in ("setpoint_ua", "state", "samples", "zone", "zone_limit_ua") if k in ev}
+        common = {k: ev[k] for k in ("setpoint_ua", "state", "samples", "program", "burst", "zone", "zone_limit_ua")
+                  if k in ev}
+        ages = ev.get("age_ms") or ()
         out = []
         for k in range(n):
             t_us = t0 + k * dt
+            i_ua = ev["i_ua"][k]
             out.append({"ev": ev.get("ev"), "seq": None if seq is None else seq + k,
                         "t_ms": round(self._tel_ms_base + t_us / 1000, 3), "t_us": t_us,
-                        "i_ua": ev["i_ua"][k], "v_mv": ev["v_mv"][k] if k < len(ev.get("v_mv", ())) else None,
+                        "i_ua": i_ua, "v_mv": ev["v_mv"][k] if k < len(ev.get("v_mv", ())) else None,
+                        # null i_ua: the device has no fresh measurement (burst off, no supervisor sample yet)
+                        "fresh": i_ua is not None, "age_ms": ages[k] if k < len(ages) else None,
                         **common})
         return out
 

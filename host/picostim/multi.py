@@ -29,10 +29,13 @@ class BoardResult:
     detail: str = ""
     written: int = 0
     removed: int = 0
+    bundle: str = ""
+    quick: bool = False
 
 
 def flash_one(spec: str, board: str, uf2_file: Path | None = None, firmware_dir: Path | None = None,
-              progress=None, handshake: bool = True) -> BoardResult:
+              progress=None, handshake: bool = True, bundle=None, verify: bool = True,
+              reprovision: bool = False) -> BoardResult:
     """UF2 (optional) + application deploy on one board; never raises (the result says what happened)."""
     t0 = time.monotonic()
     res = BoardResult(port=spec, board=board)
@@ -45,15 +48,18 @@ def flash_one(spec: str, board: str, uf2_file: Path | None = None, firmware_dir:
                 from . import uf2
                 port = uf2.install(Path(uf2_file), port=port, progress=progress)
             with SerialTransport(port) as t:
-                r = deploy_mod.deploy(t, board, firmware_dir=firmware_dir, handshake=handshake, progress=progress)
+                r = deploy_mod.deploy(t, board, firmware_dir=firmware_dir, handshake=handshake, progress=progress,
+                                      bundle=bundle, verify=verify, reprovision=reprovision)
             res.written, res.removed = len(r.written), len(r.removed)
-            res.version = r.version
+            res.version, res.bundle, res.quick = r.version, r.bundle, r.quick
             if r.hello:
                 res.unique_id = str(r.hello.get("uid", "?"))
                 res.version = str(r.hello.get("fw", r.version))
             res.ok = True
             res.result = (f"{len(r.written)} written, {len(r.removed)} removed, {r.bytes_sent / 1000:.1f} kB, "
-                          f"all verified" if r.changed else "up to date, nothing sent")
+                          f"all verified" if r.changed else
+                          f"up to date (bundle reported, {r.seconds * 1000:.0f} ms)" if r.quick else
+                          "up to date, every file verified, nothing sent")
     except Exception as e:  # noqa: BLE001 - one board's failure must not stop the tray
         res.result = "FAILED"
         res.detail = str(e) or type(e).__name__
@@ -62,8 +68,8 @@ def flash_one(spec: str, board: str, uf2_file: Path | None = None, firmware_dir:
 
 
 def flash_many(specs: list[str], board: str, uf2_file: Path | None = None, firmware_dir: Path | None = None,
-               console: Console | None = None, handshake: bool = True, show_progress: bool = True
-               ) -> list[BoardResult]:
+               console: Console | None = None, handshake: bool = True, show_progress: bool = True,
+               bundle=None, verify: bool = True, reprovision: bool = False) -> list[BoardResult]:
     console = console or Console()
     results: list[BoardResult | None] = [None] * len(specs)
     cols = [TextColumn("{task.fields[port]:<14}"), TextColumn("{task.fields[stage]:<10}"), BarColumn(),
@@ -89,7 +95,8 @@ def flash_many(specs: list[str], board: str, uf2_file: Path | None = None, firmw
             return cb
 
         def work(i):
-            results[i] = flash_one(specs[i], board, uf2_file, firmware_dir, make_cb(tasks[i]), handshake)
+            results[i] = flash_one(specs[i], board, uf2_file, firmware_dir, make_cb(tasks[i]), handshake,
+                                   bundle=bundle, verify=verify, reprovision=reprovision)
             if prog is not None:
                 with lock:
                     prog.update(tasks[i], stage="done" if results[i].ok else "FAILED")
@@ -104,10 +111,10 @@ def flash_many(specs: list[str], board: str, uf2_file: Path | None = None, firmw
 
 def summary_table(results: list[BoardResult]) -> Table:
     t = Table(title="picostim flash")
-    for c in ("port", "unique_id", "board", "version", "result", "seconds"):
-        t.add_column(c, justify="right" if c == "seconds" else "left", no_wrap=c in ("unique_id", "version"))
+    for c in ("port", "unique_id", "board", "version", "bundle", "result", "seconds"):
+        t.add_column(c, justify="right" if c == "seconds" else "left", no_wrap=c in ("unique_id", "version", "bundle"))
     for r in results:
         style = "green" if r.ok else "red"
-        t.add_row(r.port, r.unique_id, r.board, r.version,
+        t.add_row(r.port, r.unique_id, r.board, r.version, r.bundle[:12],
                   f"[{style}]{r.result}[/]" + (f"\n{r.detail}" if r.detail else ""), f"{r.seconds:.1f}")
     return t

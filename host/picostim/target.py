@@ -21,6 +21,17 @@ def sim_board(spec: str, default: str | None = None) -> str:
     return spec.split(":", 1)[1] if ":" in spec else (default or DEFAULT_SIM_BOARD)
 
 
+class BoardMismatch(ValueError):
+    pass
+
+
+def check_sim_board(spec: str | None, board: str | None) -> None:
+    """`sim:<board>` names the virtual unit's hardware: flashing it with another board's profile is refused."""
+    if board and is_sim(spec) and ":" in spec and sim_board(spec) != board:
+        raise BoardMismatch(f"--port {spec} is a {sim_board(spec)} unit but --board is {board}: use --port sim:{board}"
+                            f" or --board {sim_board(spec)}")
+
+
 @dataclass
 class Target:
     port: str
@@ -41,7 +52,7 @@ def default_port() -> str | None:
 
 @contextlib.contextmanager
 def open_target(spec: str | None, board: str | None = None, deploy_app: bool = True, load: str = "2k",
-                flash_dir=None, quiet: bool = True) -> Iterator[Target]:
+                flash_dir=None, quiet: bool = True, seed: int | None = None) -> Iterator[Target]:
     """Yield a Target for `spec`; a virtual board is started (and flashed when `deploy_app`) and closed after."""
     spec = spec or default_port()
     if spec is None:
@@ -49,11 +60,14 @@ def open_target(spec: str | None, board: str | None = None, deploy_app: bool = T
     if not is_sim(spec):
         yield Target(port=spec, spec=spec, board=board)
         return
-    from .sim import VirtualBoard
+    check_sim_board(spec, board)
+    from .sim import VirtualBoard, engine_from_env
     name = sim_board(spec, board)
     # A deterministic virtual clock by default: a busy host then cannot stretch virtual time into a watchdog reset.
     clock = os.environ.get("PICOSTIM_SIM_CLOCK", "model")
-    with VirtualBoard(board=name, load=load, flash_dir=flash_dir, clock=clock, seed=next(_sim_seeds)) as vb:
+    # $PICOSTIM_ENGINE=emu (with $PICOSTIM_MICROPYTHON_UF2) runs the official image in the RP2040 emulator
+    with VirtualBoard(board=name, load=load, flash_dir=flash_dir, clock=clock,
+                      seed=next(_sim_seeds) if seed is None else seed, engine=engine_from_env()) as vb:
         wait_alive(vb.port)
         if deploy_app:
             from . import deploy

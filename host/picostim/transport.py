@@ -8,6 +8,7 @@ Thin wrapper over pyserial that adds what every layer above needs:
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import time
 
@@ -15,6 +16,9 @@ import serial
 
 DEFAULT_BAUD = 115200
 
+
+trace = logging.getLogger("picostim.serial")   # every byte in and out at DEBUG (`picostim -v`, `--log FILE`)
+TRACE_MAX = 512                                 # bytes of one read/write shown in the trace
 
 class TransportError(Exception):
     """The serial link failed (closed, vanished, timed out)."""
@@ -90,7 +94,9 @@ class SerialTransport:
     def _open_once(self) -> serial.Serial:
         try:
             if "://" in self.port:
-                return serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0, write_timeout=5)
+                # pyserial's rfc2217 client refuses a write timeout (its writes wait on the socket instead)
+                wt = None if self.port.startswith("rfc2217://") else 5
+                return serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0, write_timeout=wt)
             if not os.path.exists(self.port):
                 raise PortNotFoundError(f"{self.port}: no such serial port (is the board plugged in?)")
             return serial.Serial(self.port, baudrate=self.baudrate, timeout=0, write_timeout=5, exclusive=True)
@@ -141,6 +147,8 @@ class SerialTransport:
         except (OSError, serial.SerialException) as e:
             raise TransportError(f"{self.port}: write failed ({e}); was the board reset or unplugged?") from e
         self.bytes_out += len(data)
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("%s > %r", self.port, data[:TRACE_MAX])
 
     def _fill(self, timeout: float) -> bool:
         """Read whatever arrives within `timeout` into the buffer; True if anything came."""
@@ -159,6 +167,8 @@ class SerialTransport:
         if chunk:
             self._buf += chunk
             self.bytes_in += len(chunk)
+            if trace.isEnabledFor(logging.DEBUG):
+                trace.debug("%s < %r", self.port, chunk[:TRACE_MAX])
             return True
         return False
 

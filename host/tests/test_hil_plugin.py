@@ -162,3 +162,160 @@ def test_cli_builds_pytest_args():
     assert args[args.index("--dut") + 1] == "sim" and args[args.index("-n") + 1] == "2"
     assert args[args.index("--junitxml") + 1] == os.path.join("out", "junit.xml")
     assert args[-2:] == ["--maxfail", "3"] and "-k" in args and "--load" in args
+
+
+# -- issue 15: an interrupted run is INCOMPLETE; JUnit is named and JSON; console keeps test parameters --------
+INTERRUPTED_SCRATCH = textwrap.dedent('''
+    import pathlib, time
+
+    def test_done(measure):
+        measure("x", 1, "V", low=0)
+
+    def test_cut_a(measure):
+        measure("y", 1, "V", low=0)
+        pathlib.Path("started_a").touch()
+        time.sleep(60)
+
+    def test_cut_b(measure):
+        pathlib.Path("started_b").touch()
+        time.sleep(60)
+
+    def test_never_started(measure):
+        time.sleep(60)
+''')
+
+
+def test_interrupted_run_is_recorded_incomplete(tmp_path):
+    import signal
+    import time
+    import xml.etree.ElementTree as ET
+    (tmp_path / "test_cut.py").write_text(INTERRUPTED_SCRATCH)
+    rep = tmp_path / "rep"
+    p = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_cut.py", "-n", "2",
+                          "--hil-report", str(rep), "--junitxml", str(rep / "junit.xml")], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 60
+        while not ((tmp_path / "started_a").exists() and (tmp_path / "started_b").exists()):
+            assert time.monotonic() < end and p.poll() is None, "tests did not start"
+            time.sleep(0.1)
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    rec = _record(tmp_path)
+    assert rec["outcome"] == "INCOMPLETE", out
+    tests = {t["nodeid"].split("::")[1]: t for t in rec["tests"]}
+    assert tests["test_done"]["outcome"] == "passed"
+    for name in ("test_cut_a", "test_cut_b"):
+        assert tests[name]["outcome"] == "incomplete", tests[name]
+    assert rec["summary"]["passed"] == 1 and rec["summary"]["incomplete"] == 2
+    html = (rep / "report.html").read_text()
+    assert "INCOMPLETE" in html and "2 did not finish" in html
+    root = ET.parse(rep / "junit.xml").getroot()
+    cases = root.iter("testcase")
+    names = {}
+    for c in cases:
+        assert c.get("name"), ET.tostring(c)
+        names[c.get("name")] = c
+    junit = (rep / "junit.xml").read_text()
+    for name in ("test_cut_a", "test_cut_b"):
+        assert name in names, junit
+        assert names[name].find("error") is not None, ET.tostring(names[name])
+
+
+def test_junit_properties_are_json(tmp_path):
+    import xml.etree.ElementTree as ET
+    _run(tmp_path)
+    props = [p for p in ET.parse(tmp_path / "rep" / "junit.xml").getroot().iter("property")
+             if p.get("name") == "picostim_measurement"]
+    assert props
+    for p in props:
+        doc = json.loads(p.get("value"))
+        assert {"name", "value", "unit", "low", "high", "outcome"} <= set(doc)
+
+
+def test_summary_failure_lines_keep_test_parameters():
+    import io
+    from rich.console import Console
+    from picostim.cli.hil import _summary_table
+    rec = R.RecordBuilder()
+    rec.tests["hil_tests/test_waveform.py::test_amplitude[highest-2k]"] = {
+        "nodeid": "hil_tests/test_waveform.py::test_amplitude[highest-2k]", "outcome": "failed", "duration_s": 1.0,
+        "retries": 0, "attempts": [], "waveforms": [], "message": "AssertionError: [bold] 5 != 6",
+        "measurements": [{"name": "amp[pos]", "value": 1, "unit": "uA", "low": 2, "high": 3, "outcome": "FAIL"}]}
+    buf = io.StringIO()
+    _summary_table(rec.finish(1), Console(file=buf, width=200, color_system=None))
+    text = buf.getvalue()
+    assert "test_amplitude[highest-2k]" in text and "[bold] 5 != 6" in text and "amp[pos] = 1 uA" in text
+
+
+OPENHTF_SCRATCH = textwrap.dedent('''
+    def test_three_measurements(measure):
+        measure("first", 5, "V", high=1)          # fails, the test goes on (OpenHTF style)
+        measure("second", 0.5, "V", high=1)
+        measure("width", 10_000_000, "ns", low=1_000, high=2_000)   # fails too; recorded in us
+
+    def test_fails_then_raises(measure):
+        measure("pulses", 0, "", low=1)
+        [][0]
+''')
+
+
+def test_failed_test_records_every_measurement_in_us(tmp_path):
+    (tmp_path / "test_htf.py").write_text(OPENHTF_SCRATCH)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_htf.py",
+                           "--hil-report", "rep"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout
+    rec = R.load(tmp_path / "rep" / "record.json")
+    t = {x["nodeid"].split("::")[1]: x for x in rec["tests"]}
+    ms = t["test_three_measurements"]["measurements"]
+    assert [m["name"] for m in ms] == ["first", "second", "width"]
+    assert [m["outcome"] for m in ms] == ["FAIL", "PASS", "FAIL"]
+    assert ms[2]["unit"] == "us" and ms[2]["value"] == 10000.0 and ms[2]["low"] == 1.0
+    assert t["test_three_measurements"]["outcome"] == "failed"
+    msg = t["test_three_measurements"]["message"]
+    assert "first" in msg and "width = 10000.000 us" in msg and "e+" not in msg
+    bad = t["test_fails_then_raises"]
+    assert bad["outcome"] == "failed" and "pulses = 0" in bad["message"] and "IndexError" in bad["message"]
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "10000.000" in html and "1e+07" not in html
+
+
+def test_waveform_plot_has_limit_band_and_requested_value():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    from unittest import mock
+    w = {"name": "i", "t_us": [0, 100, 200, 300], "series": {"I": [0, 400, 0, -400]}, "unit": "uA",
+         "requested": 400.0, "limits": [380.0, 420.0]}
+    from matplotlib.axes import Axes
+    with mock.patch.object(Axes, "axhspan", wraps=None, autospec=True) as span, \
+            mock.patch.object(Axes, "axhline", autospec=True) as line:
+        H.plot_png(w)
+    assert span.call_args.args[1:3] == (380.0, 420.0)
+    assert 400.0 in [c.args[1] for c in line.call_args_list]
+    tm = M.TestMeasurements()
+    wf = tm.waveform("i", [0, 1], {"I": [0, 1]}, requested=400, limits=(380, 420))
+    assert wf.to_dict()["requested"] == 400.0 and wf.to_dict()["limits"] == [380.0, 420.0]
+
+
+def test_report_names_the_dut_of_each_test_and_the_firmware_hash():
+    rec = R.RecordBuilder()
+    rep = type("Rep", (), {})()
+    rep.nodeid, rep.when, rep.duration, rep.failed, rep.skipped, rep.passed = "t.py::test_a", "call", 0.1, False, \
+        False, True
+    rep.longrepr = None
+    rep.user_properties = [(M.PROP_DUT, M.prop({"uid": "0123456789abcdef", "fw": "0.1.0", "fw_hash": "ab" * 32,
+                                                 "board": "handheld-home", "port": "sim"}))]
+    rec.add_report(rep)
+    data = rec.finish(0)
+    assert data["tests"][0]["dut"] == "0123456789abcdef"
+    html = H.render(data)
+    assert "0123456789abcdef" in html.split("<h2>Tests</h2>")[1] and "ab" * 32 in html
+
+
+def test_quiet_hil_shows_no_full_tracebacks():
+    from picostim.cli.hil import build_pytest_args
+    args = build_pytest_args("sim", "sim", "out", True, None, 1, None, None, ())
+    assert "--tb=line" in args

@@ -101,7 +101,10 @@ def test_import_refuses_corrupt_and_over_cap_files(vb, tmp_path):
 
 
 def test_run_stop_and_monitor_csv_plot(vb, tmp_path):
-    r = run("run", "--level", "2", "--duration", "30", "--port", vb.port)
+    # a 50 Hz waveform: every 20 ms telemetry sample then carries a fresh measurement (the board's default
+    # program, microcurrent, pulses at 0.5 Hz)
+    r = run("run", "--level", "2", "--duration", "30", "--phase-us", "200", "--gap-us", "50", "--rate-hz", "50",
+            "--port", vb.port)
     assert r.exit_code == 0, r.output
     assert '"phase_us"' in r.output
     out_csv, out_png = tmp_path / "t.csv", tmp_path / "t.png"

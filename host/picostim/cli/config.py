@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import main
-from ._common import device_session, friendly_errors, port_option, profile_for
+from ._common import check_operator, check_output_file, device_session, emit_json, json_option, say_if_ephemeral, friendly_errors, operator_default, port_option, profile_for
 from .. import settings
 
 EXPORT_FORMAT = 1
@@ -69,7 +70,7 @@ def config_set(port, assignments, no_host_check):
             raise click.ClickException(f"{a!r}: expected KEY=VALUE")
         k, v = a.split("=", 1)
         partial[k.strip()] = settings.parse_value(v.strip())
-    with device_session(port) as (dev, _):
+    with device_session(port) as (dev, tgt):
         if not no_host_check:
             hello = dev.hello()
             merged = {**dev.config_get(), **partial}
@@ -77,6 +78,7 @@ def config_set(port, assignments, no_host_check):
         applied = dev.config_set(partial)
     for k, v in sorted(applied.items()):
         click.echo(f"{k} = {json.dumps(v)}")
+    say_if_ephemeral(tgt, "the new settings")
 
 
 def _snapshot(dev) -> dict:
@@ -91,6 +93,7 @@ def _snapshot(dev) -> dict:
 @friendly_errors
 def config_export(port, file):
     """Write config and level table to FILE (or stdout) as JSON."""
+    check_output_file(file, "FILE")
     with device_session(port) as (dev, _):
         doc = _snapshot(dev)
     text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
@@ -104,9 +107,11 @@ def config_export(port, file):
 @config.command("diff")
 @port_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@click.option("--exit-code", is_flag=True, help="exit 1 when the device differs from FILE (as `git diff --exit-code`)")
 @friendly_errors
-def config_diff(port, file):
-    """Compare the device with an exported FILE (exit code 0 either way)."""
+def config_diff(port, file, as_json, exit_code):
+    """Compare the device with an exported FILE (exit code 0 either way, unless --exit-code)."""
     want = read_export(file)
     with device_session(port) as (dev, _):
         have = _snapshot(dev)
@@ -117,26 +122,32 @@ def config_diff(port, file):
             rows.append((f"config.{k}", json.dumps(a), json.dumps(b)))
     if "levels_ua" in want and want["levels_ua"] != have["levels_ua"]:
         rows.append(("levels_ua", json.dumps(have["levels_ua"]), json.dumps(want["levels_ua"])))
-    if not rows:
+    if as_json:
+        emit_json({"identical": not rows, "file": str(file),
+                   "differences": [{"setting": k, "device": json.loads(a), "file": json.loads(b)} for k, a, b in rows]})
+    elif not rows:
         click.echo("identical")
-        return
-    t = Table(title=f"device vs {file}")
-    for c in ("setting", "device", "file"):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*r)
-    Console().print(t)
+    else:
+        t = Table(title=f"device vs {file}")
+        for c in ("setting", "device", "file"):
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*(Text(x) for x in r))
+        Console().print(t)
+    if rows and exit_code:
+        raise SystemExit(1)
 
 
 @config.command("import")
 @port_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--operator", default=lambda: os.environ.get("USER", "unknown"), help="name in the audit log")
+@click.option("--operator", default=operator_default, callback=check_operator,
+              help="name in the audit log ($PICOSTIM_OPERATOR, else $USER)")
 @friendly_errors
 def config_import(port, file, operator):
     """Apply an exported FILE (checked against the board profile first)."""
     doc = read_export(file)
-    with device_session(port) as (dev, _):
+    with device_session(port) as (dev, tgt):
         hello = dev.hello()
         profile = profile_for(hello)
         if doc.get("board") not in (None, hello.get("board")):
@@ -150,3 +161,4 @@ def config_import(port, file, operator):
         if levels is not None and levels != dev.levels_get():
             dev.levels_set(levels, operator=operator)
         click.echo(f"imported {file}: config {dev.config_get()}, levels {dev.levels_get()}")
+    say_if_ephemeral(tgt, "the imported settings")

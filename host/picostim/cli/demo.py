@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import main
-from ._common import friendly_errors
+from ._common import check_board, check_load, check_output_file, friendly_errors
 
 
 def _wait_running(dev, timeout_s: float = 20.0) -> dict:
@@ -76,20 +76,32 @@ def plot(results: list[dict], path: Path, board: str) -> None:
     plt.close(fig)
 
 
+def _levels_param(ctx, param, value):
+    try:
+        levels = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give level numbers separated by commas, e.g. 1,3,5") from None
+    if not levels or min(levels) < 1:
+        raise click.BadParameter(f"{value!r}: levels are numbered from 1")
+    return levels
+
+
 @main.command()
-@click.option("--board", "-b", default="handheld-home", show_default=True)
-@click.option("--load", default="2k", show_default=True, help="electrode load: 500, 2k, 10k, skin, ...")
-@click.option("--levels", "levels_text", default="1,3,5", show_default=True, help="levels to run")
+@click.option("--board", "-b", default="handheld-home", show_default=True, callback=lambda c, p, v: check_board(v) and v)
+@click.option("--load", default="2k", show_default=True, help="electrode load: 500, 2k, 10k, skin, ...",
+              callback=lambda c, p, v: check_load(v))
+@click.option("--levels", "levels", default="1,3,5", show_default=True, help="levels to run",
+              callback=_levels_param)
 @click.option("--phase-us", type=int, default=200, show_default=True)
 @click.option("--gap-us", type=int, default=100, show_default=True)
-@click.option("--rate-hz", type=float, default=50.0, show_default=True)
+@click.option("--rate-hz", "--rate", "rate_hz", type=float, default=50.0, show_default=True)
 @click.option("--capture-s", type=float, default=0.5, show_default=True, help="rig capture per level (s)")
 @click.option("--clock", type=click.Choice(["model", "cpu", "realtime"]), default="model", show_default=True,
               help="virtual clock: model = deterministic, cpu = host-speed scaled to RP2040 speed")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=Path("demo.png"),
               show_default=True)
 @friendly_errors
-def demo(board, load, levels_text, phase_us, gap_us, rate_hz, capture_s, clock, plot_file):
+def demo(board, load, levels, phase_us, gap_us, rate_hz, capture_s, clock, plot_file):
     """Virtual board end to end: flash, stimulate at a few levels, measure at the electrodes, plot."""
     from .. import deploy
     from ..device import Device
@@ -97,8 +109,11 @@ def demo(board, load, levels_text, phase_us, gap_us, rate_hz, capture_s, clock, 
     from ..target import wait_alive
     from ..transport import SerialTransport
 
+    check_output_file(plot_file, "--plot")
+    n_levels = len(check_board(board)["levels_ua"])
+    if max(levels) > n_levels:
+        raise click.BadParameter(f"{board} has levels 1..{n_levels}", param_hint="--levels")
     console = Console(width=max(110, Console().width))
-    levels = [int(x) for x in levels_text.split(",") if x.strip()]
     t_start = time.monotonic()
     with VirtualBoard(board=board, load=load, clock=clock) as vb:
         console.print(f"virtual board [bold]{board}[/] on {vb.port}, load {load}, clock {clock}")
@@ -108,6 +123,7 @@ def demo(board, load, levels_text, phase_us, gap_us, rate_hz, capture_s, clock, 
             console.print("flash: " + r.summary())
             r2 = deploy.deploy(t, board)
             console.print("flash again: " + r2.summary() + f" ({r2.seconds:.2f} s)")
+            console.print("flash again, without --verify: " + deploy.deploy(t, board, verify=False).summary())
             dev = Device(t, owns_transport=False)
             hello = dev.hello()
             console.print(f"hello: fw {hello.get('fw')}, board {hello.get('board')}, uid {hello.get('uid')}, "

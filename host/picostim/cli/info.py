@@ -46,7 +46,7 @@ def info(port, list_only, as_json):
     t = Table(title=f"picostim board on {port}", show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
-    for k in ("board", "uid", "fw", "proto", "cap_ua", "ceiling_ua", "levels_ua", "programs", "reset_cause",
+    for k in ("board", "uid", "fw", "bundle", "proto", "cap_ua", "ceiling_ua", "levels_ua", "programs", "reset_cause",
               "config_status"):
         t.add_row(k, str(hello.get(k)))
     for k in ("state", "level", "setpoint_ua", "program", "remaining_s", "fault", "charging", "contact"):

@@ -9,16 +9,13 @@ import time
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import main
-from ._common import device_session, friendly_errors, port_option, profile_for
+from ._common import check_operator, device_session, emit_json, json_option, say_if_ephemeral, friendly_errors, operator_default, port_option, profile_for
 from .. import settings
 from ..device import DeviceError
 from ..shared import codes
-
-
-def _operator_default():
-    return os.environ.get("PICOSTIM_OPERATOR") or os.environ.get("USER") or "unknown"
 
 
 @main.group()
@@ -28,13 +25,20 @@ def levels():
 
 @levels.command("show")
 @port_option
+@json_option
 @friendly_errors
-def levels_show(port):
+def levels_show(port, as_json):
     """The level table, the board cap and each treatment zone's limit (with what every level gives there)."""
     with device_session(port) as (dev, _):
         hello = dev.hello()
         table = dev.levels_get()
         zones, current = _zones_of(dev, hello)
+    if as_json:
+        emit_json({"board": hello.get("board"), "uid": hello.get("uid"), "cap_ua": hello.get("cap_ua"),
+                   "levels_ua": table, "zone": current,
+                   "zones": [{"name": z["name"], "limit_ua": z["limit_ua"], "programs": z["programs"],
+                              "levels_ua": [min(ua, z["limit_ua"]) for ua in table]} for z in zones]})
+        return
     t = Table(title=f"{hello.get('board')} {hello.get('uid')} (cap {hello.get('cap_ua')} µA)")
     t.add_column("level", justify="right")
     t.add_column("µA", justify="right")
@@ -71,14 +75,15 @@ def _zones_of(dev, hello) -> tuple[list[dict], str | None]:
 @click.argument("level", type=int, required=False)
 @click.argument("ua", type=int, required=False)
 @click.option("--table", "table_text", help="the whole table, comma separated (e.g. 80,160,240,320,400)")
-@click.option("--operator", default=_operator_default, help="name recorded in the device's audit log")
+@click.option("--operator", default=operator_default, callback=check_operator,
+              help="name recorded in the device's audit log ($PICOSTIM_OPERATOR, else $USER)")
 @click.option("--no-host-check", is_flag=True, help="send without the host-side check (the device still checks)")
 @friendly_errors
 def levels_set(port, level, ua, table_text, operator, no_host_check):
     """Set LEVEL to UA microamps (or the whole --table); written atomically with an audit entry on the device."""
     if table_text is None and (level is None or ua is None):
         raise click.ClickException("give LEVEL UA, or --table a,b,c")
-    with device_session(port) as (dev, _):
+    with device_session(port) as (dev, tgt):
         hello = dev.hello()
         current = dev.levels_get()
         if table_text is not None:
@@ -94,24 +99,59 @@ def levels_set(port, level, ua, table_text, operator, no_host_check):
                 settings.with_level(profile_for(hello), current, level, ua)
             applied = dev.levels_set(level=level, ua=ua, operator=operator)
     click.echo(f"levels_ua {current} -> {applied}")
+    say_if_ephemeral(tgt, "the new level table")
+
+
+AUDIT_COLUMNS = ("seq", "utc", "operator", "level", "before_ua", "after_ua")   # utc: the host's time at the change
 
 
 @levels.command("audit")
 @port_option
+@json_option
 @friendly_errors
-def levels_audit(port):
+def levels_audit(port, as_json):
     """The device's audit log of level changes."""
     with device_session(port) as (dev, _):
         entries = dev.audit()
+    if as_json:
+        emit_json({"entries": entries})
+        return
     t = Table(title="audit log")
-    for c in ("seq", "t", "operator", "level", "before_ua", "after_ua"):
-        t.add_column(c)
+    for c in AUDIT_COLUMNS:
+        t.add_column(c, no_wrap=True)
     for e in entries:
-        t.add_row(*(str(e.get(c)) for c in ("seq", "t", "operator", "level", "before_ua", "after_ua")))
-    Console().print(t)
+        # operator names are data: "[bold]" or "tech [night shift]" must show as typed, not as rich markup
+        t.add_row(*(Text("" if e.get(c) is None else str(e.get(c))) for c in AUDIT_COLUMNS))
+    Console(width=max(120, Console().width)).print(t)
 
 
 # -- tune ------------------------------------------------------------------------------------------------------
+class StatusLine:
+    """One status line redrawn in place on a terminal (carriage return + erase line), at most every `every_s`;
+    to a pipe or file a line is written only when its text changes."""
+
+    def __init__(self, stream=None, every_s: float = 0.2):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.every_s = every_s
+        self.last_text = None
+        self.last_t = 0.0
+
+    def show(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if text == self.last_text or (not force and now - self.last_t < self.every_s):
+            return
+        self.stream.write(("\r\x1b[2K" + text) if self.tty else text + "\n")
+        self.stream.flush()
+        self.last_text, self.last_t = text, now
+
+    def end(self) -> None:
+        if self.tty and self.last_text is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+        self.last_text = None
+
+
 KEYS_UP = (b"\x1b[A", b"+", b"k", b"u")
 KEYS_DOWN = (b"\x1b[B", b"-", b"j", b"d")
 
@@ -158,15 +198,19 @@ class _Keys:
 @port_option
 @click.option("--level", "-l", "level", type=int, required=True, help="level to tune (1-based)")
 @click.option("--step", type=click.IntRange(1, 100), default=5, show_default=True, help="µA per key press")
-@click.option("--operator", default=_operator_default, help="name recorded in the audit log on save")
+@click.option("--operator", default=operator_default, callback=check_operator,
+              help="name recorded in the audit log on save ($PICOSTIM_OPERATOR, else $USER)")
 @click.option("--duration", type=float, default=600, show_default=True, help="session length while tuning (s)")
-@click.option("--rate", "telemetry_hz", type=int, default=20, show_default=True, help="telemetry rate (Hz)")
+@click.option("--rate-hz", "--rate", "telemetry_hz", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="telemetry rate (Hz)")
+@click.option("--program", default=None,
+              help="program to stimulate with while tuning (default: the device's default program)")
 @click.option("--zone", help="treatment zone to tune in: its limit holds whatever the level's µA")
 @friendly_errors
-def levels_tune(port, level, step, operator, duration, telemetry_hz, zone):
+def levels_tune(port, level, step, operator, duration, telemetry_hz, program, zone):
     """Interactive: stimulate at LEVEL, Up/Down (or +/-) change its µA live (device-ramped) with the measured
     current shown; `s` saves (atomic, audit entry), `q` quits (unsaved changes are discarded)."""
-    with device_session(port) as (dev, _):
+    with device_session(port) as (dev, tgt):
         hello = dev.hello()
         profile = profile_for(hello)
         cap = settings.cap_ua(profile)
@@ -174,28 +218,28 @@ def levels_tune(port, level, step, operator, duration, telemetry_hz, zone):
         if not 1 <= level <= len(table):
             raise click.ClickException(f"level must be 1..{len(table)}")
         saved = table[level - 1]
+        table_before = list(table)
         trial = saved
         live_mode = "trial"      # set_level with ua (not persisted); falls back to levels_set if unsupported
-        started = dev.start(level=level, duration_s=duration, zone=zone)   # (raised to `level` if it starts low)
+        applied = dev.start(level=level, duration_s=duration, program=program, zone=zone)  # (raised if it starts low)
         zone_note = ""
-        if started.get("zone") is not None:
-            zone_note = f", zone {started['zone']} limit {started.get('zone_limit_ua')} µA"
+        if applied.get("zone") is not None:
+            zone_note = f", zone {applied['zone']} (limit {applied.get('zone_limit_ua')} µA)"
         dev.telemetry_enable(True, telemetry_hz)
         keys = _Keys()
-        measured, state, note = None, "?", ""
-        click.echo(f"tuning level {level} on {hello.get('board')} {hello.get('uid')} (cap {cap} µA, step {step} µA"
-                   f"{zone_note})"
+        measured, state, note, burst = None, "?", "", None
+        click.echo(f"tuning level {level} on {hello.get('board')} {hello.get('uid')} (cap {cap} µA, step {step} µA), "
+                   f"program {applied.get('program') or 'custom waveform'}{zone_note}"
                    f"\nUp/Down or +/- change µA, s = save, q = quit")
-        last_draw = 0.0
+        status_line = StatusLine()
 
         def draw(force=False):
-            nonlocal last_draw
-            now = time.monotonic()
-            if force or now - last_draw > 0.2:
-                m = "—" if measured is None else f"{measured:.0f}"
-                click.echo(f"level {level}: set {trial} µA (saved {saved} µA) measured {m} µA state {state}"
-                           f"{'  ' + note if note else ''}")
-                last_draw = now
+            if measured is None:
+                m = "— µA (no fresh sample" + (": burst off)" if burst == "off" else ")")
+            else:
+                m = f"{measured:.0f} µA"
+            status_line.show(f"level {level}: set {trial} µA (saved {saved} µA) measured {m} state {state}"
+                             f"{'  ' + note if note else ''}", force)
 
         def apply(new_ua):
             nonlocal live_mode, trial, note
@@ -246,13 +290,16 @@ def levels_tune(port, level, step, operator, duration, telemetry_hz, zone):
                 for ev in dev.poll_events(0.05):
                     if ev.get("ev") == codes.EV_TELEMETRY:
                         batch = dev.telemetry_samples(ev)       # (a batch of samples; show the newest)
-                        measured = batch[-1].get("i_ua") if batch else measured
+                        if batch:
+                            measured = batch[-1].get("i_ua")     # None: no fresh measurement (never a stale one)
                         state = ev.get("state", state)
+                        burst = ev.get("burst")
                     elif ev.get("ev") in (codes.EV_TRIP, codes.EV_PAUSE, codes.EV_SESSION_END):
                         note = f"event {ev.get('ev')}: {ev.get('reason')}"
                         draw(True)
                 draw()
         finally:
+            status_line.end()
             keys.restore()
             try:
                 dev.telemetry_enable(False)
@@ -260,3 +307,5 @@ def levels_tune(port, level, step, operator, duration, telemetry_hz, zone):
             except Exception:  # noqa: BLE001 - best effort on the way out; the device idles on its own too
                 pass
             click.echo(f"done: level {level} = {saved} µA" + ("" if trial == saved else f" (trial {trial} µA discarded)"))
+            if saved != table_before[level - 1]:
+                say_if_ephemeral(tgt, "the saved level")

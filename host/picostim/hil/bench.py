@@ -39,6 +39,9 @@ class BenchSettings:
     clock: str = "model"               # virtual board clock: model = deterministic, independent of host load
     seed: int = 0
     label: str = ""                    # bench name from a rigs file
+    engine: str = "unix"               # virtual board engine: unix (models) or emu (MicroPython image in rp2040js)
+    micropython: str | None = None     # the UF2 for engine emu
+    bundle: str | None = None          # a firmware bundle file to provision a real DUT with (picostim station)
 
     @property
     def is_sim(self) -> bool:
@@ -72,8 +75,10 @@ class BenchSettings:
         wid = 0
         if worker_id and worker_id.startswith("gw") and worker_id[2:].isdigit():
             wid = int(worker_id[2:])
+        from ..sim import engine_from_env
         return cls(dut=dut, board=board, rig=rig, load=str(load or DEFAULT_LOAD), seed=wid,
-                   label=str(entry.get("name", "")))
+                   label=str(entry.get("name", "")), engine=engine_from_env(),
+                   micropython=os.environ.get("PICOSTIM_MICROPYTHON_UF2"), bundle=entry.get("bundle"))
 
 
 def _rigs_entry(path, worker_id) -> dict:
@@ -101,11 +106,19 @@ def provision_flash(flash_dir: Path, board: str, firmware_dir=None) -> dict:
     version = deploy.firmware_version(Path(firmware_dir) if firmware_dir else None)
     image[deploy.MANIFEST] = deploy.make_manifest(image, version, board)
     flash_dir = Path(flash_dir)
+    fw_hash = deploy.sha256(image[deploy.MANIFEST])
     for dev_path, data in image.items():
         dst = flash_dir / dev_path.lstrip("/")
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(data)
-    return {"files": len(image), "version": version}
+    return {"files": len(image), "version": version, "fw_hash": fw_hash}
+
+
+def firmware_hash(board: str, firmware_dir=None) -> str:
+    """sha256 of the manifest `picostim flash` writes for this tree (the manifest holds every file's sha256)."""
+    from .. import deploy
+    fw = Path(firmware_dir) if firmware_dir else None
+    return deploy.sha256(deploy.make_manifest(deploy.build_image(board, fw), deploy.firmware_version(fw), board))
 
 
 def wipe_flash(flash_dir: Path) -> None:
@@ -124,6 +137,7 @@ class Bench:
     vb: object = None
     hello: dict = field(default_factory=dict)
     opened_s: float = 0.0
+    fw_hash: str | None = None     # sha256 of the deployed manifest (which holds every file's sha256)
 
     # -- life cycle ------------------------------------------------------------------------------------------------
     @classmethod
@@ -145,9 +159,14 @@ class Bench:
         from ..device import Device
         from ..sim import VirtualBoard
         s = self.settings
-        self.vb = VirtualBoard(board=s.board, load=s.load, clock=s.clock, seed=s.seed)
+        self.vb = VirtualBoard(board=s.board, load=s.load, clock=s.clock, seed=s.seed, engine=s.engine,
+                               micropython=s.micropython)
         self.vb.start()
-        provision_flash(self.vb.flash_dir, s.board, s.firmware_dir)
+        if self.vb.flash_dir is None:       # emu: the flash is the emulated chip's, installed as `picostim flash` does
+            self.vb.provision(s.board, s.firmware_dir)
+            self.fw_hash = firmware_hash(s.board, s.firmware_dir)
+        else:
+            self.fw_hash = provision_flash(self.vb.flash_dir, s.board, s.firmware_dir)["fw_hash"]
         self.vb.reset()
         self.rig = self.vb.rig
         if self.rig is None:
@@ -171,11 +190,25 @@ class Bench:
         s = self.settings
         self.rig = RigClient(s.rig)
         t = SerialTransport(s.dut)
-        deploy.deploy(t, s.board, Path(s.firmware_dir) if s.firmware_dir else None)
+        if s.bundle:
+            from ..bundle import read
+            # a unit already carrying this bundle (the station just flashed it) answers in one round trip
+            bundle = read(s.bundle)
+            deploy.deploy(t, bundle=bundle, verify=False)
+            self.fw_hash = deploy.sha256(bundle.manifest)
+        else:
+            deploy.deploy(t, s.board, Path(s.firmware_dir) if s.firmware_dir else None)
+            self.fw_hash = firmware_hash(s.board, s.firmware_dir)
         self.device = Device(t, owns_transport=True, timeout=REPLY_TIMEOUT_S)
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
 
     def close(self):
+        # The session ends with the output idle, whatever the last test left running (a real DUT outlives us).
+        if self.device is not None:
+            try:
+                self._dut_idle()
+            except Exception:  # noqa: BLE001 - best effort: a DUT that does not answer cannot be stopped from here
+                pass
         for obj in (self.device,):
             try:
                 if obj is not None:
@@ -194,10 +227,11 @@ class Bench:
     # -- identity (lands in the test record) ---------------------------------------------------------------------
     def dut_identity(self) -> dict:
         h = self.hello or {}
-        return {"uid": h.get("uid"), "fw": h.get("fw"), "proto": h.get("proto"), "board": h.get("board"),
+        return {"uid": h.get("uid"), "fw": h.get("fw"), "bundle": h.get("bundle"), "proto": h.get("proto"),
+                "board": h.get("board"),
                 "cap_ua": h.get("cap_ua"), "port": "sim" if self.vb is not None else self.settings.dut,
                 "virtual": self.vb is not None, "bench": self.settings.label or None,
-                "firmware_dir": self.settings.firmware_dir}
+                "firmware_dir": self.settings.firmware_dir, "fw_hash": self.fw_hash}
 
     def rig_identity(self) -> dict:
         ident = {}
@@ -238,7 +272,11 @@ class Bench:
         d.poll_events(0.05)
 
     def after_test(self):
-        pass
+        """A test may end (pass, fail, timeout, Ctrl-C) with the DUT stimulating: stop it before anything else."""
+        try:
+            self._dut_idle()
+        except Exception:  # noqa: BLE001 - a DUT that stopped answering is recovered before the next test
+            pass
 
     def recover(self):
         """The DUT stopped answering (a test hung, cut or reset it): reconnect, else power-cycle it."""

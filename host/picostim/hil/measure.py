@@ -11,6 +11,7 @@ want to gather several values before asserting.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -23,6 +24,14 @@ PROP_WAVEFORM = "picostim_waveform"
 PROP_DUT = "picostim_dut"
 PROP_RIG = "picostim_rig"
 PROP_ATTEMPT = "picostim_attempt"
+PROP_BUNDLE = "picostim_bundle"        # the DUT's firmware bundle hash (hello), per test: lands in JUnit
+PROP_PLACE = "picostim_place"     # the bench / labgrid place a test ran on
+PROPS = (PROP_MEASUREMENT, PROP_WAVEFORM, PROP_DUT, PROP_RIG, PROP_ATTEMPT, PROP_BUNDLE, PROP_PLACE)
+
+
+def prop(value) -> str:
+    """A user_property value as JSON text: JUnit XML then carries JSON, and xdist ships it as a plain string."""
+    return json.dumps(value, default=str, separators=(",", ":"))
 
 _MAX_WAVEFORM_POINTS = 4000  # per trace, keeps records small; a plot has no more pixels than this anyway
 
@@ -43,12 +52,22 @@ def _num(v, what):
     return v
 
 
-def _fmt(v) -> str:
+TIME_UNITS = ("us", "ms", "s")
+
+
+def fmt_value(v, unit: str = "") -> str:
+    """A number for people: times with fixed decimals (µs to the ns), never exponent notation."""
     if v is None:
         return "-"
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
+    if isinstance(v, bool) or not isinstance(v, float):
+        return str(v)
+    if unit in TIME_UNITS:
+        return f"{v:.3f}"
+    text = f"{v:.6g}"
+    return f"{v:.3f}" if "e" in text else text
+
+
+_fmt = fmt_value
 
 
 @dataclass
@@ -72,16 +91,17 @@ class Measurement:
         return self.outcome
 
     def limits_text(self) -> str:
+        u = self.unit
         if self.low is not None and self.high is not None:
-            return f"[{_fmt(self.low)}, {_fmt(self.high)}] {self.unit}"
+            return f"[{_fmt(self.low, u)}, {_fmt(self.high, u)}] {u}"
         if self.low is not None:
-            return f">= {_fmt(self.low)} {self.unit}"
+            return f">= {_fmt(self.low, u)} {u}"
         if self.high is not None:
-            return f"<= {_fmt(self.high)} {self.unit}"
+            return f"<= {_fmt(self.high, u)} {u}"
         return "(no limits)"
 
     def describe(self) -> str:
-        s = f"measurement {self.name} = {_fmt(self.value)} {self.unit}, limits {self.limits_text()}: {self.outcome}"
+        s = f"measurement {self.name} = {_fmt(self.value, self.unit)} {self.unit}, limits {self.limits_text()}: {self.outcome}"
         if self.note:
             s += f" ({self.note})"
         return s
@@ -99,6 +119,8 @@ class Waveform:
     unit: str = "uA"
     title: str = ""
     attempt: int = 1
+    requested: float | None = None     # the value asked for (drawn as a line)
+    limits: list | None = None         # [low, high] the measurements judge against (drawn as a band; a side may be None)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +155,8 @@ class TestMeasurements:
     waveforms: list = field(default_factory=list)
     attempt: int = 1
     _sink: object = None  # callable(key, value) that stores a user_property on the pytest item
+    defer: bool = False   # OpenHTF style (the plugin's fixture): record every measurement, fail after the test body
+    _deferred: list = field(default_factory=list)
 
     def __call__(self, name: str, value, unit: str, low=None, high=None, *, check: bool = True,
                  note: str = "") -> Measurement:
@@ -150,26 +174,42 @@ class TestMeasurements:
             high = _num(high, f"{name} high limit")
         if low is not None and high is not None and low > high:
             raise ValueError(f"measurement {name}: low limit {low} above high limit {high}")
+        if unit == "ns":    # times are recorded and shown in µs (3 decimals keep the ns)
+            value, unit = value / 1000, "us"
+            low = None if low is None else low / 1000
+            high = None if high is None else high / 1000
         m = Measurement(name=name, value=value, unit=unit, low=low, high=high, attempt=self.attempt, note=note)
         m.judge()
         self.measurements.append(m)
         if self._sink:
-            self._sink(PROP_MEASUREMENT, m.to_dict())
+            self._sink(PROP_MEASUREMENT, prop(m.to_dict()))
         if check and m.outcome == FAIL:
-            raise MeasurementFailure(m)
+            if self.defer:
+                self._deferred.append(m)
+            else:
+                raise MeasurementFailure(m)
         return m
 
-    def waveform(self, name: str, t_us, series: dict, unit: str = "uA", title: str = "") -> Waveform:
-        """Attach a captured trace (plotted in the HTML report)."""
+    def pop_deferred(self) -> list:
+        """Failed (checked) measurements recorded since the last call: the test fails on them after its body."""
+        out, self._deferred[:] = list(self._deferred), []
+        return out
+
+    def waveform(self, name: str, t_us, series: dict, unit: str = "uA", title: str = "", *, requested=None,
+                 limits=None) -> Waveform:
+        """Attach a captured trace (plotted in the HTML report, with the requested value as a line and the limits
+        as a band when given)."""
         t_us = [float(x) for x in t_us]
         series = {str(k): [float(x) for x in v] for k, v in series.items()}
         if not series or any(len(v) != len(t_us) for v in series.values()):
             raise ValueError(f"waveform {name}: every series needs one value per time point")
         t_us, series = _decimate(t_us, series)
-        w = Waveform(name=name, t_us=t_us, series=series, unit=unit, title=title, attempt=self.attempt)
+        w = Waveform(name=name, t_us=t_us, series=series, unit=unit, title=title, attempt=self.attempt,
+                     requested=None if requested is None else float(requested),
+                     limits=None if limits is None else [None if x is None else float(x) for x in limits])
         self.waveforms.append(w)
         if self._sink:
-            self._sink(PROP_WAVEFORM, w.to_dict())
+            self._sink(PROP_WAVEFORM, prop(w.to_dict()))
         return w
 
     @property
@@ -180,8 +220,16 @@ class TestMeasurements:
         """Fail if any measurement recorded with check=False was out of limits."""
         bad = self.failed
         if bad:
-            raise MeasurementFailure(bad[0]) if len(bad) == 1 else AssertionError(
-                "; ".join(m.describe() for m in bad))
+            raise failure_of(bad)
+
+
+def failure_of(bad: list, then: BaseException | None = None) -> AssertionError:
+    """One assertion for the failed measurements of a test (and what the test body raised after them)."""
+    e = MeasurementFailure(bad[0]) if len(bad) == 1 else AssertionError("; ".join(m.describe() for m in bad))
+    if then is not None:
+        first = str(then).splitlines()[0] if str(then) else ""
+        e.args = (f"{e.args[0]}; then the test raised {type(then).__name__}: {first}",)
+    return e
 
 
 _current: TestMeasurements | None = None

@@ -39,6 +39,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "hil_retry(n): re-run a failing HIL test body up to n more times (recorded)")
     config.addinivalue_line("markers", "hil_slow: long-running HIL test (endurance)")
     config.addinivalue_line("markers", "hil_fresh: test needs a freshly started bench of its own")
+    config.addinivalue_line("markers", "production: quick test in the production station's subset (-m production)")
     from .record import RecordBuilder
     opts = {"dut": config.getoption("--dut"), "rig": config.getoption("--rig"),
             "load": config.getoption("--load"), "rigs_file": config.getoption("--rigs-file"),
@@ -82,8 +83,11 @@ def bench(_session_bench, request):
     """The shared bench, brought back to a known state (output idle, faults cleared, default load) for each test."""
     b = _session_bench
     b.prepare_for_test()
-    request.node.user_properties.append((M.PROP_DUT, b.dut_identity()))
-    request.node.user_properties.append((M.PROP_RIG, b.rig_identity()))
+    request.node.user_properties.append((M.PROP_DUT, M.prop(b.dut_identity())))
+    request.node.user_properties.append((M.PROP_RIG, M.prop(b.rig_identity())))
+    request.node.user_properties.append((M.PROP_BUNDLE, M.prop(b.dut_identity().get("bundle"))))
+    if b.settings.label:
+        request.node.user_properties.append((M.PROP_PLACE, M.prop(b.settings.label)))
     yield b
     b.after_test()
 
@@ -107,8 +111,8 @@ def bench_factory(hil_settings, request):
     def make(**overrides):
         b = Bench.open(hil_settings.replace(**overrides))
         opened.append(b)
-        request.node.user_properties.append((M.PROP_DUT, b.dut_identity()))
-        request.node.user_properties.append((M.PROP_RIG, b.rig_identity()))
+        request.node.user_properties.append((M.PROP_DUT, M.prop(b.dut_identity())))
+        request.node.user_properties.append((M.PROP_RIG, M.prop(b.rig_identity())))
         return b
 
     yield make
@@ -118,7 +122,7 @@ def bench_factory(hil_settings, request):
 
 @pytest.fixture
 def measure(request):
-    tm = M.TestMeasurements(nodeid=request.node.nodeid,
+    tm = M.TestMeasurements(nodeid=request.node.nodeid, defer=True,
                             _sink=lambda k, v: request.node.user_properties.append((k, v)))
     request.node._picostim_measure = tm
     M.set_current(tm)
@@ -126,40 +130,64 @@ def measure(request):
     M.set_current(None)
 
 
-# --- explicit retries -------------------------------------------------------------------------------------------
+# --- measurements (OpenHTF style) and explicit retries ---------------------------------------------------------
+
+def _run_body(func, args, tm):
+    """The test body; a failed measurement does not stop it (every measurement is recorded, as in OpenHTF): the
+    test fails after the body on the failed ones, naming what the body raised after them, if anything."""
+    if tm is None:
+        return func(**args)
+    tm.pop_deferred()
+    try:
+        func(**args)
+    except (pytest.skip.Exception, pytest.xfail.Exception, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:
+        bad = tm.pop_deferred()
+        if bad:
+            raise M.failure_of(bad, then=e) from e
+        raise
+    bad = tm.pop_deferred()
+    if bad:
+        raise M.failure_of(bad)
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
     marker = pyfuncitem.get_closest_marker("hil_retry")
-    if marker is None:
+    tm = getattr(pyfuncitem, "_picostim_measure", None)
+    if marker is None and tm is None:
         return None
-    limit = int(marker.args[0] if marker.args else marker.kwargs.get("n", 1))
+    limit = int(marker.args[0] if marker.args else marker.kwargs.get("n", 1)) if marker is not None else 0
     if limit < 0:
         raise pytest.UsageError("hil_retry(n) needs n >= 0")
     func = pyfuncitem.obj
     args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    tm = getattr(pyfuncitem, "_picostim_measure", None)
+    if marker is None:
+        __tracebackhide__ = True
+        _run_body(func, args, tm)
+        return True
     for attempt in range(1, limit + 2):
         if tm is not None:
             tm.attempt = attempt
         t0 = time.monotonic()
         try:
-            func(**args)
+            _run_body(func, args, tm)
         except (pytest.skip.Exception, pytest.xfail.Exception):
             raise
         except BaseException as e:
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            pyfuncitem.user_properties.append((M.PROP_ATTEMPT, {
+            pyfuncitem.user_properties.append((M.PROP_ATTEMPT, M.prop({
                 "attempt": attempt, "limit": limit, "outcome": "failed", "message": msg[:300],
-                "duration_s": round(time.monotonic() - t0, 3)}))
+                "duration_s": round(time.monotonic() - t0, 3)})))
             if attempt > limit:
                 raise
             continue
-        pyfuncitem.user_properties.append((M.PROP_ATTEMPT, {
+        pyfuncitem.user_properties.append((M.PROP_ATTEMPT, M.prop({
             "attempt": attempt, "limit": limit, "outcome": "passed", "message": "",
-            "duration_s": round(time.monotonic() - t0, 3)}))
+            "duration_s": round(time.monotonic() - t0, 3)})))
         return True
     return True
 
@@ -175,7 +203,9 @@ class _Recorder:
     def pytest_runtest_logreport(self, report):
         self.config._picostim_record.add_report(report)
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session, exitstatus):
+        _junit_mark_unfinished(self.config)
         cfg = self.config
         if _is_worker(cfg):
             return
@@ -201,6 +231,26 @@ class _Recorder:
         err = getattr(config, "_picostim_report_error", None)
         if err:
             terminalreporter.write_line(f"picostim HIL: could not write the report: {err}", red=True)
+
+
+def _junit_mark_unfinished(config) -> None:
+    """An interrupted run leaves JUnit test cases that started but never reported a result: pytest writes them
+    without a name and without an outcome (so CI counts them as passed). Name each one and mark it an error."""
+    try:
+        from _pytest.junitxml import mangle_test_address, xml_key
+    except ImportError:
+        return
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    for rep in list(xml.node_reporters_ordered):
+        attrs = getattr(rep, "attrs", None)      # (a finished test case keeps only its XML)
+        if attrs is None or attrs.get("name"):
+            continue
+        names = mangle_test_address(str(rep.id))
+        rep.attrs = {"classname": ".".join(names[:-1]), "name": names[-1], **rep.attrs}
+        rep._add_simple("error", "interrupted: the test did not finish")
+        xml.stats["error"] = xml.stats.get("error", 0) + 1
 
 
 def _has_hil(rec) -> bool:

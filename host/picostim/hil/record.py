@@ -18,6 +18,18 @@ from . import measure as M
 
 RECORD_NAME = "record.json"
 SCHEMA = 1
+INCOMPLETE = "incomplete"       # a test that started but never reported its result (the run was interrupted)
+EXIT_INTERRUPTED = 2            # pytest.ExitCode.INTERRUPTED
+
+
+def prop_value(value):
+    """user_properties carry JSON text (so JUnit XML shows JSON, not Python reprs); older producers gave dicts."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _now() -> str:
@@ -51,8 +63,9 @@ class RecordBuilder:
         e = self.tests.get(nodeid)
         if e is None:
             e = self.tests[nodeid] = {
-                "nodeid": nodeid, "outcome": "passed", "duration_s": 0.0, "retries": 0, "retry_limit": 0,
-                "attempts": [], "measurements": [], "waveforms": [], "message": "", "worker": None,
+                # a test passes only when its call phase reports a pass; until then it did not finish
+                "nodeid": nodeid, "outcome": INCOMPLETE, "duration_s": 0.0, "retries": 0, "retry_limit": 0,
+                "attempts": [], "measurements": [], "waveforms": [], "message": "", "worker": None, "dut": None,
             }
         return e
 
@@ -64,6 +77,8 @@ class RecordBuilder:
         if worker:
             e["worker"] = worker
         for key, value in getattr(report, "user_properties", ()) or ():
+            if key in M.PROPS:
+                value = prop_value(value)
             if report.when != "call" and key in (M.PROP_MEASUREMENT, M.PROP_WAVEFORM, M.PROP_ATTEMPT):
                 continue  # user_properties accumulate over phases; read measurements once, from the call phase
             if key == M.PROP_MEASUREMENT:
@@ -74,16 +89,21 @@ class RecordBuilder:
                 e["attempts"].append(value)
                 e["retry_limit"] = max(e["retry_limit"], value.get("limit", 0))
             elif key == M.PROP_DUT and isinstance(value, dict):
+                e["dut"] = value.get("uid") or value.get("port")      # which DUT ran this test
                 self.duts.setdefault(str(value.get("uid") or value.get("port")), value)
             elif key == M.PROP_RIG and isinstance(value, dict):
                 self.rigs.setdefault(str(value.get("id") or value.get("addr")), value)
+            elif key == M.PROP_PLACE:
+                e["place"] = value
         e["retries"] = max(0, len(e["attempts"]) - 1)
         if report.failed:
             e["outcome"] = "error" if report.when != "call" else "failed"
             e["message"] = e["message"] or _short(report.longrepr)
-        elif report.skipped and e["outcome"] == "passed":
+        elif report.skipped and e["outcome"] in (INCOMPLETE, "passed"):
             e["outcome"] = "skipped"
             e["message"] = _short(report.longrepr)
+        elif report.when == "call" and report.passed and e["outcome"] == INCOMPLETE:
+            e["outcome"] = "passed"
 
     def finish(self, exitstatus=None) -> dict:
         self.finished = _now()
@@ -91,7 +111,7 @@ class RecordBuilder:
         return self.as_dict()
 
     def summary(self) -> dict:
-        s = {"total": len(self.tests), "passed": 0, "failed": 0, "error": 0, "skipped": 0, "retried": 0,
+        s = {"total": len(self.tests), "passed": 0, "failed": 0, "error": 0, "skipped": 0, INCOMPLETE: 0, "retried": 0,
              "measurements": 0, "measurements_failed": 0}
         for e in self.tests.values():
             s[e["outcome"]] = s.get(e["outcome"], 0) + 1
@@ -99,6 +119,14 @@ class RecordBuilder:
             s["measurements"] += len(e["measurements"])
             s["measurements_failed"] += sum(1 for m in e["measurements"] if m.get("outcome") == M.FAIL)
         return s
+
+    def outcome(self, s: dict | None = None) -> str:
+        """INCOMPLETE when the run was interrupted or a test never finished (whatever the others did), else PASS
+        only when every test that ran passed."""
+        s = s or self.summary()
+        if self.exitstatus == EXIT_INTERRUPTED or s[INCOMPLETE]:
+            return "INCOMPLETE"
+        return "PASS" if s["failed"] == 0 and s["error"] == 0 and s["total"] else "FAIL"
 
     def as_dict(self) -> dict:
         s = self.summary()
@@ -111,7 +139,7 @@ class RecordBuilder:
             "started": self.started,
             "finished": self.finished,
             "duration_s": round((t1 - t0).total_seconds(), 3),
-            "outcome": "PASS" if s["failed"] == 0 and s["error"] == 0 and s["total"] else "FAIL",
+            "outcome": self.outcome(s),
             "exitstatus": self.exitstatus,
             "host": {"picostim": __version__, "python": platform.python_version(), "platform": platform.platform(),
                      "node": platform.node()},

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import random
+import secrets
 import select
 import shutil
 import signal
@@ -45,6 +46,38 @@ def micropython_binary() -> str:
     return found
 
 
+def micropython_command() -> list[str]:
+    """The unix port's command line: its console script, or (installed without scripts on PATH, e.g. into a venv
+    that shares another's site-packages) the same entry point through this interpreter."""
+    try:
+        return [micropython_binary()]
+    except BoardError:
+        import importlib.util
+        if importlib.util.find_spec("micropython_unix") is None:
+            raise
+        return [sys.executable, "-c", "import sys,micropython_unix;sys.argv[0]='micropython';micropython_unix.main()"]
+
+
+ENGINES = ("unix", "emu")
+ENV_ENGINE = "PICOSTIM_ENGINE"
+
+
+def engine_from_env(engine=None) -> str:
+    """The engine a command uses: the explicit choice, else $PICOSTIM_ENGINE, else `unix`."""
+    engine = engine or os.environ.get(ENV_ENGINE) or "unix"
+    if engine not in ENGINES:
+        raise BoardError(f"engine must be one of {ENGINES}, got {engine!r}")
+    return engine
+
+
+
+def _check_uid(uid) -> str:
+    """A unique id as machine.unique_id() gives it on an RP2040: 8 bytes, here as 16 hex digits."""
+    text = str(uid).lower()
+    if len(text) != 16 or any(c not in "0123456789abcdef" for c in text):
+        raise BoardError(f"uid must be 16 hex digits (8 bytes), got {uid!r}")
+    return text
+
 class VirtualBoard:
     """A virtual RP2040 handheld. Use as a context manager::
 
@@ -52,11 +85,24 @@ class VirtualBoard:
             vb.port          # serial device path (pty): mpremote / pyserial use it like a Pico
             vb.rig           # the virtual rig (capture, set_load, inject, press, ...)
             vb.reset()       # hard reset (power cycle)
+
+    engine="unix" (default): the firmware on the MicroPython unix port with the chip models here. engine="emu":
+    the official MicroPython image (`micropython=PATH`, else $PICOSTIM_MICROPYTHON_UF2) in an RP2040 emulator
+    (picostim.sim.emu.EmuBoard, same interface, same front end, load and rig).
     """
+    engine = "unix"
+
+    def __new__(cls, *args, engine: str = "unix", micropython=None, **kw):
+        if engine == "emu":
+            from .emu import EmuBoard
+            return EmuBoard(*args, micropython=micropython, **kw)
+        if engine != "unix":
+            raise BoardError(f"engine must be one of {ENGINES}, got {engine!r}")
+        return super().__new__(cls)
 
     def __init__(self, board: str = "handheld-home", load="2k", flash_dir=None, clock: str = "cpu",
                  speed: float = 1.0, seed: int = 0, heap_kb: int = 256, rig_port: int | None = 0,
-                 chip_factory=None):
+                 chip_factory=None, engine: str = "unix", micropython=None, uid: str | None = None):
         if clock not in CLOCK_MODES:
             raise BoardError(f"clock must be one of {CLOCK_MODES}")
         self.profile = boards.load(board)
@@ -64,6 +110,9 @@ class VirtualBoard:
         self.clock = clock
         self.speed = float(speed)
         self.seed = seed
+        # machine.unique_id(): every virtual board its own (as every RP2040's flash chip), unless one is given;
+        # it stays the same across resets and power cycles of this board
+        self.uid = _check_uid(uid) if uid is not None else secrets.token_hex(8)
         self.heap_kb = heap_kb
         self.vclock = dict(self.profile.get("mcu", {}).get("vclock", {}))
         self.cpu_factor = None      # measured by the child at each start (host speed → RP2040 speed)
@@ -228,7 +277,7 @@ class VirtualBoard:
         from .chip import Chip
         from .chip.frontend import FrontEnd
         from .rig import VirtualRig
-        self.chip = Chip(self.profile, seed=self.seed)
+        self.chip = Chip(self.profile, seed=self.seed, uid=self.uid)
         self.frontend = FrontEnd(self.profile, self.chip, self._load_spec, seed=self.seed)
         self.rig = VirtualRig(self, load=self._load_spec, seed=self.seed)
 
@@ -256,7 +305,7 @@ class VirtualBoard:
             self.boot_count += 1
         env = dict(os.environ)
         env["MICROPYPATH"] = str(paths.SIM_RUNTIME_DIR)
-        cmd = [micropython_binary(), "-X", f"heapsize={self.heap_kb}k", str(paths.SIM_RUNTIME_DIR / "_vbmain.py"),
+        cmd = [*micropython_command(), "-X", f"heapsize={self.heap_kb}k", str(paths.SIM_RUNTIME_DIR / "_vbmain.py"),
                self._sock_path, str(self.flash_dir), self.clock, json.dumps(self.vclock), self.repl.mode]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       env=env, start_new_session=True)

@@ -37,9 +37,10 @@ def _int(name, v):
 
 
 class Chip:
-    def __init__(self, profile: dict, seed: int = 0):
+    def __init__(self, profile: dict, seed: int = 0, uid: str | None = None):
         self.profile = profile
         self.seed = seed
+        self.uid = uid          # None: derived from the seed (deterministic)
         mcu = profile.get("mcu", {}) if isinstance(profile, dict) else {}
         self.default_sys_hz = int(mcu.get("sys_clk_hz", 125_000_000))
         self.sys_hz = self.default_sys_hz
@@ -463,6 +464,8 @@ class Chip:
         self.wdt.feed(self.now_ns)
 
     def rpc_uid(self):
+        if self.uid:
+            return self.uid
         return hashlib.sha256(f"picostim-virtual-rp2040:{self.seed}".encode()).digest()[:8].hex()
 
     def rpc_reset_cause(self):

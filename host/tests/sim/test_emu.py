@@ -1,0 +1,136 @@
+"""The emu engine: the official MicroPython image in rp2040js, with each rp2040js gap handled by our harness.
+
+Needs the image: set PICOSTIM_MICROPYTHON_UF2 to the RPI_PICO v1.28.0 UF2 (micropython.org). Each test boots its
+own emulated board (~0.3 s) and talks to it through its pty with stock mpremote, as a user would a Pico.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+UF2 = os.environ.get("PICOSTIM_MICROPYTHON_UF2")
+pytestmark = [
+    pytest.mark.skipif(not UF2, reason="emu engine: set PICOSTIM_MICROPYTHON_UF2 to the MicroPython v1.28.0 "
+                                       "RPI_PICO UF2 (micropython.org)"),
+    pytest.mark.skipif(shutil.which("node") is None, reason="emu engine: Node.js not installed"),
+]
+
+MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
+
+
+@pytest.fixture
+def emu():
+    from picostim.sim import VirtualBoard
+    with VirtualBoard(board="pico-devkit", engine="emu", micropython=UF2, rig_port=None) as vb:
+        yield vb
+
+
+def mpr(vb, *args, timeout=60):
+    r = subprocess.run([MPREMOTE, "connect", vb.port, *args], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout.strip()
+
+
+def ex(vb, code, timeout=60):
+    return mpr(vb, "exec", code, timeout=timeout)
+
+
+def wait_port(vb, timeout=30):
+    from picostim.target import wait_alive
+    wait_alive(vb.port, timeout=timeout)
+
+
+def test_boots_the_image_and_reports_its_identity(emu):
+    out = ex(emu, "import sys, machine; print(sys.version); print(machine.unique_id().hex(), machine.freq())")
+    assert "MicroPython v1.28.0" in out
+    uid, freq = out.splitlines()[-1].split()
+    assert uid == emu.uid and uid != "00" * 8          # rp2040js alone reads zeros
+    assert int(freq) == 125_000_000
+
+
+def test_flash_writes_survive_a_chip_reset(emu):
+    # littlefs writes go through the ROM's flash_range_erase/program (stubs in rp2040js): they must reach the flash
+    ex(emu, "f = open('/persist.txt', 'w'); f.write('kept %d' % 4242); f.close()")
+    emu.reset()                               # power cycle: a new chip, the same flash
+    wait_port(emu)
+    assert ex(emu, "print(open('/persist.txt').read())") == "kept 4242"
+
+
+def test_watchdog_expiry_resets_the_chip_with_wdt_cause(emu):
+    n = len(emu.resets)
+    ex(emu, "from machine import WDT; w = WDT(timeout=200)")      # never fed
+    deadline = time.monotonic() + 30
+    while len(emu.resets) == n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(emu.resets) > n, "the watchdog never reset the chip"
+    wait_port(emu)
+    assert ex(emu, "import machine; print(machine.reset_cause())") == "3"      # WDT_RESET
+    n = len(emu.resets)
+    # the port vanishes under mpremote, as on a Pico: its exit status says nothing here
+    subprocess.run([MPREMOTE, "connect", emu.port, "exec", "import machine; machine.reset()"], capture_output=True,
+                   timeout=30)
+    deadline = time.monotonic() + 30
+    while len(emu.resets) == n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    wait_port(emu)
+    assert ex(emu, "import machine; print(machine.reset_cause())") == "3"      # machine.reset() -> WDT_RESET
+
+
+PACED = """
+import rp2, time, array
+from machine import PWM, Pin, mem32
+pwm = PWM(Pin(6), freq=10000, duty_u16=32768)      # slice 3: wraps every 100 us
+src = array.array('I', [0])
+dst = array.array('I', [0])
+d = rp2.DMA()
+d.config(read=src, write=dst, count=1000, ctrl=d.pack_ctrl(size=2, inc_read=False, inc_write=False, treq_sel=24 + 3),
+         trigger=True)
+t0 = time.ticks_us()
+time.sleep_ms(20)
+left = d.count
+dt = time.ticks_diff(time.ticks_us(), t0)
+print(1000 - left, dt, (mem32[0x400500A0] >> 3) & 1)
+d.close()
+"""
+
+
+def test_pwm_wrap_paces_dma_one_transfer_per_wrap_and_en_reads_back(emu):
+    done, dt_us, en = map(int, ex(emu, PACED).split())
+    wraps = dt_us / 100
+    assert abs(done - wraps) <= 2, f"{done} transfers in {dt_us} us (~{wraps:.0f} wraps): DMA not paced by the wrap"
+    assert en == 1, "PWM EN (0x400500A0) does not read back the running slice"
+
+
+def test_uart_tx_raises_no_interrupt_storm(emu):
+    out = ex(emu, "from machine import UART; import time\n"
+                  "u = UART(0, 115200); u.write(b'x' * 200); time.sleep_ms(50)\n"
+                  "t = time.ticks_us()\nfor i in range(1000): pass\nprint(time.ticks_diff(time.ticks_us(), t))")
+    loop_us = int(out.splitlines()[-1])
+    assert loop_us < 20_000, f"1000 empty iterations took {loop_us} us: the CPU is stuck in the UART IRQ"
+
+
+def test_idle_time_follows_wall_time_and_mpremote_mount_works(emu, tmp_path):
+    t_emu = emu.now_ns()
+    for _ in range(20):
+        time.sleep(0.05)
+        assert emu.ahead_of_wall_ns() <= 1_000_000, "emulated time ran ahead of wall time while idle"
+    assert emu.now_ns() - t_emu >= 0.5e9, "emulated time did not follow wall time"
+    (tmp_path / "hello_mount.py").write_text("print('mounted ok', 6 * 7)\n")
+    out = mpr(emu, "mount", str(tmp_path), "exec", "import hello_mount", timeout=60)
+    assert "mounted ok 42" in out
+
+
+def test_adc_reads_the_front_end_at_the_conversion_instant(emu):
+    # V_BAT through its divider: battery_v / v_bat_divider on the pico-devkit profile
+    a = emu.profile["analog"]
+    pin = emu.profile["pins"]["V_BAT"]
+    out = ex(emu, f"from machine import ADC, Pin\nprint(sum(ADC(Pin({pin})).read_u16() >> 4 for _ in range(32)) // 32)")
+    expect = a["battery_v"] / a["v_bat_divider"] / a["adc_vref_v"] * 4096
+    assert abs(int(out) - expect) <= 8, (out, expect)
+    assert emu.rpc_counts["adc"] >= 32
