@@ -25,7 +25,7 @@ def restore_levels(dut):
     try:
         if dut.levels_get() != before_levels:
             dut.levels_set(before_levels, operator="hil-restore")
-        cfg = {k: before_cfg[k] for k in ("session_s", "default_level", "default_program") if k in before_cfg}
+        cfg = {k: before_cfg[k] for k in ("session_s", "default_level", "default_program", "start_low") if k in before_cfg}
         if cfg:
             dut.config_set(cfg)
     except Exception:

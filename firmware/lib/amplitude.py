@@ -1,12 +1,15 @@
 # The one choke point that writes the amplitude (S3): ISET is a >=100 kHz PWM into an RC filter driving the
 # V-to-I source, I = duty x I_FS. Nothing else in the firmware touches the ISET pin.
+# Two bounds, both here so no path (ramps, bursts, re-contact, session ramp-down, trial amplitudes) can pass them:
+# the board cap refuses (over_cap: a request above it is an error), the treatment zone's limit clamps (a level
+# above the zone limit is a normal request near the eyes: the zone limit is applied, and `bound` says so).
 import time
 import machine
 from machine import Pin, PWM
 
 from board import cap_ua
 from planner import iset_level, iset_level_to_ua
-from pscodes import E_OVER_CAP, E_BAD_TYPE, FIRMWARE_CEILING_UA, CONTACT_PROBE_UA
+from pscodes import E_OVER_CAP, E_BAD_TYPE, FIRMWARE_CEILING_UA, CONTACT_PROBE_UA, BOUND_LEVEL, BOUND_ZONE
 
 
 class AmplitudeError(ValueError):
@@ -37,6 +40,29 @@ class Amplitude:
         self.ramp_to = 0
         self.ramp_t0 = 0
         self.ramp_ms = 0
+        self.zone_ua = self.cap_ua     # the treatment zone's limit (zones.py); set_zone_limit changes it
+
+    def bound(self, ua):
+        """What an amplitude request becomes here: (applied target uA, BOUND_LEVEL or BOUND_ZONE)."""
+        if ua > self.zone_ua:
+            return self.zone_ua, BOUND_ZONE
+        return ua, BOUND_LEVEL
+
+    def set_zone_limit(self, limit_ua):
+        """New zone limit, in force at once: an output above it drops to it now (decreases need no ramp, S8), a
+        ramp aiming above it aims at it instead."""
+        if not isinstance(limit_ua, int) or isinstance(limit_ua, bool) or limit_ua < 0:
+            raise AmplitudeError(E_BAD_TYPE, "zone limit must be an integer uA")
+        if limit_ua > self.cap_ua:
+            raise AmplitudeError(E_OVER_CAP, "zone limit %d uA above the cap %d uA" % (limit_ua, self.cap_ua))
+        self.zone_ua = limit_ua
+        if self.ramp_to > limit_ua:
+            self.ramp_to = limit_ua
+        if self.ramp_from > limit_ua:
+            self.ramp_from = limit_ua
+        if self.applied_ua > limit_ua:
+            self.ramp_ms = 0
+            self.set_ua(limit_ua)
 
     def set_ua(self, ua):
         """Apply ua now (no ramp). Refuses anything above the cap with over_cap and changes nothing."""
@@ -46,6 +72,8 @@ class Amplitude:
             raise AmplitudeError(E_OVER_CAP, "%d uA above the cap %d uA" % (ua, self.cap_ua))
         if ua < 0:
             ua = 0
+        if ua > self.zone_ua:
+            ua = self.zone_ua
         lvl = iset_level(ua, self.i_fs, self.top, self.gain, self.offset)
         self.pwm.duty_u16(self._duty(lvl))
         self.writes += 1
@@ -77,6 +105,8 @@ class Amplitude:
             raise AmplitudeError(E_BAD_TYPE, "amplitude must be an integer uA")
         if target > self.cap_ua:
             raise AmplitudeError(E_OVER_CAP, "%d uA above the cap %d uA" % (target, self.cap_ua))
+        if target > self.zone_ua:
+            target = self.zone_ua
         if target <= self.applied_ua:
             self.ramp_ms = 0
             self.ramp_to = target

@@ -20,6 +20,7 @@ from safety import Supervisor, TRIP_OVER_CURRENT, TRIP_FAULT_N, I_RAW, V_RAW, V_
 from config import Settings, ConfigError
 from audit import Audit
 from ui import UI
+from zonectl import ZoneControl
 import pscodes as C
 import rp2regs as R
 
@@ -72,6 +73,8 @@ class App:
         self.settings = Settings(board, self.programs)
         self.audit = Audit()
         self.ui = UI(board)
+        self.zc = ZoneControl(board)       # treatment zones (issue 17); the bound itself is in amplitude.py
+        self.amp.set_zone_limit(self.zc.zone()["limit_ua"])
         self.reader = P.LineReader()
         self.state = C.ST_IDLE
         self.level = self.settings.config["default_level"]
@@ -111,6 +114,8 @@ class App:
         self.last_samples = 0
         self.wdt = None
         self.stopping = False
+        self.requested_level = None   # the last start's level as asked, and why it started lower (start_bound)
+        self.start_bound = None
         self.bundle = deployed_bundle()
 
     # ---------------------------------------------------------------- output
@@ -141,6 +146,7 @@ class App:
         return steps * self.lim["ramp_ms_per_level_step"]
 
     def retarget(self, ua, now, min_ms=0):
+        ua = self.amp.bound(ua)[0]       # the ramp's length is for what will be applied (zone limit)
         ms = self.ramp_ms_for(self.amp.applied_ua, ua)
         if ms < min_ms:
             ms = min_ms
@@ -195,9 +201,10 @@ class App:
         if self.state in STIM_STATES:
             raise ProtoError(C.E_BUSY, "already stimulating; stop first")
 
-    def start(self, level, program, wave, duration_ms, now):
+    def start(self, level, program, wave, duration_ms, now, zone=None):
         """Validate everything first (nothing changes on error), then start."""
         self.check_can_start()
+        zi = self.zc.i if zone is None else self.zc.lookup(zone)
         n = len(self.settings.levels)
         if not 1 <= level <= n:
             raise ProtoError(C.E_OUT_OF_RANGE, "level must be 1..%d" % n)
@@ -206,6 +213,7 @@ class App:
             raise ProtoError(C.E_OVER_CAP, "level above the cap")
         steps = None
         if wave is None:
+            defaulted = program is None
             if program is None:
                 program = self.settings.config.get("default_program")
             if program is None and self.programs:
@@ -217,6 +225,14 @@ class App:
                         if name in self.programs:
                             program = name
                             break
+            zp = self.zc.zone(zi)["programs"]
+            if defaulted and program is not None and program not in zp:
+                # a default the zone does not allow: the zone's first program (in the board's order) instead
+                program = None
+                for name in self.board.get("programs", ()):
+                    if name in self.programs and name in zp:
+                        program = name
+                        break
             if program is None:
                 wave = {"phase_us": DEFAULT_WAVEFORM["phase_us"], "gap_us": DEFAULT_WAVEFORM["gap_us"],
                         "rate_mhz": int(DEFAULT_WAVEFORM["rate_hz"] * 1000), "burst_on_ms": 0,
@@ -230,12 +246,19 @@ class App:
         if steps:
             for s in steps:
                 self._plan(s)     # every step must plan before anything starts
+        self.zc.check(zi, program, steps or [wave])
         max_ms = self.lim["session_max_s"] * 1000
         if duration_ms is None:
             duration_ms = self.settings.config["session_s"] * 1000
         if duration_ms > max_ms:
             raise ProtoError(C.E_OUT_OF_RANGE, "duration_s above the board maximum %d s" % self.lim["session_max_s"])
+        duration_ms = self.zc.session_ms(zi, duration_ms)
+        self.requested_level = level
+        level, self.start_bound = self.zc.start_level(level, self.settings.config.get("start_low"))
+        target = self.settings.levels[level - 1]
         # --- commit
+        self.zc.i = zi
+        self.amp.set_zone_limit(self.zc.zone()["limit_ua"])
         self.level = level
         self.target_ua = target
         self.program = program
@@ -271,9 +294,12 @@ class App:
         self.idle_output()
         self.state = C.ST_IDLE
         if was in STIM_STATES:
+            self.zc.remember(self.level)
             self.emit(C.EV_SESSION_END, {"reason": reason, "elapsed_s": time.ticks_diff(now, self.t0) // 1000})
 
     def enter_fault(self, reason, measured_ua, now, detail=None):
+        if self.state in STIM_STATES:
+            self.zc.remember(self.level)
         self.idle_output()
         self.fault = {"reason": reason, "measured_ua": measured_ua, "limit_ua": self.sup.trip_ua}
         if detail:
@@ -426,13 +452,14 @@ class App:
         contact = None
         if stim:
             contact = self.state != C.ST_PAUSED
-        return {"state": self.state, "level": self.level, "setpoint_ua": self.amp.applied_ua,
-                "target_ua": self.target_ua if stim else 0, "program": self.program if stim else None,
+        return self.zone_fields(self.target_ua if stim else 0, {
+                "state": self.state, "level": self.level, "setpoint_ua": self.amp.applied_ua,
+                "target_ua": self.amp.bound(self.target_ua)[0] if stim else 0, "program": self.program if stim else None,
                 "elapsed_s": el, "remaining_s": max(0, self.session_ms // 1000 - el) if stim else 0,
                 "fault": self.fault, "charging": bool(self.charging_pin.value()), "contact": contact,
                 "i_ua": self._status_i_ua(stim, now), "i_age_ms": time.ticks_diff(now, self.seen_ms) if stim else 0,
                 "burst": self.burst_phase(), "samples": self.sup.f[5], "missed": self.sup.f[6], "late": self.sup.f[20],
-                "sample_ctr": [self.sup.f[14], self.sup.f[15]]}
+                "sample_ctr": [self.sup.f[14], self.sup.f[15]]})
 
     def _status_i_ua(self, stim, now):
         if not stim:
@@ -498,29 +525,33 @@ class App:
                 self.retarget(self.target_ua, now)     # integer work, no allocation
         for i in changed:
             try:
-                self.audit.record(op, i + 1, old[i], applied[i], utc)
+                z = self.zc.zone()
+                self.audit.record(op, i + 1, old[i], applied[i], utc, z["name"], z["limit_ua"])
             except (MemoryError, OSError):
                 reply = reply_unaudited      # the table is saved; the reply says its audit entry is not
         return reply
 
     def cmd_start(self, req, now):
         P.check_keys(req, ("level", "program", "phase_us", "gap_us", "rate_hz", "burst_on_s", "burst_off_s",
-                           "duration_s"))
+                           "duration_s", "zone"))
         level = P.get_int(req, "level", 1, len(self.settings.levels), self.settings.config["default_level"])
         program = P.get_str(req, "program", 32)
         wave = self._wave_from(req)
         if wave is not None and program is not None:
             raise ProtoError(C.E_BAD_REQUEST, "give a program or a waveform, not both")
         dur = P.get_num_milli(req, "duration_s", 1000, self.lim["session_max_s"] * 1000)
-        plan = self.start(level, program, wave, dur, now)
+        zone = P.get_str(req, "zone", 16)
+        plan = self.start(level, program, wave, dur, now, zone)
         clk = plan["clk_per_us"]
-        return {"state": self.state, "level": self.level, "target_ua": self.target_ua, "program": self.program,
+        return self.zone_fields(self.target_ua, {
+                "state": self.state, "level": self.level, "target_ua": self.amp.bound(self.target_ua)[0],
+                "program": self.program, "requested_level": self.requested_level, "start_bound": self.start_bound,
                 "phase_us": plan["phase_ns"] / 1000, "gap_us": plan["gap_ns"] / 1000,
                 "rate_hz": self.sys_hz / plan["period_ticks"], "period_us": plan["period_us"],
                 "div": plan["div"], "period_ticks": plan["period_ticks"],
                 "pair_ticks": plan["pair_counts"] * plan["div"], "clk_per_us": clk,
                 "burst_on_s": self.burst_on_ms / 1000, "burst_off_s": self.burst_off_ms / 1000,
-                "session_s": self.session_ms // 1000}
+                "session_s": self.session_ms // 1000})
 
     def cmd_stop(self, req, now):
         P.check_keys(req, ())
@@ -550,7 +581,51 @@ class App:
             self.target_ua = target
             if self.state != C.ST_PAUSED and self.rampdown_t0 is None:
                 self.retarget(target, now)
-        return {"level": lv, "target_ua": target, "state": self.state}
+        return self.zone_fields(target, {"level": lv, "target_ua": self.amp.bound(target)[0], "state": self.state})
+
+    # ---------------------------------------------------------------- treatment zones (issue 17, zonectl.py)
+    def zone_fields(self, level_ua, d):
+        """Add the zone part of start / set_level / set_zone / status replies to d: level_ua is what the level (or
+        trial) asks, `bound` says whether it or the zone limit is what the output is held to."""
+        z = self.zc.zone()
+        d["zone"] = z["name"]
+        d["zone_limit_ua"] = z["limit_ua"]
+        d["level_ua"] = level_ua
+        d["bound"] = self.amp.bound(level_ua)[1]
+        return d
+
+    def cmd_zones(self, req, now):
+        P.check_keys(req, ())
+        return {"zones": self.zc.tbl, "zone": self.zc.zone()["name"], "default": self.zc.tbl[self.zc.default_i]["name"]}
+
+    def cmd_set_zone(self, req, now):
+        P.check_keys(req, ("zone",))
+        zi = self.zc.lookup(P.get_str(req, "zone", 16, required=True))
+        self.set_zone(zi, now)
+        stim = self.state in STIM_STATES
+        return self.zone_fields(self.target_ua if stim else 0, {
+            "state": self.state, "setpoint_ua": self.amp.applied_ua,
+            "target_ua": self.amp.bound(self.target_ua)[0] if stim else 0,
+            "session_s": self.session_ms // 1000 if stim else 0})
+
+    def set_zone(self, zi, now):
+        """Choose zone zi. While stimulating: refused (zone_refused, nothing changes) when the running program or
+        waveform is not allowed there; else the new limit holds at once (a lower one drops the output now, a
+        higher one is reached by an S8 ramp) and the zone may shorten the session."""
+        stim = self.state in STIM_STATES
+        if stim:
+            self.zc.check(zi, self.program, self.steps or [self.wave])
+        self.zc.i = zi
+        z = self.zc.zone()
+        self.amp.set_zone_limit(z["limit_ua"])
+        if stim:
+            self.session_ms = self.zc.session_ms(zi, self.session_ms - time.ticks_diff(now, self.t0)) + \
+                time.ticks_diff(now, self.t0)
+            if self.state != C.ST_PAUSED and self.rampdown_t0 is None:
+                self.retarget(self.target_ua, now)     # as set_level does
+            self.sup.set_setpoint(self.amp.applied_ua)
+        self.emit(C.EV_ZONE, {"zone": z["name"], "zone_limit_ua": z["limit_ua"], "setpoint_ua": self.amp.applied_ua})
+        self.ui.show_zone(now, zi + 1)
 
     def cmd_clear_fault(self, req, now):
         P.check_keys(req, ())
@@ -750,6 +825,8 @@ class App:
                     self.clear_fault()
                 else:
                     self.start(self.level, None, None, None, now)
+            elif self.zc.button and name == self.zc.button + "_long":
+                self.zone_button(now)
             elif name in ("up", "down") and self.state in STIM_STATES:
                 lv = self.level + (1 if name == "up" else -1)
                 if 1 <= lv <= len(self.settings.levels) and self.rampdown_t0 is None:
@@ -760,6 +837,17 @@ class App:
                     self.emit(C.EV_LEVEL, {"level": lv, "target_ua": self.target_ua})
         except ProtoError as e:
             self.emit(C.EV_BUTTON, {"button": name, "refused": e.code})
+
+    def zone_button(self, now):
+        """Long press of the profile's zone button: the next zone in profile order. While stimulating a program the
+        new zone does not allow, the session stops first (the user is moving the device there)."""
+        zi = self.zc.next_index()
+        if self.state in STIM_STATES:
+            try:
+                self.zc.check(zi, self.program, self.steps or [self.wave])
+            except ProtoError:
+                self.stop(C.END_ZONE, now)
+        self.set_zone(zi, now)
 
     def fresh_ms(self, slack_ms=2 * QUIET_LOOP_MS):
         """A current sample older than this is not a measurement of the output now: two repetition periods (the
@@ -813,7 +901,8 @@ class App:
                                        "dt_us": self.tel_dt_us, "i_ua": ii, "v_mv": vv, "age_ms": aa,
                                        "setpoint_ua": self.amp.applied_ua, "state": self.state,
                                        "samples": self.sup.f[5], "program": self.program if stim else None,
-                                       "burst": self.burst_phase()})
+                                       "burst": self.burst_phase(), "zone": self.zc.zone()["name"],
+                                       "zone_limit_ua": self.amp.zone_ua})
             self.tel_seq += n
             self.tel_r = (r + n) & TEL_COUNT_MASK
             self.tel_r_us = time.ticks_add(self.tel_r_us, n * self.tel_dt_us)

@@ -29,9 +29,10 @@ class Audit:
             self.problem = str(e)
             self.entries = []
 
-    def record(self, operator, level, before_ua, after_ua, utc=None):
+    def record(self, operator, level, before_ua, after_ua, utc=None, zone=None, zone_limit_ua=None):
+        # zone + its limit: the treatment zone chosen when the level changed (what the output was bound by)
         e = {"seq": self.next_seq, "t": time.time(), "utc": utc, "operator": operator, "level": level,
-             "before_ua": before_ua, "after_ua": after_ua}
+             "before_ua": before_ua, "after_ua": after_ua, "zone": zone, "zone_limit_ua": zone_limit_ua}
         self.next_seq += 1
         self.entries.append(e)
         if len(self.entries) > self.max_entries:

@@ -2,7 +2,8 @@
 # device (S2). The firmware ceiling comes from pscodes and no profile value can raise it.
 import json
 
-from pscodes import FIRMWARE_CEILING_UA
+import sys
+from pscodes import FIRMWARE_CEILING_UA, ZONE_MIN_LIMIT_UA, ZONE_LONG_PRESS_MIN_MS
 
 BOARD_PATH = "/board.json"
 PROGRAMS_PATH = "/programs.json"
@@ -67,6 +68,27 @@ def validate(b):
     _need(lim["recontact_ramp_ms"] >= 1000, "recontact_ramp_ms below 1000 (S7)")
     progs = b.get("programs", [])
     _need(isinstance(progs, list) and all(isinstance(p, str) for p in progs), "programs invalid")
+    zones = load_zones()
+    try:
+        zones.validate(b, cap, ZONE_MIN_LIMIT_UA, ZONE_LONG_PRESS_MIN_MS)
+    except zones.ZoneError as e:
+        raise BoardError(str(e))
+    finally:
+        drop_zones()
+    cd = b.get("config_defaults", {})
+    _need(isinstance(cd, dict) and all(k in ("start_low",) for k in cd), "config_defaults: only start_low")
+    _need(isinstance(cd.get("start_low", False), bool), "config_defaults.start_low must be true or false")
+
+
+def load_zones():
+    """zones.py (the zone check and table, shared with the host) is needed at boot only: load_zones() ... use ...
+    drop_zones() keeps its ~3 KB of code off the heap while the device runs."""
+    import zones
+    return zones
+
+
+def drop_zones():
+    sys.modules.pop("zones", None)
 
 
 def validate_levels(levels, cap):

@@ -24,7 +24,14 @@ def _is_int(v):
 
 def defaults(board):
     lim = board["limits"]
-    return {"session_s": lim["session_default_s"], "default_level": 1, "default_program": None}
+    return {"session_s": lim["session_default_s"], "default_level": 1, "default_program": None,
+            "start_low": start_low_default(board)}
+
+
+def start_low_default(board):
+    """Issue 17: every session starts at level 1 unless the profile's config_defaults say otherwise."""
+    cd = board.get("config_defaults")
+    return bool(cd.get("start_low", False)) if isinstance(cd, dict) else False
 
 
 def check_config(board, cfg, n_levels, programs):
@@ -32,7 +39,7 @@ def check_config(board, cfg, n_levels, programs):
     if not isinstance(cfg, dict):
         raise ConfigError(E_BAD_TYPE, "config must be an object")
     for k in cfg:
-        if k not in ("session_s", "default_level", "default_program"):
+        if k not in ("session_s", "default_level", "default_program", "start_low"):
             raise ConfigError(E_BAD_REQUEST, "unknown config key %s" % k)
     s = cfg.get("session_s")
     if not _is_int(s):
@@ -44,6 +51,8 @@ def check_config(board, cfg, n_levels, programs):
         raise ConfigError(E_BAD_TYPE, "default_level must be an integer")
     if not 1 <= lv <= n_levels:
         raise ConfigError(E_OUT_OF_RANGE, "default_level must be 1..%d" % n_levels)
+    if "start_low" in cfg and not isinstance(cfg["start_low"], bool):
+        raise ConfigError(E_BAD_TYPE, "start_low must be true or false")
     p = cfg.get("default_program")
     if p is not None:
         if not isinstance(p, str):
@@ -95,6 +104,8 @@ class Settings:
             if cfg is not None:
                 found = True
                 check_config(self.board, cfg, len(self.levels), self.programs)
+                if "start_low" not in cfg:      # a config stored before the key existed: the board's default
+                    cfg["start_low"] = start_low_default(self.board)
                 self.config = cfg
         except (store.StoreError, ConfigError, OSError) as e:
             bad.append("config: %s" % e)

@@ -23,10 +23,12 @@ E_UNKNOWN_PROGRAM = "unknown_program"
 E_CONFIG_CORRUPT = "config_corrupt"
 E_STORAGE = "storage_error"
 E_INTERNAL = "internal"
+E_UNKNOWN_ZONE = "unknown_zone"      # a treatment zone the board profile does not have
+E_ZONE_REFUSED = "zone_refused"      # program or waveform not allowed in the zone (programs, max rate, max phase)
 
 ERROR_CODES = (E_BAD_JSON, E_LINE_TOO_LONG, E_BAD_REQUEST, E_UNKNOWN_CMD, E_BAD_TYPE, E_OUT_OF_RANGE,
                E_OVER_CAP, E_FAULT_LATCHED, E_CHARGING, E_NO_CONTACT, E_BUSY, E_NOT_RUNNING,
-               E_UNKNOWN_PROGRAM, E_CONFIG_CORRUPT, E_STORAGE, E_INTERNAL)
+               E_UNKNOWN_PROGRAM, E_CONFIG_CORRUPT, E_STORAGE, E_INTERNAL, E_UNKNOWN_ZONE, E_ZONE_REFUSED)
 
 # Event names carried in {"ev": <name>}
 EV_TELEMETRY = "telemetry"
@@ -79,3 +81,14 @@ END_CHARGING = "charging"
 
 EV_LEVEL = "level"
 EV_STEP = "step"
+
+# Treatment zones (issue 17; board profile "zones", firmware/lib/zones.py)
+EV_ZONE = "zone"               # the zone changed (protocol set_zone or the zone button): {zone, zone_limit_ua, ...}
+END_ZONE = "zone"              # session_end reason: the zone button chose a zone the running program is not allowed in
+BOUND_LEVEL = "level"          # the applied amplitude is the level's (or trial) uA
+BOUND_ZONE = "zone"            # the applied amplitude is the zone limit (below the level's uA)
+START_BOUND_LOW = "start_low"  # the session started at level 1 (config start_low)
+START_BOUND_LAST = "last_session"  # the session started at the last session's final level (never above it)
+ZONE_MIN_LIMIT_UA = CONTACT_PROBE_UA  # a zone limit below the contact probe could not hold during a no-contact pause
+ZONE_LONG_PRESS_MIN_MS = 300   # zone button long press: at least this (and far above DEBOUNCE_MS)
+ZONE_BLINK_MS = 200            # zone LED: zone k (1-based, profile order) = k blinks of this on/off, then dark

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from . import paths
-from .shared import codes
+from .shared import codes, zones
 
 
 class BoardError(ValueError):
@@ -88,3 +88,17 @@ def validate(b: dict) -> None:
     dp = b.get("default_program")
     _need(dp is None or dp in (b.get("programs") or []),
           f"{name}: default_program {dp!r} must be one of the board's programs {b.get('programs')}")
+    try:   # the firmware's own check (firmware/lib/zones.py), run here too
+        zones.validate(b, cap, codes.ZONE_MIN_LIMIT_UA, codes.ZONE_LONG_PRESS_MIN_MS)
+    except zones.ZoneError as e:
+        raise BoardError(f"{name}: {e}") from e
+    cd = b.get("config_defaults", {})
+    _need(isinstance(cd, dict) and set(cd) <= {"start_low"} and isinstance(cd.get("start_low", False), bool),
+          f"{name}: config_defaults may hold only start_low (true/false)")
+
+
+def zone_table(b: dict) -> list[dict]:
+    """The board's zones with their limits resolved to uA (as the device computes them), default first flagged."""
+    cap = min(int(b["limits"]["cap_ua"]), codes.FIRMWARE_CEILING_UA)
+    tbl, d = zones.table(b, cap)
+    return [{**z, "default": i == d} for i, z in enumerate(tbl)]

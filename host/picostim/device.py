@@ -220,13 +220,30 @@ class Device:
             raise ValueError("levels_set needs levels_ua, or level and ua")
         return self.request("levels_set", level=level, ua=ua, **who)["levels_ua"]
 
-    def start(self, level: int, program: str | None = None, duration_s: float | None = None, **waveform) -> dict:
+    def start(self, level: int, program: str | None = None, duration_s: float | None = None, zone: str | None = None,
+              raise_to_level: bool = True, **waveform) -> dict:
+        """Start a session. The reply states what applies: `level`, `target_ua` = min(level uA, zone limit) and
+        `bound` (`level` or `zone`), `zone`, `zone_limit_ua`.
+
+        A device may start a session lower than asked (config `start_low`: level 1; never above the last session's
+        final level): its reply then has `start_bound`. The device raises a level only on a button press or a
+        `set_level`; with raise_to_level (the default: the caller asked for `level` explicitly) this method sends
+        that set_level (the device ramps it, S8) and returns the start reply with the raised `level`/`target_ua`/
+        `bound`, `start_bound` kept so the caller sees what happened. raise_to_level=False leaves the session where
+        the device started it, as the handheld's own power button does."""
         args = {"level": level, **{k: v for k, v in waveform.items() if v is not None}}
         if program is not None:
             args["program"] = program
+        if zone is not None:
+            args["zone"] = zone
         if duration_s is not None:
             args["duration_s"] = duration_s
-        return self.request("start", **args)
+        reply = self.request("start", **args)
+        if raise_to_level and reply.get("start_bound") and reply.get("level", level) < level:
+            raised = self.set_level(level)
+            reply = {**reply, **{k: raised[k] for k in ("level", "target_ua", "bound", "level_ua", "state")
+                                 if k in raised}, "raised_by": "set_level"}
+        return reply
 
     def stop(self) -> dict:
         return self.request("stop")
@@ -234,6 +251,15 @@ class Device:
     def set_level(self, level: int, ua: int | None = None) -> dict:
         """Change the running session's level; `ua` = live trial amplitude (field tuning, not persisted)."""
         return self.request("set_level", level=level, **({} if ua is None else {"ua": ua}))
+
+    def set_zone(self, zone: str) -> dict:
+        """Choose the treatment zone; while stimulating its limit holds at once (lower: immediately, higher: ramped),
+        or the device refuses (`zone_refused`) when the running program is not allowed there."""
+        return self.request("set_zone", zone=zone)
+
+    def zones(self) -> dict:
+        """The board's zones as the device applies them: {zones: [{name, limit_ua, programs, ...}], zone, default}."""
+        return self.request("zones")
 
     def clear_fault(self) -> dict:
         return self.request("clear_fault")
@@ -341,7 +367,8 @@ class Device:
         if self._tel_ms_base is None:
             # device ms of this stream's first sample: the batch went out at t_ms, its last sample a little before
             self._tel_ms_base = ev.get("t_ms", 0) - (n - 1) * dt / 1000 - t0 / 1000
-        common = {k: ev[k] for k in ("setpoint_ua", "state", "samples", "program", "burst") if k in ev}
+        common = {k: ev[k] for k in ("setpoint_ua", "state", "samples", "program", "burst", "zone", "zone_limit_ua")
+                  if k in ev}
         ages = ev.get("age_ms") or ()
         out = []
         for k in range(n):

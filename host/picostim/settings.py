@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .shared import codes
 
-CONFIG_KEYS = ("session_s", "default_level", "default_program")
+CONFIG_KEYS = ("session_s", "default_level", "default_program", "start_low")
 
 
 class SettingsError(ValueError):
@@ -71,6 +71,9 @@ def check_config(profile: dict, cfg: dict, n_levels: int | None = None) -> dict:
                 raise SettingsError(codes.E_BAD_TYPE, "default_level must be a whole number")
             if not 1 <= v <= n_levels:
                 raise SettingsError(codes.E_OUT_OF_RANGE, f"default_level must be 1..{n_levels}")
+        elif k == "start_low":
+            if not isinstance(v, bool):
+                raise SettingsError(codes.E_BAD_TYPE, "start_low must be true or false")
         elif k == "default_program":
             if v is not None and not isinstance(v, str):
                 raise SettingsError(codes.E_BAD_TYPE, "default_program must be a program name or null")

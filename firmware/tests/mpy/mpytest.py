@@ -37,12 +37,13 @@ def app_sandbox(prefix):
     import audit
     import board
     import config
+    import zonectl
     d = "/tmp/%s_%d" % (prefix, time.ticks_us() & 0xFFFFFF)
     try:
         os.mkdir(d)
     except OSError:
         pass
-    for n in ("config.bin", "levels.bin", "audit.bin"):
+    for n in ("config.bin", "levels.bin", "audit.bin", "session.bin"):
         try:
             os.remove(d + "/" + n)
         except OSError:
@@ -50,6 +51,7 @@ def app_sandbox(prefix):
     config.CONFIG_PATH = d + "/config.bin"
     config.LEVELS_PATH = d + "/levels.bin"
     audit.AUDIT_PATH = d + "/audit.bin"
+    zonectl.SESSION_PATH = d + "/session.bin"
     board.PROGRAMS_PATH = "boards/programs.json"
     with open("boards/handheld-home.json") as f:
         return d, json.load(f)

@@ -28,20 +28,46 @@ def levels():
 @json_option
 @friendly_errors
 def levels_show(port, as_json):
-    """The level table and the board cap."""
+    """The level table, the board cap and each treatment zone's limit (with what every level gives there)."""
     with device_session(port) as (dev, _):
         hello = dev.hello()
         table = dev.levels_get()
+        zones, current = _zones_of(dev, hello)
     if as_json:
         emit_json({"board": hello.get("board"), "uid": hello.get("uid"), "cap_ua": hello.get("cap_ua"),
-                   "levels_ua": table})
+                   "levels_ua": table, "zone": current,
+                   "zones": [{"name": z["name"], "limit_ua": z["limit_ua"], "programs": z["programs"],
+                              "levels_ua": [min(ua, z["limit_ua"]) for ua in table]} for z in zones]})
         return
     t = Table(title=f"{hello.get('board')} {hello.get('uid')} (cap {hello.get('cap_ua')} µA)")
     t.add_column("level", justify="right")
     t.add_column("µA", justify="right")
+    for z in zones:      # what each level applies in each zone: min(level, zone limit)
+        t.add_column(z["name"] + (" *" if z["name"] == current else ""), justify="right")
     for i, ua in enumerate(table, 1):
-        t.add_row(str(i), str(ua))
+        t.add_row(str(i), str(ua), *(str(min(ua, z["limit_ua"])) for z in zones))
     Console().print(t)
+    zt = Table(title="treatment zones (* = chosen now)")
+    for c in ("zone", "limit µA", "programs", "max rate Hz", "max phase µs", "session max s"):
+        zt.add_column(c)
+    for z in zones:
+        zt.add_row(z["name"] + (" *" if z["name"] == current else ""), str(z["limit_ua"]), ", ".join(z["programs"]),
+                   f"{z['max_rate_mhz'] / 1000:g}" if z.get("max_rate_mhz") else "-",
+                   str(z["max_phase_us"]) if z.get("max_phase_us") else "-",
+                   str(z["session_max_ms"] // 1000) if z.get("session_max_ms") else "-")
+    Console().print(zt)
+
+
+def _zones_of(dev, hello) -> tuple[list[dict], str | None]:
+    """The zones as the device applies them (`zones` command); a device without zones: the board profile's."""
+    try:
+        r = dev.zones()
+        return r["zones"], r.get("zone")
+    except DeviceError as e:
+        if e.code != codes.E_UNKNOWN_CMD:
+            raise
+    from .. import boards
+    return boards.zone_table(profile_for(hello)), None
 
 
 @levels.command("set")
@@ -179,8 +205,9 @@ class _Keys:
               help="telemetry rate (Hz)")
 @click.option("--program", default=None,
               help="program to stimulate with while tuning (default: the device's default program)")
+@click.option("--zone", help="treatment zone to tune in: its limit holds whatever the level's µA")
 @friendly_errors
-def levels_tune(port, level, step, operator, duration, telemetry_hz, program):
+def levels_tune(port, level, step, operator, duration, telemetry_hz, program, zone):
     """Interactive: stimulate at LEVEL, Up/Down (or +/-) change its µA live (device-ramped) with the measured
     current shown; `s` saves (atomic, audit entry), `q` quits (unsaved changes are discarded)."""
     with device_session(port) as (dev, tgt):
@@ -194,12 +221,15 @@ def levels_tune(port, level, step, operator, duration, telemetry_hz, program):
         table_before = list(table)
         trial = saved
         live_mode = "trial"      # set_level with ua (not persisted); falls back to levels_set if unsupported
-        applied = dev.start(level=level, duration_s=duration, program=program)
+        applied = dev.start(level=level, duration_s=duration, program=program, zone=zone)  # (raised if it starts low)
+        zone_note = ""
+        if applied.get("zone") is not None:
+            zone_note = f", zone {applied['zone']} (limit {applied.get('zone_limit_ua')} µA)"
         dev.telemetry_enable(True, telemetry_hz)
         keys = _Keys()
         measured, state, note, burst = None, "?", "", None
         click.echo(f"tuning level {level} on {hello.get('board')} {hello.get('uid')} (cap {cap} µA, step {step} µA), "
-                   f"program {applied.get('program') or 'custom waveform'}"
+                   f"program {applied.get('program') or 'custom waveform'}{zone_note}"
                    f"\nUp/Down or +/- change µA, s = save, q = quit")
         status_line = StatusLine()
 

@@ -17,7 +17,7 @@ from ._common import (EXIT_INTERRUPTED, check_output_file, device_session, frien
                       json_option, output_idle_on_exit, port_option, supervisor_stall, warn_loudly)
 
 CSV_FIELDS = ("host_s", "seq", "t_ms", "state", "program", "burst", "setpoint_ua", "i_ua", "v_mv", "fresh", "age_ms",
-              "gap")
+              "gap", "zone", "zone_limit_ua")
 TABLE_FIELDS = ("seq", "t_ms", "state", "program", "burst", "setpoint_ua", "i_ua", "v_mv")
 
 
@@ -75,10 +75,11 @@ def _table(samples, stats, others):
 @click.option("--start-level", type=int, default=None, help="start a session at this level first")
 @click.option("--program", default=None,
               help="program for --start-level (default: the device's default program, from the board profile)")
+@click.option("--zone", help="treatment zone: the session starts in it (--start-level), else the zone is chosen now")
 @click.option("--quiet", is_flag=True, help="no live table")
 @json_option
 @friendly_errors
-def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, program, quiet, as_json):
+def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, program, zone, quiet, as_json):
     """Live telemetry (measured current, electrode voltage, state); seq gaps are counted and reported."""
     if program is not None and start_level is None:
         raise click.UsageError("--program needs --start-level (monitor starts nothing without it)")
@@ -96,9 +97,11 @@ def monitor(port, rate_hz, duration_s, csv_file, plot_file, start_level, program
         with contextlib.ExitStack() as stack:
             if start_level is not None:
                 stack.enter_context(output_idle_on_exit(dev))
-                applied = dev.start(level=start_level, program=program)
+                applied = dev.start(level=start_level, program=program, zone=zone)
                 say(f"started level {applied.get('level')} ({applied.get('target_ua')} µA), program "
-                           f"{applied.get('program') or 'custom waveform'}")
+                           f"{applied.get('program') or 'custom waveform'}, zone {applied.get('zone')}")
+            elif zone is not None:
+                dev.set_zone(zone)
             writer = fh = None
             if csv_file:
                 fh = stack.enter_context(open(csv_file, "w", newline=""))

@@ -18,17 +18,18 @@ from ._common import (device_session, friendly_errors, json_option, output_idle_
 @click.option("--gap-us", type=int, help="interphase gap (µs)")
 @click.option("--rate-hz", "--rate", "rate_hz", type=float, help="repetition rate (Hz)")
 @click.option("--duration", "duration_s", type=float, help="session length (s); default: the board's")
+@click.option("--zone", help="treatment zone (board profile; `picostim levels show` lists them): its limit holds")
 @click.option("--wait", is_flag=True, help="stay attached, print events until the session ends")
 @json_option
 @friendly_errors
-def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, wait, as_json):
+def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, zone, wait, as_json):
     """Start stimulation (ramped up by the device) and print what the device applied."""
     with device_session(port) as (dev, _):
         # Without --wait a started session is the result; an error or Ctrl-C before that, or while waiting,
         # stops it (the output is never left on by a command that did not finish).
         with output_idle_on_exit(dev, always=False):
             applied = dev.start(level=level, program=program, duration_s=duration_s, phase_us=phase_us,
-                                gap_us=gap_us, rate_hz=rate_hz)
+                                gap_us=gap_us, rate_hz=rate_hz, zone=zone)
             shown = {k: v for k, v in applied.items() if k not in ("id", "ok")}
             if as_json:     # JSON lines: {"started": ...}, then (with --wait) one event per line, then {"state": ...}
                 click.echo(json.dumps({"started": shown}))
@@ -37,6 +38,11 @@ def run(port, level, program, phase_us, gap_us, rate_hz, duration_s, wait, as_js
                 click.echo(f"level {applied.get('level')} ({applied.get('target_ua')} µA), "
                            + (f"program {applied['program']}" if applied.get("program") else "custom waveform")
                            + f", {applied.get('session_s')} s")
+                if applied.get("start_bound"):
+                    click.echo(f"note: the device started low ({applied['start_bound']}); raised to level "
+                               f"{applied.get('level')} by set_level, ramped by the device")
+                if applied.get("bound") == "zone":
+                    click.echo(f"note: held to the {applied.get('zone')} zone limit of {applied.get('zone_limit_ua')} µA")
             if wait:
                 # Follow the device's own clock (a virtual board may run slower than real time): until the session
                 # ends (ramped down, S9) or the device leaves the stimulating states.

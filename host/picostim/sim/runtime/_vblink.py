@@ -219,7 +219,9 @@ def _readline():
             line = _rbuf[:i]
             _rbuf = _rbuf[i + 1:]
             return line
-        chunk = _sock.recv(4096)
+        # (1 KB blocks: a Pico's heap never holds this shim, so its blocks must not be what the firmware's heap
+        # cannot find room for; a longer line just takes more blocks)
+        chunk = _sock.recv(1024)
         if not chunk:
             raise OSError(104)
         _rbuf += chunk
