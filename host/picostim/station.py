@@ -145,7 +145,7 @@ class Station:
             raise Cancelled()
 
     def test_unit(self, i: int, unit: UnitSpec) -> dict:
-        from .target import open_target
+        from .target import open_target, slot_uid
         cfg = self.cfg
         b = cfg.bundle
         rec = {"record_id": uuid.uuid4().hex, "uid": "unknown", "board": b.board, "bundle": b.hash, "fw": b.fw,
@@ -156,7 +156,8 @@ class Station:
         self._check()
         self.progress(i, "start", unit.port)
         # a virtual unit's identity (unique_id) follows its slot on the station: a retest in a slot is the same unit
-        with open_target(unit.port, board=b.board, deploy_app=False, load=unit.sim_load, seed=i) as tgt:
+        with open_target(unit.port, board=b.board, deploy_app=False, load=unit.sim_load, seed=i,
+                         uid=slot_uid(i)) as tgt:
             rec["port"] = unit.port if tgt.vb is None else f"{unit.port} ({tgt.port})"
             rig = unit.rig if tgt.vb is None else tgt.vb.rig_address
             try:

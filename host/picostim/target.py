@@ -32,6 +32,13 @@ def check_sim_board(spec: str | None, board: str | None) -> None:
                             f" or --board {sim_board(spec)}")
 
 
+def slot_uid(slot: int) -> str:
+    """The unique_id of the virtual unit in a station's slot `slot`: the same in every run, so a retest in that slot
+    reaches the same unit (as a real retest re-seats the same handheld)."""
+    import hashlib
+    return hashlib.sha256(f"picostim virtual unit in slot {slot}".encode()).hexdigest()[:16]
+
+
 @dataclass
 class Target:
     port: str
@@ -52,8 +59,10 @@ def default_port() -> str | None:
 
 @contextlib.contextmanager
 def open_target(spec: str | None, board: str | None = None, deploy_app: bool = True, load: str = "2k",
-                flash_dir=None, quiet: bool = True, seed: int | None = None) -> Iterator[Target]:
-    """Yield a Target for `spec`; a virtual board is started (and flashed when `deploy_app`) and closed after."""
+                flash_dir=None, quiet: bool = True, seed: int | None = None,
+                uid: str | None = None) -> Iterator[Target]:
+    """Yield a Target for `spec`; a virtual board is started (and flashed when `deploy_app`) and closed after.
+    A virtual board gets `uid` as its unique_id, or a fresh one when None."""
     spec = spec or default_port()
     if spec is None:
         raise click_error("no board found: pass --port PORT (or --port sim for the virtual board)")
@@ -67,7 +76,8 @@ def open_target(spec: str | None, board: str | None = None, deploy_app: bool = T
     clock = os.environ.get("PICOSTIM_SIM_CLOCK", "model")
     # $PICOSTIM_ENGINE=emu (with $PICOSTIM_MICROPYTHON_UF2) runs the official image in the RP2040 emulator
     with VirtualBoard(board=name, load=load, flash_dir=flash_dir, clock=clock,
-                      seed=next(_sim_seeds) if seed is None else seed, engine=engine_from_env()) as vb:
+                      seed=next(_sim_seeds) if seed is None else seed, engine=engine_from_env(),
+                      uid=uid) as vb:
         wait_alive(vb.port)
         if deploy_app:
             from . import deploy
