@@ -252,17 +252,21 @@ class VirtualBoard:
         os.replace(tmp_link, self.port)
 
     def _close_usb(self):
-        with self._out_lock:
+        with self._out_lock:      # closed under the lock: the pty reader never reads a recycled fd number
             master, self._master = self._master, None
+            if master is not None:
+                try:
+                    os.close(master)
+                except OSError:
+                    pass
         try:
             os.unlink(self.port)
         except OSError:
             pass
-        if master is not None:
-            try:
-                os.close(master)
-            except OSError:
-                pass
+
+    def _note(self, what: str):
+        if self._trace:
+            self._trace.write(f"{time.monotonic():.4f} --- {what} (t={self.chip.now_ns} ns, gen {self._gen})\n")
 
     def _spawn(self, fn, name, *args):
         t = threading.Thread(target=fn, args=args, name=f"vb-{name}", daemon=True)
@@ -361,6 +365,7 @@ class VirtualBoard:
 
     def reset(self, cause=PWRON_RESET):
         """Hard reset. PWRON_RESET is a power cycle; WDT_RESET is what machine.reset() and the watchdog give."""
+        self._note(f"reset cause {cause}")
         self._kill_child()
         self._close_usb()
         self._power_on(cause)   # USB enumerates again once MicroPython is up (see _op_boot)
@@ -396,6 +401,7 @@ class VirtualBoard:
 
     def hang(self):
         """Injected firmware lock-up: the CPU spins with no syncs; only the watchdog gets it out."""
+        self._note("hang injected")
         with self._cond:
             self._hang_pending = True
             self._cond.notify_all()
@@ -542,12 +548,19 @@ class VirtualBoard:
             if ev[0][1] & (_select.POLLHUP | _select.POLLERR) and not ev[0][1] & _select.POLLIN:
                 time.sleep(0.01)  # no host attached
                 continue
-            try:
-                data = os.read(master, 4096)
-            except BlockingIOError:
-                continue
-            except OSError:
-                time.sleep(0.01)  # EIO: no host attached; EBADF: USB was just re-enumerated
+            # Read only while `master` is still the open pty: once USB re-enumerates, its fd number can already
+            # belong to a file some other thread opened (a read there fed a .pyc into the REPL after a reset).
+            with self._out_lock:
+                if self._master != master:
+                    continue
+                try:
+                    data = os.read(master, 4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = None   # EIO: no host attached
+            if data is None:
+                time.sleep(0.01)
                 continue
             if data:
                 if self._trace:

@@ -323,18 +323,18 @@ class EmuBoard:
 
     def _close_usb(self):
         self._usb_up.clear()
-        with self._out_cond:
+        with self._out_cond:      # closed under the lock: _pty_io never reads a recycled fd number
             master, self._master = self._master, None
             self._out_buf.clear()
+            if master is not None:
+                try:
+                    os.close(master)
+                except OSError:
+                    pass
         try:
             os.unlink(self.port)
         except OSError:
             pass
-        if master is not None:
-            try:
-                os.close(master)
-            except OSError:
-                pass
 
     def _out(self, data: bytes):
         with self._out_cond:
@@ -360,11 +360,15 @@ class EmuBoard:
                 time.sleep(0.005)
                 continue
             if r:
-                try:
-                    data = os.read(master, 4096)
-                except BlockingIOError:
-                    data = b""
-                except OSError:          # no process has the port open (EIO): like an unplugged host side
+                # only while `master` is still open: after a reset its fd number may belong to another file
+                with self._out_cond:
+                    try:
+                        data = os.read(master, 4096) if self._master == master else b""
+                    except BlockingIOError:
+                        data = b""
+                    except OSError:          # no process has the port open (EIO): like an unplugged host side
+                        data = None
+                if data is None:
                     data = b""
                     time.sleep(0.005)
                 if data:
