@@ -25,6 +25,8 @@ import pscodes as C
 import rp2regs as R
 
 LOOP_MS = 4              # loop period while something moves: ramps, pauses, button debounce, ramp-down
+QUIET_WAIT_MAX_US = 6000   # longest wait for a ramp step's quiet window (pair <= 2.5 ms + ISET settling 2.5 ms)
+QUIET_POLL_US = 50
 QUIET_LOOP_MS = 40       # longest sleep while steady (running, idle): IRQs hold safety and note button edges
 WDT_FEED_MS = 100        # feed interval; the watchdog itself is <= 1 s (board profile)
 MAX_BYTES_PER_LOOP = 2048
@@ -399,11 +401,23 @@ class App:
                 self.sup.arm()
                 if self.burst_ramp_ms:
                     self.retarget(self.target_ua, now, self.burst_ramp_ms)
-        # S8 ramps; ramp steps only between pairs (time-based, so a skipped iteration is caught up next time)
-        if self.burst_is_on and (not self.amp.ramping() or sup.quiet_now()):
+        # S8 ramps: a step every iteration, so each one is small. Steps go between pairs: the loop waits for the
+        # quiet window (at most one pair plus the ISET settling, ~5 ms; IRQs keep the supervisor running). Skipping
+        # the step outside the window instead let the loop lock to the pair period (4 ms loop at 250 Hz, or a slow
+        # iteration matching the period) and apply the whole ramp in one step when it finally got in.
+        if self.burst_is_on and self.amp.ramping():
+            self.wait_quiet()
+            self.amp.tick(time.ticks_ms())
+        elif self.burst_is_on:
             self.amp.tick(now)
         sup.set_setpoint(self.amp.applied_ua if self.burst_is_on else 0)
         self.state = C.ST_RAMPING if self.amp.ramping() else C.ST_RUNNING
+
+    def wait_quiet(self):
+        sup = self.sup
+        t0 = time.ticks_us()
+        while not sup.quiet_now() and time.ticks_diff(time.ticks_us(), t0) < QUIET_WAIT_MAX_US:
+            time.sleep_us(QUIET_POLL_US)
 
     # ---------------------------------------------------------------- requests
     def handle_line(self, line, now):
