@@ -286,6 +286,7 @@ class EmuBoard:
                     self.resets.append((m["t"], cause))
                     self.boot_count += 1
                     self._powered = True
+                    self._time_cond.notify_all()
                 self._close_usb()
             elif k == "bootloader":
                 self.in_bootloader = True
@@ -419,11 +420,26 @@ class EmuBoard:
         """Hard reset (a new chip, same flash). PWRON_RESET is a power cycle, WDT_RESET what the watchdog gives.
         The USB port goes away at once and comes back when the new chip's MicroPython enumerates."""
         self._close_usb()
+        n = len(self.resets)
         if cause == PWRON_RESET:
             self._send({"k": "power", "on": False})
             self._send({"k": "power", "on": True})
         else:
             self._send({"k": "reset", "cause": "wdt"})
+        self._await_reset(n)
+
+    def _await_reset(self, n, timeout_s=30.0):
+        # The emulator answers a reset once the new chip runs. Until then the old chip's state (its port, pin
+        # levels, time base) is what a caller would see: a reconnect could open the old port, a capture start
+        # before the reset. Wait for the answer (the engine thread reads it; no lock is held while waiting).
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while len(self.resets) <= n and not self._closing:
+                if self._proc.poll() is not None:
+                    raise EmuError(f"the emulator exited with {self._proc.returncode}")
+                if time.monotonic() > deadline:
+                    raise EmuError(f"the emulator did not answer a reset within {timeout_s} s")
+                self._time_cond.wait(0.05)
 
     def soft_reset(self):
         self._send({"k": "in", "b": base64.b64encode(b"\x03\x03\x04").decode()})
@@ -439,8 +455,12 @@ class EmuBoard:
 
     def power_restore(self):
         with self._lock:
+            was = self._powered
             self._powered = True
+            n = len(self.resets)
         self._send({"k": "power", "on": True})
+        if not was:
+            self._await_reset(n)
 
     def hang(self):
         self._send({"k": "hang"})
