@@ -25,8 +25,7 @@ import pscodes as C
 import rp2regs as R
 
 LOOP_MS = 4              # loop period while something moves: ramps, pauses, button debounce, ramp-down
-QUIET_WAIT_MAX_US = 6000   # longest wait for a ramp step's quiet window (pair <= 2.5 ms + ISET settling 2.5 ms)
-QUIET_POLL_US = 50
+QUIET_WAIT_MAX_MS = 6    # longest wait for a ramp step's quiet window (pair <= 2.5 ms + ISET settling 2.5 ms)
 QUIET_LOOP_MS = 40       # longest sleep while steady (running, idle): IRQs hold safety and note button edges
 WDT_FEED_MS = 100        # feed interval; the watchdog itself is <= 1 s (board profile)
 MAX_BYTES_PER_LOOP = 2048
@@ -402,7 +401,7 @@ class App:
                 if self.burst_ramp_ms:
                     self.retarget(self.target_ua, now, self.burst_ramp_ms)
         # S8 ramps: a step every iteration, so each one is small. Steps go between pairs: the loop waits for the
-        # quiet window (at most one pair plus the ISET settling, ~5 ms; IRQs keep the supervisor running). Skipping
+        # quiet window (at most ~6 ms; IRQs keep the supervisor running). Skipping
         # the step outside the window instead let the loop lock to the pair period (4 ms loop at 250 Hz, or a slow
         # iteration matching the period) and apply the whole ramp in one step when it finally got in.
         if self.burst_is_on and self.amp.ramping():
@@ -414,10 +413,13 @@ class App:
         self.state = C.ST_RAMPING if self.amp.ramping() else C.ST_RUNNING
 
     def wait_quiet(self):
+        # sleep_ms, not a busy-wait: the virtual board's unix engine runs timer IRQs only at its sleeps and
+        # peripheral calls, so a sleep_us spin there hid the supervisor's looks (all late). A window narrower than
+        # the 1 ms step may be missed: the step then comes at the limit, as small as any other.
         sup = self.sup
-        t0 = time.ticks_us()
-        while not sup.quiet_now() and time.ticks_diff(time.ticks_us(), t0) < QUIET_WAIT_MAX_US:
-            time.sleep_us(QUIET_POLL_US)
+        t0 = time.ticks_ms()
+        while not sup.quiet_now() and time.ticks_diff(time.ticks_ms(), t0) < QUIET_WAIT_MAX_MS:
+            time.sleep_ms(1)
 
     # ---------------------------------------------------------------- requests
     def handle_line(self, line, now):
