@@ -163,3 +163,18 @@ def test_adc_reads_the_front_end_at_the_conversion_instant(emu):
     expect = a["battery_v"] / a["v_bat_divider"] / a["adc_vref_v"] * 4096
     assert abs(int(out) - expect) <= 8, (out, expect)
     assert emu.rpc_counts["adc"] >= 32
+
+
+def test_picostim_flash_writes_and_verifies_the_app_on_the_emulated_chip(emu):
+    # what a user does with a fresh Pico: `picostim flash` through the port (files hashed back from the chip's own
+    # littlefs, written by the ROM flash calls the harness implements), then the app answers `hello`
+    exe = str(Path(sys.executable).with_name("picostim"))
+    r = subprocess.run([exe, "flash", "--board", "pico-devkit", "--port", emu.port, "--json"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = subprocess.run([exe, "flash", "--board", "pico-devkit", "--port", emu.port, "--verify", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    from picostim.device import Device
+    with Device(emu.port) as dev:
+        assert dev.hello(timeout=30)["board"] == "pico-devkit"
