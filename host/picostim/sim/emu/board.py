@@ -355,6 +355,18 @@ class EmuBoard:
         with self._out_cond:
             if self._master is None:
                 return
+            if not self._out_buf:
+                # straight into the pty, as USB hands each IN packet to the host at once: left to the pty thread
+                # (up to its 20 ms select) a reply could still be here when the chip resets 20 ms later
+                # (`reset` command) and be lost with the port
+                try:
+                    data = data[os.write(self._master, data):]
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    return
+                if not data:
+                    return
             if len(self._out_buf) + len(data) <= OUT_BUFFER_MAX:
                 self._out_buf += data
             self._out_cond.notify_all()
