@@ -400,15 +400,13 @@ class App:
                 self.sup.arm()
                 if self.burst_ramp_ms:
                     self.retarget(self.target_ua, now, self.burst_ramp_ms)
-        # S8 ramps: a step every iteration, so each one is small. Steps go between pairs: the loop waits for the
-        # quiet window (at most ~6 ms; IRQs keep the supervisor running). Skipping
-        # the step outside the window instead let the loop lock to the pair period (4 ms loop at 250 Hz, or a slow
-        # iteration matching the period) and apply the whole ramp in one step when it finally got in.
+        # S8 ramps: a step every iteration, so each one is small, between pairs: the loop waits for the quiet
+        # window (<= ~6 ms; IRQs keep the supervisor running). Skipping the step outside the window instead let the
+        # loop lock to the pair period (4 ms loop at 250 Hz, or a slow iteration matching the period) and apply the
+        # whole ramp in one step when it finally got in (S8 broken: 96 uA in one pair).
         if self.burst_is_on and self.amp.ramping():
             self.wait_quiet()
             self.amp.tick(time.ticks_ms())
-        elif self.burst_is_on:
-            self.amp.tick(now)
         sup.set_setpoint(self.amp.applied_ua if self.burst_is_on else 0)
         self.state = C.ST_RAMPING if self.amp.ramping() else C.ST_RUNNING
 
