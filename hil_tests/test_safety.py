@@ -316,8 +316,11 @@ def test_s8_ramp_moves_in_small_steps_whatever_the_loop_timing(dut, rig, measure
     measure("pulses", len(amps), "", low=10)
     measure("final_amp", amps[-1] if amps else 0.0, "uA", low=target - amp_tolerance(target))
     rises = [b - a for a, b in zip(amps, amps[1:])]
-    # a linear ramp of one level step per 300 ms moves ~1/60 of a step per 5 ms pair: allow a tenth of a step
-    measure("max_rise_per_pair", max(rises, default=0.0), "uA", high=0.1 * level_step)
+    # a linear ramp of one level step per 300 ms moves ~1/60 of a step per 5 ms pair; a loop that steps only every
+    # ~20 ms (a missed quiet window, a GC) moves ~1/15. A quarter step is far from that and from the locked loop's
+    # whole-ramp jump (96 uA in one pair at 250 Hz on the unix engine, 80 uA steps; on emu at 200 Hz the locked
+    # ramp did not move at all in 1.5 s: no current pulses, final_amp fails)
+    measure("max_rise_per_pair", max(rises, default=0.0), "uA", high=0.25 * level_step)
 
 
 def test_s8_decrease_is_immediate(dut, rig, measure, levels_ua):
