@@ -178,3 +178,20 @@ def test_picostim_flash_writes_and_verifies_the_app_on_the_emulated_chip(emu):
     from picostim.device import Device
     with Device(emu.port) as dev:
         assert dev.hello(timeout=30)["board"] == "pico-devkit"
+
+
+def test_a_rig_action_lands_at_the_instant_now_ns_returned(emu):
+    # `t = rig.now_s(); rig.inject(...)`: the emulator must not have run past t (a grant in flight, up to 2 ms)
+    # when the fault arrives, or every latency the HIL suite measures from t includes the grant (S5 read 2.1 ms)
+    gpio = emu.profile["pins"]["FAULT_N"]
+    lags = []
+    for _ in range(5):
+        time.sleep(0.05)                     # paced: the emulator runs grants meanwhile
+        t = emu.now_ns()
+        emu.rig.inject("fault_n", ms=1.0)
+        emu.wait_until(t + 3_000_000)
+        _, edges = emu.chip.pin_edges(gpio, t - 1, t + 3_000_000)
+        falls = [te for te, lvl in edges if lvl == 0]
+        assert falls, "FAULT_N never fell"
+        lags.append(falls[0] - t)
+    assert max(lags) <= 1000, f"FAULT_N fell {max(lags)} ns after the instant now_ns() returned"
