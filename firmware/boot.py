@@ -1,6 +1,10 @@
-# S1 safe boot: these are the first statements that run after every reset. Only `machine` (built in, cannot
-# fail) is imported before the stimulator outputs are driven to their safe levels.
+# S1 safe boot: these are the first statements that run after every reset. Only `machine` and `micropython` (built
+# in, cannot fail) are imported before the stimulator outputs are driven to their safe levels.
 import machine
+import micropython
+
+# Issue 14: no Ctrl-C during boot (a KeyboardInterrupt here would skip what follows); given back below unless locked.
+micropython.kbd_intr(-1)
 
 try:
     f = open("/board.json")
@@ -21,3 +25,14 @@ except Exception:
     # the bridge and HV_EN low. main.py then refuses to stimulate without a valid profile.
     for _g in range(26):
         machine.mem32[0x40014004 + 8 * _g] = (2 << 8) | 31
+# Production lock (issue 14): a locked unit runs the application from here and never returns, so no REPL mode
+# (a raw-REPL soft reset skips main.py) and no Ctrl-C can reach a prompt; main.py resets rather than return.
+try:
+    import os
+    os.stat("/lock.bin")
+    _locked = True
+except OSError:
+    _locked = False
+if _locked:
+    import main  # noqa: F401
+micropython.kbd_intr(3)

@@ -21,6 +21,7 @@ from config import Settings, ConfigError
 from audit import Audit
 from ui import UI
 from zonectl import ZoneControl
+import lock
 import pscodes as C
 import rp2regs as R
 
@@ -72,6 +73,12 @@ class App:
         self.programs = B.load_programs(board)
         self.settings = Settings(board, self.programs)
         self.audit = Audit()
+        self.lk = None                     # production lock (issue 14): lockcmd.Lock on a locked unit
+        if lock.present():
+            import lockcmd
+            self.lk = lockcmd.load()
+        self.line = None                   # the request line being handled (a mac covers its bytes)
+        self.auth_kid = None               # key id that signed it (locked unit), for the audit trail
         self.ui = UI(board)
         self.zc = ZoneControl(board)       # treatment zones (issue 17); the bound itself is in amplitude.py
         self.amp.set_zone_limit(self.zc.zone()["limit_ua"])
@@ -410,6 +417,8 @@ class App:
         """One reply per line, whatever happens. A command returns its reply fields, or (when it must build its
         reply before a commit point, see cmd_levels_set) the finished reply line."""
         rid = None
+        self.line = line
+        self.auth_kid = None
         try:
             if isinstance(line, ProtoError):
                 self.send(P.reply_err(None, line.code, line.detail))
@@ -417,6 +426,8 @@ class App:
             try:
                 rid, cmd, req = P.parse(line)
                 fn = getattr(self, "cmd_" + cmd, None) if len(cmd) <= 32 else None
+                if fn is None and cmd in C.LOCK_COMMANDS:
+                    fn = self.lock_cmd(cmd)
                 if fn is None:
                     raise ProtoError(C.E_UNKNOWN_CMD, "unknown command", rid)
                 fields = fn(req, now)
@@ -436,10 +447,28 @@ class App:
             except MemoryError:
                 self.send(OOM_REPLY)
 
+    # ---------------------------------------------------------------- production lock (issue 14, lockcmd.py)
+    def authorize(self, req, what):
+        """The one check every privileged request makes before anything else: on a locked unit a valid mac for the
+        current nonce, else ProtoError (auth_required / bad_nonce / auth_failed). Returns the signing key id (None
+        when unlocked) and keeps it in auth_kid for the audit trail."""
+        if self.lk is None:
+            return None
+        import lockcmd
+        self.auth_kid = lockcmd.authorize(self, req, what)
+        return self.auth_kid
+
+    def lock_cmd(self, cmd):
+        import lockcmd
+        f = lockcmd.COMMANDS[cmd]
+        return lambda req, now: f(self, req)
+
     def cmd_hello(self, req, now):
         P.check_keys(req, ())
         b = self.board
-        return {"fw": C.FW_VERSION, "proto": C.PROTOCOL_VERSION, "board": b.get("name"),
+        lk = self.lk
+        return {"locked": lk is not None, "key_id": lk.key_id if lk else None, "nonce": lk.nonce() if lk else None,
+"fw": C.FW_VERSION, "proto": C.PROTOCOL_VERSION, "board": b.get("name"),
                 "uid": "".join("%02x" % x for x in machine.unique_id()), "cap_ua": self.amp.cap_ua,
                 "ceiling_ua": C.FIRMWARE_CEILING_UA, "levels_ua": self.settings.levels,
                 "programs": sorted(self.programs), "reset_cause": machine.reset_cause(),
@@ -473,6 +502,7 @@ class App:
         return {"config": self.settings.config, "status": self.settings.status}
 
     def cmd_config_set(self, req, now):
+        self.authorize(req, "config_set")
         P.check_keys(req, ("config",))
         if "config" not in req:
             raise ProtoError(C.E_BAD_REQUEST, "config is required")
@@ -487,6 +517,7 @@ class App:
         return {"levels_ua": self.settings.levels}
 
     def cmd_levels_set(self, req, now):
+        self.authorize(req, "levels_set")
         P.check_keys(req, ("levels_ua", "level", "ua", "operator", "utc"))
         op = req.get("operator")
         if op is None:
@@ -526,7 +557,7 @@ class App:
         for i in changed:
             try:
                 z = self.zc.zone()
-                self.audit.record(op, i + 1, old[i], applied[i], utc, z["name"], z["limit_ua"])
+                self.audit.record(op, i + 1, old[i], applied[i], utc, z["name"], z["limit_ua"], self.auth_kid)
             except (MemoryError, OSError):
                 reply = reply_unaudited      # the table is saved; the reply says its audit entry is not
         return reply
@@ -567,6 +598,7 @@ class App:
         lv = P.get_int(req, "level", 1, n, required=True)
         ua = req.get("ua")
         if ua is not None:
+            self.authorize(req, "set_level ua")     # a free amplitude is tuning: locked users choose levels only
             if not _is_int(ua):
                 raise ProtoError(C.E_BAD_TYPE, "ua must be an integer")
             if ua > self.amp.cap_ua:
@@ -698,6 +730,7 @@ class App:
     def cmd_audit(self, req, now):
         P.check_keys(req, ("clear",))
         if P.get_bool(req, "clear", False):
+            self.authorize(req, "audit clear")
             self.audit.clear()
         return {"entries": self.audit.entries}
 
@@ -802,6 +835,7 @@ class App:
                 "measured_mv": B.adc_raw_to_electrode_mv(b, sv // n) if n else 0}
 
     def cmd_bootloader(self, req, now):
+        self.authorize(req, "bootloader")      # BOOTSEL over USB would let any host reflash a locked unit
         P.check_keys(req, ())
         self.idle_output()
         self.pending = "bootloader"

@@ -1,5 +1,8 @@
 # Audit trail of level-table changes (who, when, before, after), kept as a persisted ring buffer.
+import json
+import struct
 import time
+from binascii import crc32
 
 import store
 from pscodes import AUDIT_MAX_ENTRIES
@@ -29,10 +32,15 @@ class Audit:
             self.problem = str(e)
             self.entries = []
 
-    def record(self, operator, level, before_ua, after_ua, utc=None, zone=None, zone_limit_ua=None):
-        # zone + its limit: the treatment zone chosen when the level changed (what the output was bound by)
+    def record(self, operator, level, before_ua, after_ua, utc=None, zone=None, zone_limit_ua=None, key_id=None,
+               what=None):
+        # zone + its limit: the treatment zone chosen when the level changed (what the output was bound by);
+        # key_id: the maker's key that signed the change on a locked unit (issue 14); what: lock/unlock entries
         e = {"seq": self.next_seq, "t": time.time(), "utc": utc, "operator": operator, "level": level,
-             "before_ua": before_ua, "after_ua": after_ua, "zone": zone, "zone_limit_ua": zone_limit_ua}
+             "before_ua": before_ua, "after_ua": after_ua, "zone": zone, "zone_limit_ua": zone_limit_ua,
+             "key_id": key_id}
+        if what:
+            e["what"] = what
         self.next_seq += 1
         self.entries.append(e)
         if len(self.entries) > self.max_entries:
@@ -45,4 +53,26 @@ class Audit:
         self._save()
 
     def _save(self):
-        store.write_atomic(self.path, {"next_seq": self.next_seq, "entries": self.entries})
+        """The same record store.write_atomic would write (store.read reads it), encoded entry by entry: no
+        allocation of the whole trail at once (a full trail is ~6 KB; a fragmented 192 KB heap may not have that
+        in one piece). Pass 1 finds the payload's length and CRC, pass 2 writes the temp file; store.commit's
+        rename makes it current."""
+        n = 0
+        crc = 0
+        for part in self._parts():
+            n += len(part)
+            crc = crc32(part, crc)
+        if n > store.MAX_PAYLOAD:
+            raise store.StoreError("record too large")
+        hdr = struct.pack(store.HEADER, store.MAGIC, store.CONFIG_VERSION, n, crc & 0xFFFFFFFF)
+        store.commit(self.path, hdr, self._parts)
+
+    def _parts(self):
+        yield ('{"next_seq": %d, "entries": [' % self.next_seq).encode()
+        first = True
+        for e in self.entries:
+            if not first:
+                yield b", "
+            first = False
+            yield json.dumps(e).encode()
+        yield b"]}"
