@@ -79,6 +79,7 @@ class App:
             self.lk = lockcmd.load()
         self.line = None                   # the request line being handled (a mac covers its bytes)
         self.auth_kid = None               # key id that signed it (locked unit), for the audit trail
+        self.pending = None                # "reset" / "bootloader" once the reply is out
         self.ui = UI(board)
         self.zc = ZoneControl(board)       # treatment zones (issue 17); the bound itself is in amplitude.py
         self.amp.set_zone_limit(self.zc.zone()["limit_ua"])
