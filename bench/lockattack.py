@@ -303,7 +303,7 @@ def keep_stimulating(dev, level: int):
         dev.request("set_level", level=level)
 
 
-def attack(vb, dev, inputs, captured: list[bytes], ctx: Context, progress=None) -> dict:
+def attack(vb, dev, inputs, captured: list[bytes], ctx: Context, progress=None, reply_timeout: float = 10.0) -> dict:
     """Send every input to the locked unit on dev; returns the measured figures and the violations."""
     n_levels = len(dev.request("hello")["levels_ua"])
     before = snapshot(dev, vb)
@@ -324,7 +324,7 @@ def attack(vb, dev, inputs, captured: list[bytes], ctx: Context, progress=None) 
             try:
                 dev.send_raw(data + b"\n")
                 dev.send_raw(json.dumps({"id": sid, "cmd": "nonce"}).encode() + b"\n")
-                replies, st = read_until(dev, sid)
+                replies, st = read_until(dev, sid, reply_timeout)
             except TransportError as e:     # the unit went away (BOOTSEL, reset): a finding; get it back
                 s["port_lost"].append({"input": k, "cat": cat, "data": data[:160].hex(), "detail": str(e)[:100]})
                 if not _reconnect(vb, dev):
