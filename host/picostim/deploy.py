@@ -424,9 +424,14 @@ def deploy(transport: SerialTransport, board: str | None = None, firmware_dir: P
     try:
         state = d.prepare()
     except Exception:
-        hello = quick_hello(transport)
-        if hello is not None and hello.get("locked"):
-            raise UnitLocked(transport.port, hello.get("key_id")) from None
+        # a locked unit answered the REPL attempts as protocol garbage (coded error replies): say so plainly
+        for _ in range(3):
+            transport.drain(quiet_s=0.2)
+            hello = quick_hello(transport)
+            if hello is not None:
+                if hello.get("locked"):
+                    raise UnitLocked(transport.port, hello.get("key_id")) from None
+                break
         raise
     device = state["files"]
     old_manifest = state.get("manifest") if isinstance(state.get("manifest"), dict) else {}
