@@ -391,6 +391,9 @@ def verdict(s: dict, cap_ua: float, tol_ua: float) -> list[str]:
         bad.append("the rig saw no stimulation during the attack (nothing was at stake)")
     if s["boots"]:
         bad.append(f"{s['boots']} resets during the attack")
+    bf = s.get("boot_flood")
+    if bf and (bf["came_back_locked"] != bf["resets"] or bf["repl_entries"]):
+        bad.append(f"boot-window flood: {bf}")
     if s["port_lost"]:
         bad.append(f"the port went away {len(s['port_lost'])} times: {s['port_lost'][:2]}")
     return bad

@@ -45,9 +45,12 @@ def boot_flood(vb, dev, resets: int, flood_s: float = 1.5) -> dict:
                     time.sleep(0.05)
             time.sleep(0.002)
         try:
-            dev.t.drain(quiet_s=0.3)
+            try:
+                dev.t.drain(quiet_s=0.3)
+            except TransportError:
+                dev.t.reconnect(30)
             dev.noise.clear()
-            h = dev.hello(timeout=20)
+            h = dev.hello(timeout=30)
             if h.get("locked"):
                 out["came_back_locked"] += 1
             out["noise"] += list(dev.noise)[:3]
