@@ -25,14 +25,11 @@ except Exception:
     # the bridge and HV_EN low. main.py then refuses to stimulate without a valid profile.
     for _g in range(26):
         machine.mem32[0x40014004 + 8 * _g] = (2 << 8) | 31
-# Production lock (issue 14): a locked unit runs the application from here and never returns, so no REPL mode
-# (a raw-REPL soft reset skips main.py) and no Ctrl-C can reach a prompt; main.py resets rather than return.
+# Production lock (issue 14): Ctrl-C stays off on a locked unit; main.py (which a locked unit always runs: a hard
+# reset starts in the friendly REPL mode and the raw REPL cannot be reached) turns it off again as its first
+# statement and never returns. The application cannot run from here: MicroPython brings USB up only after boot.py.
 try:
     import os
     os.stat("/lock.bin")
-    _locked = True
 except OSError:
-    _locked = False
-if _locked:
-    import main  # noqa: F401
-micropython.kbd_intr(3)
+    micropython.kbd_intr(3)
