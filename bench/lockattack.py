@@ -136,7 +136,7 @@ def one_input(rnd, ctx: Context, category: str | None = None) -> tuple[str, byte
         if form == 0:
             return cat, _signed(rnd.randbytes(32), req, ctx.nonce)                     # a random key
         if form == 1:      # a key derived like the station's, from a guessed line secret
-            k = hmac.new(rnd.randbytes(32), (_PS["LOCK_KEY_LABEL"] + ctx.uid).encode(), hashlib.sha256).digest()
+            k = hmac.new(rnd.randbytes(32), ("picostim-unit-key:" + ctx.uid).encode(), hashlib.sha256).digest()
             return cat, _signed(k, req, ctx.nonce)
         if form == 2:      # another unit's key (the attacker read it out of a unit of their own)
             return cat, _signed(hashlib.sha256(b"other unit" + ctx.uid.encode()).digest(), req, ctx.nonce)

@@ -77,9 +77,6 @@ class App:
         if lock.present():
             import lockcmd
             self.lk = lockcmd.load()
-        self.line = None                   # the request line being handled (a mac covers its bytes)
-        self.auth_kid = None               # key id that signed it (locked unit), for the audit trail
-        self.pending = None                # "reset" / "bootloader" once the reply is out
         self.ui = UI(board)
         self.zc = ZoneControl(board)       # treatment zones (issue 17); the bound itself is in amplitude.py
         self.amp.set_zone_limit(self.zc.zone()["limit_ua"])
@@ -418,8 +415,10 @@ class App:
         """One reply per line, whatever happens. A command returns its reply fields, or (when it must build its
         reply before a commit point, see cmd_levels_set) the finished reply line."""
         rid = None
-        self.line = line
-        self.auth_kid = None
+        lk = self.lk
+        if lk is not None:        # a mac covers the line's bytes; kid: who signed it (one attribute: heap)
+            lk.line = line
+            lk.kid = None
         try:
             if isinstance(line, ProtoError):
                 self.send(P.reply_err(None, line.code, line.detail))
@@ -452,12 +451,16 @@ class App:
     def authorize(self, req, what):
         """The one check every privileged request makes before anything else: on a locked unit a valid mac for the
         current nonce, else ProtoError (auth_required / bad_nonce / auth_failed). Returns the signing key id (None
-        when unlocked) and keeps it in auth_kid for the audit trail."""
+        when unlocked), also in auth_kid for the audit trail."""
         if self.lk is None:
             return None
         import lockcmd
-        self.auth_kid = lockcmd.authorize(self, req, what)
-        return self.auth_kid
+        kid = self.lk.kid = lockcmd.authorize(self, req, what)
+        return kid
+
+    @property
+    def auth_kid(self):
+        return self.lk.kid if self.lk is not None else None
 
     def lock_cmd(self, cmd):
         import lockcmd

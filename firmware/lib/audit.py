@@ -36,11 +36,16 @@ class Audit:
                what=None):
         # zone + its limit: the treatment zone chosen when the level changed (what the output was bound by);
         # key_id: the maker's key that signed the change on a locked unit (issue 14); what: lock/unlock entries
+        # (both only when given: 32 entries of one more key each would cost ~3 KB of a 192 KB heap)
         e = {"seq": self.next_seq, "t": time.time(), "utc": utc, "operator": operator, "level": level,
-             "before_ua": before_ua, "after_ua": after_ua, "zone": zone, "zone_limit_ua": zone_limit_ua,
-             "key_id": key_id}
+             "before_ua": before_ua, "after_ua": after_ua, "zone": zone, "zone_limit_ua": zone_limit_ua}
+        if key_id:
+            e["key_id"] = key_id
         if what:
             e["what"] = what
+        return self._add(e)
+
+    def _add(self, e):
         self.next_seq += 1
         self.entries.append(e)
         if len(self.entries) > self.max_entries:

@@ -28,6 +28,8 @@ class Lock:
         self.boot = boot
         self.n = 0
         self.problem = None
+        self.line = None          # the request line being handled (App.handle_line): the mac covers its bytes
+        self.kid = None           # the key id that signed it
         try:
             self.salt = hexlify(os.urandom(4)).decode()
         except Exception:         # no RNG: the counter alone still keeps this lock's nonces apart
@@ -109,7 +111,7 @@ def authorize(app, req, what):
     lk.n += 1
     if req.get("nonce") != cur:
         raise ProtoError(C.E_NONCE, "nonce missing or used: ask nonce, sign again")
-    sm = split_mac(app.line) if isinstance(app.line, bytes) else None
+    sm = split_mac(lk.line) if isinstance(lk.line, bytes) else None
     mac = req.get("mac")
     if lk.key is None:
         raise ProtoError(C.E_AUTH_FAILED, "lock record unreadable: %s" % lk.problem)

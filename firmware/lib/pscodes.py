@@ -100,10 +100,7 @@ ZONE_BLINK_MS = 200            # zone LED: zone k (1-based, profile order) = k b
 
 # Production lock (issue 14). A request's mac = HMAC-SHA256(unit key, the request line without its mac member),
 # where the mac member is the line's last: ...,"mac":"<64 hex>"} ; the line also carries "nonce" (the device's
-# current one). Unit key = HMAC-SHA256(line secret, LOCK_KEY_LABEL + uid hex), derived at the station.
-LOCK_KEY_LABEL = "picostim-unit-key:"
-LOCK_KEY_ID_LABEL = "picostim-key-id:"
-LOCK_MAC_HEX = 64
+# current one). The unit key is derived at the station (host/picostim/auth.py; the device never derives keys).
 # commands a locked unit runs only with a valid mac (set_level with "ua" and audit with "clear" too)
 LOCK_COMMANDS = ("nonce", "auth", "lock", "unlock")   # served by lockcmd.py (loaded lazily)
 LOCK_GATED = ("levels_set", "config_set", "calib_set", "bootloader", "lock", "unlock", "auth")

@@ -22,6 +22,8 @@ from pathlib import Path
 from .shared import codes
 
 KEY_FILE_ENV = "PICOSTIM_KEY_FILE"
+LOCK_KEY_LABEL = "picostim-unit-key:"       # unit key = HMAC-SHA256(line secret, LOCK_KEY_LABEL + uid hex)
+LOCK_KEY_ID_LABEL = "picostim-key-id:"      # key id = HMAC-SHA256(line secret, LOCK_KEY_ID_LABEL)[:4].hex()
 
 
 class KeyFileError(ValueError):
@@ -69,12 +71,12 @@ def key_file_from_env(path=None):
 
 
 def key_id(line_secret: bytes) -> str:
-    return hmac.new(line_secret, codes.LOCK_KEY_ID_LABEL.encode(), hashlib.sha256).hexdigest()[:8]
+    return hmac.new(line_secret, LOCK_KEY_ID_LABEL.encode(), hashlib.sha256).hexdigest()[:8]
 
 
 def unit_key(line_secret: bytes, uid: str) -> bytes:
     """The per-device key the station stores on the unit with this uid (hex, as `hello` reports it)."""
-    return hmac.new(line_secret, (codes.LOCK_KEY_LABEL + uid.lower()).encode(), hashlib.sha256).digest()
+    return hmac.new(line_secret, (LOCK_KEY_LABEL + uid.lower()).encode(), hashlib.sha256).digest()
 
 
 def sign_line(key: bytes, request: dict, nonce: str) -> bytes:
