@@ -11,14 +11,16 @@ AUDIT_PATH = "/audit.bin"
 
 
 class Audit:
-    def __init__(self, path=AUDIT_PATH, max_entries=AUDIT_MAX_ENTRIES):
-        self.path = path
+    def __init__(self, path=None, max_entries=AUDIT_MAX_ENTRIES):
+        # AUDIT_PATH read now, not when the module loaded (tests point it into a sandbox after importing audit: the
+        # default used to read a stray /audit.bin of the host running the tests, heap and all)
+        self.path = path or AUDIT_PATH
         self.max_entries = max_entries
         self.entries = []
         self.next_seq = 1
         self.problem = None
         try:
-            rec = store.read(path)
+            rec = store.read(self.path)
             if rec is not None:
                 ents = rec.get("entries") if isinstance(rec, dict) else None
                 if not isinstance(ents, list):
