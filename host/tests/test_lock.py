@@ -176,3 +176,22 @@ def test_calibration_needs_the_key_on_a_locked_unit():
         cal = [e for e in dev.audit() if e.get("level") == "calibration"]
         assert cal and all(e.get("key_id") == signer.key_id for e in cal)
         assert dev.hello()["locked"]
+
+
+def test_station_locks_each_unit_as_its_last_step(tmp_path):
+    """`picostim station --key-file`: flash, calibrate, selftest, HIL subset, then lock; the record says so."""
+    import subprocess
+    from picostim.unitdb import open_store
+    kf = tmp_path / "line.key"
+    kid = auth.keygen(kf)
+    db = tmp_path / "st.sqlite"
+    exe = str(Path(sys.executable).with_name("picostim"))
+    out = subprocess.run([exe, "station", "--board", "handheld-home", "-p", "sim", "--db", str(db), "--operator",
+                          "alice", "--key-file", str(kf)], capture_output=True, text=True, timeout=280)
+    assert out.returncode == 0, out.stdout + out.stderr
+    with open_store(str(db)) as store:
+        (rec,) = store.records()
+    assert rec["result"] == "PASS", rec["reason"]
+    assert [s["name"] for s in rec["steps"]][-1] == "lock" and rec["steps"][-1]["outcome"] == "pass"
+    m = {x["name"]: x for x in rec["measurements"] if x.get("phase") == "lock"}
+    assert m["locked"]["value"] == 1 and m["key_id_matches"]["value"] == 1 and kid in rec["steps"][-1]["detail"]
