@@ -1,10 +1,6 @@
-# S1 safe boot: these are the first statements that run after every reset. Only `machine` and `micropython` (built
-# in, cannot fail) are imported before the stimulator outputs are driven to their safe levels.
+# S1 safe boot: these are the first statements that run after every reset. Only `machine` (built in, cannot
+# fail) is imported before the stimulator outputs are driven to their safe levels.
 import machine
-import micropython
-
-# Issue 14: no Ctrl-C during boot (a KeyboardInterrupt here would skip what follows); given back below unless locked.
-micropython.kbd_intr(-1)
 
 try:
     f = open("/board.json")
@@ -25,11 +21,13 @@ except Exception:
     # the bridge and HV_EN low. main.py then refuses to stimulate without a valid profile.
     for _g in range(26):
         machine.mem32[0x40014004 + 8 * _g] = (2 << 8) | 31
-# Production lock (issue 14): Ctrl-C stays off on a locked unit; main.py (which a locked unit always runs: a hard
-# reset starts in the friendly REPL mode and the raw REPL cannot be reached) turns it off again as its first
-# statement and never returns. The application cannot run from here: MicroPython brings USB up only after boot.py.
+# Issue 14: a locked unit takes no Ctrl-C from here on (main.py turns it off again as its first statement:
+# MicroPython re-arms it before main.py; on an RP2040 USB comes up only after boot.py). An unlocked unit keeps it: a
+# host's Ctrl-C during boot still reaches the REPL (deploys rely on it).
 try:
     import os
     os.stat("/lock.bin")
+    import micropython
+    micropython.kbd_intr(-1)
 except OSError:
-    micropython.kbd_intr(3)
+    pass
