@@ -167,6 +167,8 @@ def cmd_lock(app, req):
 def cmd_unlock(app, req):
     """Signed: remove the lock, then reset (pending) so the unit boots unlocked: REPL and deploys work again."""
     check_keys(req, ())
+    if app.lk is None:
+        return state(app)           # not locked: nothing to do, no reset
     kid = authorize(app, req, "unlock")
     os.remove(L.LOCK_PATH)
     app.lk = None

@@ -333,7 +333,8 @@ class Device:
     def unlock(self, wait_s: float = 15.0) -> dict:
         """Signed unlock; the unit resets and comes back unlocked (REPL and deploys work again). Returns the new
         hello."""
-        self.request("unlock")
+        if not self.request("unlock").get("state") == "reset":
+            return self.hello()         # it was not locked
         time.sleep(0.3)
         self.t.reconnect(wait_s)
         self._events.clear()

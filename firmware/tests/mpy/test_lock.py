@@ -153,6 +153,8 @@ r = send(signed({"id": 50, "cmd": "unlock"}))
 check("unlock_ok", r["ok"] and r["locked"] is False and not lock.present() and a.pending == "reset", r)
 e = req({"id": 51, "cmd": "audit"})["entries"][-1]
 check("unlock_audited", e.get("what") == "unlock" and e["key_id"] == KID, e)
+r = req({"id": 53, "cmd": "unlock"})
+check("unlock_when_unlocked_is_a_no_op", r["ok"] and r["locked"] is False and "state" not in r, r)
 r = req({"id": 52, "cmd": "levels_set", "levels_ua": levels0})
 check("unlocked_levels_set", r["ok"], r)
 
