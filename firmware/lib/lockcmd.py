@@ -138,8 +138,8 @@ def cmd_nonce(app, req):
 
 def cmd_auth(app, req):
     """A signed no-op: the station checks that the unit holds the key it derived (after lock)."""
+    kid = authorize(app, req, "auth")       # first, as every privileged request (App.authorize)
     check_keys(req, ())
-    kid = authorize(app, req, "auth")
     d = state(app)
     d["verified"] = kid is not None
     return d
@@ -147,8 +147,8 @@ def cmd_auth(app, req):
 
 def cmd_lock(app, req):
     """Unlocked: the station's last step stores the unit key. Locked: re-keying needs the current key."""
-    check_keys(req, ("key", "key_id"))
     authorize(app, req, "lock")
+    check_keys(req, ("key", "key_id"))
     key = get_str(req, "key", 64, required=True)
     kid = get_str(req, "key_id", 16, required=True)
     try:
@@ -166,10 +166,11 @@ def cmd_lock(app, req):
 
 def cmd_unlock(app, req):
     """Signed: remove the lock, then reset (pending) so the unit boots unlocked: REPL and deploys work again."""
-    check_keys(req, ())
     if app.lk is None:
+        check_keys(req, ())
         return state(app)           # not locked: nothing to do, no reset
     kid = authorize(app, req, "unlock")
+    check_keys(req, ())
     os.remove(L.LOCK_PATH)
     app.lk = None
     audit_lock(app, "unlock", kid)
