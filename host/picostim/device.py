@@ -338,7 +338,8 @@ class Device:
         time.sleep(0.3)
         self.t.reconnect(wait_s)
         self._events.clear()
-        return self.hello(timeout=wait_s)
+        # an unlocked unit may come up at its REPL (seen in a long HIL run on the virtual board): start the app
+        return self.ensure_app(timeout=wait_s)
 
     def bootloader(self) -> dict:
         """Reboot into BOOTSEL (the port disappears; a RPI-RP2 drive appears on real hardware)."""

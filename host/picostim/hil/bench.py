@@ -316,7 +316,11 @@ class Bench:
         if self.signer is None:
             import pytest
             pytest.skip("the DUT is locked and no --lock-key-file was given: this test needs its REPL")
-        d.unlock(wait_s=BOOT_TIMEOUT_S)
+        try:
+            d.unlock(wait_s=BOOT_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001
+            raise BenchError(f"unlock failed: {e}; noise {list(d.noise)[-6:]}; port {d.t.drain(quiet_s=0.5)[-300:]!r}; "
+                             f"vb {getattr(self.vb, '_child_state', None)} repl {getattr(getattr(self.vb, 'repl', None), 'mode', None)}") from e
         try:
             yield
         finally:
