@@ -338,7 +338,7 @@ class Device:
         time.sleep(0.3)
         self.t.reconnect(wait_s)
         self._events.clear()
-        # an unlocked unit may come up at its REPL (seen in a long HIL run on the virtual board): start the app
+        # an app that fails to start leaves an unlocked unit at its REPL: start it from there (ensure_app)
         return self.ensure_app(timeout=wait_s)
 
     def bootloader(self) -> dict:
