@@ -36,6 +36,8 @@ SECTIONS = {
     "fuzz_vb": ("Campaign: protocol fuzzing end to end", 45),
     "powerloss": ("Campaign: power loss during writes and deploy", 150),
     "faults": ("Campaign: random faults during stimulation", 50),
+    "lock_attack": ("Campaign: USB attacks on a locked unit (issue 14)", 240),
+    "lock_attack_emu": ("Campaign: USB attacks on a locked unit, emu engine (MicroPython image)", 900),
     "engines": ("Engines side by side: unix port models vs emulated silicon (MicroPython image)", 300),
 }
 

@@ -21,3 +21,13 @@ except Exception:
     # the bridge and HV_EN low. main.py then refuses to stimulate without a valid profile.
     for _g in range(26):
         machine.mem32[0x40014004 + 8 * _g] = (2 << 8) | 31
+# Issue 14: a locked unit takes no Ctrl-C from here on (main.py turns it off again as its first statement:
+# MicroPython re-arms it before main.py; on an RP2040 USB comes up only after boot.py). An unlocked unit keeps it: a
+# host's Ctrl-C during boot still reaches the REPL (deploys rely on it).
+try:
+    import os
+    os.stat("/lock.bin")
+    import micropython
+    micropython.kbd_intr(-1)
+except OSError:
+    pass

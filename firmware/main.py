@@ -1,6 +1,22 @@
 # Runs the application; whatever ends it (Ctrl-C from mpremote, a soft reset, any exception) leaves the
-# output idle first (S14).
+# output idle first (S14). A locked unit (issue 14) never returns to the REPL: Ctrl-C is data, and whatever ends the
+# application resets the unit.
+import micropython
+micropython.kbd_intr(-1)
 import machine
+
+
+def _locked():
+    try:
+        import os
+        os.stat("/lock.bin")
+        return True
+    except OSError:
+        return False
+
+
+if not _locked():
+    micropython.kbd_intr(3)    # unlocked: Ctrl-C stops the application (development, deploys)
 
 
 def _force_idle():
@@ -50,12 +66,20 @@ try:
     _app = app.App(board.load())
     _app.run()
 except KeyboardInterrupt:
-    _safe_exit(_app, True)
-    print("picostim: stopped, output idle (REPL)")
+    _safe_exit(_app, not _locked())
+    if not _locked():
+        print("picostim: stopped, output idle (REPL)")
 except Exception as e:
     _safe_exit(_app, False)
-    import sys
-    print("picostim: application error, output idle:")
-    sys.print_exception(e)
+    if not _locked():
+        import sys
+        print("picostim: application error, output idle:")
+        sys.print_exception(e)
 finally:
     _safe_exit(None, False)
+    # locked: never fall through to the REPL; a fresh start instead (the output is idle)
+    while _locked():
+        try:
+            machine.reset()
+        except BaseException:
+            pass

@@ -57,6 +57,7 @@ def _power_cycle(bench):
 RESETS = {"soft_reset": _soft_reset, "hard_reset": _hard_reset, "power_loss": _power_cycle}
 
 
+@pytest.mark.repl
 @pytest.mark.parametrize("how", list(RESETS))
 def test_levels_persist(bench, dut, rig, measure, prof, restore_levels, how):
     table = _tuned_table(restore_levels, prof)
@@ -121,6 +122,7 @@ def _device_exec(bench, code):
     return bench.device.hello(timeout=30)
 
 
+@pytest.mark.repl
 def test_s12_corrupt_level_file_runs_on_board_defaults(bench, dut, rig, measure, prof, restore_levels):
     table = _tuned_table(restore_levels, prof)
     dut.levels_set(table, operator="hil-corrupt")
@@ -134,6 +136,7 @@ def test_s12_corrupt_level_file_runs_on_board_defaults(bench, dut, rig, measure,
             high=default_top + amp_tolerance(default_top))
 
 
+@pytest.mark.repl
 def test_s12_over_cap_level_file_rejected(bench, dut, rig, measure, prof, restore_levels):
     cap = prof["limits"]["cap_ua"]
     table = list(prof["levels_ua"])
@@ -148,6 +151,7 @@ def test_s12_over_cap_level_file_rejected(bench, dut, rig, measure, prof, restor
     measure("top_amp", amp, "uA", high=cap + amp_tolerance(cap))
 
 
+@pytest.mark.repl
 def test_s12_truncated_file_rejected(bench, dut, rig, measure, prof, restore_levels):
     table = _tuned_table(restore_levels, prof)
     dut.levels_set(table, operator="hil-trunc")

@@ -426,6 +426,7 @@ def _repl(dut):
     return RawRepl(dut.t)
 
 
+@pytest.mark.repl
 def test_s14_ctrl_c_into_repl_leaves_output_idle(dut, rig, measure):
     support.start_running(dut, rig, 3, phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
     repl = _repl(dut)
@@ -438,6 +439,7 @@ def test_s14_ctrl_c_into_repl_leaves_output_idle(dut, rig, measure):
         dut.hello(timeout=30)
 
 
+@pytest.mark.repl
 def test_s14_soft_reset_while_running_leaves_output_idle(dut, rig, measure):
     support.start_running(dut, rig, 3, phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
     repl = _repl(dut)
@@ -451,6 +453,7 @@ def test_s14_soft_reset_while_running_leaves_output_idle(dut, rig, measure):
         dut.hello(timeout=30)
 
 
+@pytest.mark.repl
 def test_s14_app_restarts_idle_after_soft_reset(dut, rig, measure):
     support.start_running(dut, rig, 3, phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
     repl = _repl(dut)
@@ -487,6 +490,7 @@ def test_s4_power_button_clears_latched_fault(dut, rig, measure):
     measure("pulses_after_user_clear", rig.capture(0.03).n_active, "", low=3)
 
 
+@pytest.mark.repl
 def test_s14_exception_at_startup_leaves_output_idle(bench, dut, rig, measure):
     """A provisioning mistake makes the application raise while starting: the output stays idle (and the board
     sits at the REPL), measured while the broken app 'runs'."""

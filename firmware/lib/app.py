@@ -21,6 +21,7 @@ from config import Settings, ConfigError
 from audit import Audit
 from ui import UI
 from zonectl import ZoneControl
+import lock
 import pscodes as C
 import rp2regs as R
 
@@ -73,6 +74,10 @@ class App:
         self.programs = B.load_programs(board)
         self.settings = Settings(board, self.programs)
         self.audit = Audit()
+        self.lk = None                     # production lock (issue 14): lockcmd.Lock on a locked unit
+        if lock.present():
+            import lockcmd
+            self.lk = lockcmd.load()
         self.ui = UI(board)
         self.zc = ZoneControl(board)       # treatment zones (issue 17); the bound itself is in amplitude.py
         self.amp.set_zone_limit(self.zc.zone()["limit_ua"])
@@ -424,6 +429,10 @@ class App:
         """One reply per line, whatever happens. A command returns its reply fields, or (when it must build its
         reply before a commit point, see cmd_levels_set) the finished reply line."""
         rid = None
+        lk = self.lk
+        if lk is not None:        # a mac covers the line's bytes; kid: who signed it (one attribute: heap)
+            lk.line = line
+            lk.kid = None
         try:
             if isinstance(line, ProtoError):
                 self.send(P.reply_err(None, line.code, line.detail))
@@ -431,6 +440,8 @@ class App:
             try:
                 rid, cmd, req = P.parse(line)
                 fn = getattr(self, "cmd_" + cmd, None) if len(cmd) <= 32 else None
+                if fn is None and cmd in C.LOCK_COMMANDS:
+                    fn = self.lock_cmd(cmd)
                 if fn is None:
                     raise ProtoError(C.E_UNKNOWN_CMD, "unknown command", rid)
                 fields = fn(req, now)
@@ -450,10 +461,32 @@ class App:
             except MemoryError:
                 self.send(OOM_REPLY)
 
+    # ---------------------------------------------------------------- production lock (issue 14, lockcmd.py)
+    def authorize(self, req, what):
+        """The one check every privileged request makes before anything else: on a locked unit a valid mac for the
+        current nonce, else ProtoError (auth_required / bad_nonce / auth_failed). Returns the signing key id (None
+        when unlocked), also in auth_kid for the audit trail."""
+        if self.lk is None:
+            return None
+        import lockcmd
+        kid = self.lk.kid = lockcmd.authorize(self, req, what)
+        return kid
+
+    @property
+    def auth_kid(self):
+        return self.lk.kid if self.lk is not None else None
+
+    def lock_cmd(self, cmd):
+        import lockcmd
+        f = lockcmd.COMMANDS[cmd]
+        return lambda req, now: f(self, req)
+
     def cmd_hello(self, req, now):
         P.check_keys(req, ())
         b = self.board
-        return {"fw": C.FW_VERSION, "proto": C.PROTOCOL_VERSION, "board": b.get("name"),
+        lk = self.lk
+        return {"locked": lk is not None, "key_id": lk.key_id if lk else None, "nonce": lk.nonce() if lk else None,
+"fw": C.FW_VERSION, "proto": C.PROTOCOL_VERSION, "board": b.get("name"),
                 "uid": "".join("%02x" % x for x in machine.unique_id()), "cap_ua": self.amp.cap_ua,
                 "ceiling_ua": C.FIRMWARE_CEILING_UA, "levels_ua": self.settings.levels,
                 "programs": sorted(self.programs), "reset_cause": machine.reset_cause(),
@@ -487,6 +520,7 @@ class App:
         return {"config": self.settings.config, "status": self.settings.status}
 
     def cmd_config_set(self, req, now):
+        self.authorize(req, "config_set")
         P.check_keys(req, ("config",))
         if "config" not in req:
             raise ProtoError(C.E_BAD_REQUEST, "config is required")
@@ -501,6 +535,7 @@ class App:
         return {"levels_ua": self.settings.levels}
 
     def cmd_levels_set(self, req, now):
+        self.authorize(req, "levels_set")
         P.check_keys(req, ("levels_ua", "level", "ua", "operator", "utc"))
         op = req.get("operator")
         if op is None:
@@ -540,7 +575,7 @@ class App:
         for i in changed:
             try:
                 z = self.zc.zone()
-                self.audit.record(op, i + 1, old[i], applied[i], utc, z["name"], z["limit_ua"])
+                self.audit.record(op, i + 1, old[i], applied[i], utc, z["name"], z["limit_ua"], self.auth_kid)
             except (MemoryError, OSError):
                 reply = reply_unaudited      # the table is saved; the reply says its audit entry is not
         return reply
@@ -581,6 +616,7 @@ class App:
         lv = P.get_int(req, "level", 1, n, required=True)
         ua = req.get("ua")
         if ua is not None:
+            self.authorize(req, "set_level ua")     # a free amplitude is tuning: locked users choose levels only
             if not _is_int(ua):
                 raise ProtoError(C.E_BAD_TYPE, "ua must be an integer")
             if ua > self.amp.cap_ua:
@@ -712,6 +748,7 @@ class App:
     def cmd_audit(self, req, now):
         P.check_keys(req, ("clear",))
         if P.get_bool(req, "clear", False):
+            self.authorize(req, "audit clear")
             self.audit.clear()
         return {"entries": self.audit.entries}
 
@@ -816,6 +853,7 @@ class App:
                 "measured_mv": B.adc_raw_to_electrode_mv(b, sv // n) if n else 0}
 
     def cmd_bootloader(self, req, now):
+        self.authorize(req, "bootloader")      # BOOTSEL over USB would let any host reflash a locked unit
         P.check_keys(req, ())
         self.idle_output()
         self.pending = "bootloader"

@@ -142,7 +142,8 @@ def get_str(req, name, max_len, default=None, required=False):
 
 def check_keys(req, allowed):
     for k in req:
-        if k != "id" and k != "cmd" and k not in allowed:
+        # nonce + mac: any request may be signed (issue 14); the commands that need it say so (App.authorize)
+        if k != "id" and k != "cmd" and k != "nonce" and k != "mac" and k not in allowed:
             raise ProtoError(E_BAD_REQUEST, "unknown argument %s" % k)
 
 

@@ -25,10 +25,15 @@ E_STORAGE = "storage_error"
 E_INTERNAL = "internal"
 E_UNKNOWN_ZONE = "unknown_zone"      # a treatment zone the board profile does not have
 E_ZONE_REFUSED = "zone_refused"      # program or waveform not allowed in the zone (programs, max rate, max phase)
+# Production lock (issue 14, firmware/lib/lock.py + lockcmd.py): a locked unit answers a privileged request with
+E_AUTH_REQUIRED = "auth_required"    # ... no mac: the request needs the maker's key
+E_AUTH_FAILED = "auth_failed"        # ... a mac that does not verify (wrong key, altered request, malformed mac)
+E_NONCE = "bad_nonce"                # ... a missing or used nonce (a replay): ask `nonce` and sign again
 
 ERROR_CODES = (E_BAD_JSON, E_LINE_TOO_LONG, E_BAD_REQUEST, E_UNKNOWN_CMD, E_BAD_TYPE, E_OUT_OF_RANGE,
                E_OVER_CAP, E_FAULT_LATCHED, E_CHARGING, E_NO_CONTACT, E_BUSY, E_NOT_RUNNING,
-               E_UNKNOWN_PROGRAM, E_CONFIG_CORRUPT, E_STORAGE, E_INTERNAL, E_UNKNOWN_ZONE, E_ZONE_REFUSED)
+               E_UNKNOWN_PROGRAM, E_CONFIG_CORRUPT, E_STORAGE, E_INTERNAL, E_UNKNOWN_ZONE, E_ZONE_REFUSED,
+               E_AUTH_REQUIRED, E_AUTH_FAILED, E_NONCE)
 
 # Event names carried in {"ev": <name>}
 EV_TELEMETRY = "telemetry"
@@ -92,3 +97,10 @@ START_BOUND_LAST = "last_session"  # the session started at the last session's f
 ZONE_MIN_LIMIT_UA = CONTACT_PROBE_UA  # a zone limit below the contact probe could not hold during a no-contact pause
 ZONE_LONG_PRESS_MIN_MS = 300   # zone button long press: at least this (and far above DEBOUNCE_MS)
 ZONE_BLINK_MS = 200            # zone LED: zone k (1-based, profile order) = k blinks of this on/off, then dark
+
+# Production lock (issue 14). A request's mac = HMAC-SHA256(unit key, the request line without its mac member),
+# where the mac member is the line's last: ...,"mac":"<64 hex>"} ; the line also carries "nonce" (the device's
+# current one). The unit key is derived at the station (host/picostim/auth.py; the device never derives keys).
+# commands a locked unit runs only with a valid mac (set_level with "ua" and audit with "clear" too)
+LOCK_COMMANDS = ("nonce", "auth", "lock", "unlock")   # served by lockcmd.py (loaded lazily)
+LOCK_GATED = ("levels_set", "config_set", "calib_set", "bootloader", "lock", "unlock", "auth")

@@ -60,14 +60,18 @@ def _discard(path):
         pass
 
 
-def commit(path, data):
+def commit(path, data, parts=None):
     """Make an encoded record current: write <path>.tmp, then rename it over <path> (atomic on LittleFS and POSIX).
     Returns only once the new record is current; raises (OSError, MemoryError, ...) only while the old one still is,
-    so a caller can build everything it will report before calling and apply the change after it returns."""
+    so a caller can build everything it will report before calling and apply the change after it returns.
+    parts: a function returning an iterable of the payload's pieces, written after data (audit.py streams)."""
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
             f.write(data)
+            if parts is not None:
+                for p in parts():
+                    f.write(p)
     except BaseException:
         _discard(tmp)
         raise
@@ -84,8 +88,10 @@ def write_atomic(path, obj):
     commit(path, encode(obj))
 
 
-def read(path):
-    """Return the object, None if there is no record, or raise StoreError if it is corrupt."""
+def read(path, version=CONFIG_VERSION):
+    """Return the object, None if there is no record, or raise StoreError if it is corrupt. Streamed: the CRC is
+    taken in small blocks, then JSON is parsed from the file, so no allocation holds the whole record (a full audit
+    trail is ~6 KB: a boot that needed it in one piece ran out of memory in a long HIL run)."""
     if _exists(path + ".tmp"):
         # a power cut before the rename: the temp file may be partial; the old record is still intact
         try:
@@ -99,5 +105,30 @@ def read(path):
     if size > HEADER_LEN + MAX_PAYLOAD:
         raise StoreError("record too large")
     with open(path, "rb") as f:
-        data = f.read(size)
-    return decode(data)
+        hdr = f.read(HEADER_LEN)
+        if len(hdr) < HEADER_LEN:
+            raise StoreError("truncated header")
+        magic, ver, n, crc = struct.unpack(HEADER, hdr)
+        if magic != MAGIC:
+            raise StoreError("bad magic")
+        if ver != version:
+            raise StoreError("unsupported version %d" % ver)
+        if n != size - HEADER_LEN:
+            raise StoreError("length mismatch")
+        buf = bytearray(128)
+        mv = memoryview(buf)
+        c = 0
+        left = n
+        while left > 0:
+            k = f.readinto(buf)
+            if not k:
+                raise StoreError("length mismatch")
+            c = crc32(mv[:k], c)
+            left -= k
+        if c & 0xFFFFFFFF != crc:
+            raise StoreError("crc mismatch")
+        f.seek(HEADER_LEN)
+        try:
+            return json.load(f)
+        except ValueError:
+            raise StoreError("payload is not JSON")

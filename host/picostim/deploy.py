@@ -45,6 +45,36 @@ class DeployError(Exception):
     pass
 
 
+class UnitLocked(DeployError):
+    """A locked unit (production mode, issue 14) has no REPL: flashing it needs the maker's key."""
+
+    def __init__(self, port: str, key_id: str | None):
+        self.port, self.key_id = port, key_id
+        super().__init__(f"{port}: the unit is locked (key id {key_id}): flashing needs the maker's key "
+                         f"(--key-file / $PICOSTIM_KEY_FILE: unlock, flash, lock again)")
+
+
+def unlock_for_flash(transport: SerialTransport, signer) -> dict | None:
+    """A locked unit is unlocked with the signer (it resets and comes back unlocked); returns the locked unit's
+    hello (to lock it again after the flash), or None when it was not locked (or does not run the application)."""
+    from .device import Device
+    hello = quick_hello(transport)
+    if hello is None or not hello.get("locked"):
+        return None
+    if signer is None:
+        raise UnitLocked(transport.port, hello.get("key_id"))
+    Device(transport, owns_transport=False, signer=signer).unlock()
+    return hello
+
+
+def relock(transport: SerialTransport, signer) -> dict:
+    """Lock the unit again with the signer's key (after an unlock + flash); returns the lock state."""
+    from .device import Device
+    dev = Device(transport, owns_transport=False, signer=signer, timeout=5.0)
+    dev.hello(timeout=15.0)
+    return dev.lock()
+
+
 class ReprovisionRefused(DeployError):
     """The unit carries another board profile; deploying would change its limits (pass reprovision=True)."""
 
@@ -391,7 +421,18 @@ def deploy(transport: SerialTransport, board: str | None = None, firmware_dir: P
                                 hello=hello, bundle=want, quick=True)
     progress("stage", stage="connect")
     d = Deployer(transport, root=root, chunk=chunk, progress=progress, soft_reset_first=soft_reset_first)
-    state = d.prepare()
+    try:
+        state = d.prepare()
+    except Exception:
+        # a locked unit answered the REPL attempts as protocol garbage (coded error replies): say so plainly
+        for _ in range(3):
+            transport.drain(quiet_s=0.2)
+            hello = quick_hello(transport)
+            if hello is not None:
+                if hello.get("locked"):
+                    raise UnitLocked(transport.port, hello.get("key_id")) from None
+                break
+        raise
     device = state["files"]
     old_manifest = state.get("manifest") if isinstance(state.get("manifest"), dict) else {}
     old_profile = state.get("board") if isinstance(state.get("board"), dict) else None

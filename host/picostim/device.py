@@ -60,7 +60,7 @@ class Device:
     """
 
     def __init__(self, port, timeout: float = DEFAULT_TIMEOUT, owns_transport: bool | None = None,
-                 start_app: bool = False):
+                 start_app: bool = False, signer=None):
         if isinstance(port, SerialTransport):
             self.t = port
             self._owns = bool(owns_transport)
@@ -75,6 +75,8 @@ class Device:
         self._tel_us: int | None = None          # last sample time of the telemetry stream (unwrapped ticks_us)
         self._tel_ms_base: float | None = None
         self._info: dict | None = None
+        # production lock (issue 14): a picostim.auth.Signer signs privileged requests to a locked unit
+        self.signer = signer
         if start_app:
             self.ensure_app()
 
@@ -126,11 +128,31 @@ class Device:
         rid = self._next_id
         self._next_id += 1
         msg = {"id": rid, "cmd": cmd, **args}
-        line = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+        nonce = self._nonce_to_sign(cmd, args)
+        if nonce is not None:
+            line = self.signer.sign_line(self.info["uid"], msg, nonce) + b"\n"
+        else:
+            line = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
         if len(line) > codes.MAX_LINE:
             raise ValueError(f"{cmd}: request is {len(line)} bytes, the device accepts at most {codes.MAX_LINE}")
         self.t.write(line)
         return self.wait_reply(rid, cmd, timeout)
+
+    def _nonce_to_sign(self, cmd: str, args: dict) -> str | None:
+        """With a signer, a privileged request to a locked unit is signed: the unit's current nonce (asked just
+        before: every signed attempt uses one up), else None (unlocked unit, no signer, or firmware without lock)."""
+        if self.signer is None or "mac" in args:
+            return None
+        from .auth import needs_signature
+        if not needs_signature(cmd, args):
+            return None
+        try:
+            st = self.request("nonce")
+        except DeviceError as e:
+            if e.code == codes.E_UNKNOWN_CMD:
+                return None
+            raise
+        return st["nonce"] if st.get("locked") else None
 
     def wait_reply(self, rid, cmd: str = "?", timeout: float | None = None) -> dict:
         timeout = self.timeout if timeout is None else timeout
@@ -287,6 +309,37 @@ class Device:
         if probe is not None:
             args["probe"] = bool(probe)
         return self.request("selftest", timeout=timeout, **args)
+
+    # -- production lock (issue 14; picostim.auth) ----------------------------------------------------------------
+    def lock_state(self) -> dict:
+        """{locked, key_id, nonce}"""
+        return self.request("nonce")
+
+    def lock(self, signer=None) -> dict:
+        """Store this unit's key (derived from the signer's line secret and the unit's uid) and lock it: from now on
+        its USB port speaks the protocol alone and privileged requests need the key. Verified with a signed `auth`."""
+        signer = signer or self.signer
+        if signer is None:
+            raise ValueError("lock needs a line secret (--key-file / PICOSTIM_KEY_FILE)")
+        self.signer = signer
+        uid = self.hello()["uid"]
+        r = self.request("lock", key=signer.unit_key(uid).hex(), key_id=signer.key_id)
+        self._info = None
+        check = self.request("auth")
+        if not check.get("verified"):
+            raise DeviceError("lock", "auth_failed", "the unit does not verify requests signed with this key", check)
+        return r
+
+    def unlock(self, wait_s: float = 15.0) -> dict:
+        """Signed unlock; the unit resets and comes back unlocked (REPL and deploys work again). Returns the new
+        hello."""
+        if not self.request("unlock").get("state") == "reset":
+            return self.hello()         # it was not locked
+        time.sleep(0.3)
+        self.t.reconnect(wait_s)
+        self._events.clear()
+        # an app that fails to start leaves an unlocked unit at its REPL: start it from there (ensure_app)
+        return self.ensure_app(timeout=wait_s)
 
     def bootloader(self) -> dict:
         """Reboot into BOOTSEL (the port disappears; a RPI-RP2 drive appears on real hardware)."""

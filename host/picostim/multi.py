@@ -35,8 +35,9 @@ class BoardResult:
 
 def flash_one(spec: str, board: str, uf2_file: Path | None = None, firmware_dir: Path | None = None,
               progress=None, handshake: bool = True, bundle=None, verify: bool = True,
-              reprovision: bool = False) -> BoardResult:
-    """UF2 (optional) + application deploy on one board; never raises (the result says what happened)."""
+              reprovision: bool = False, signer=None) -> BoardResult:
+    """UF2 (optional) + application deploy on one board; never raises (the result says what happened). A locked
+    unit is unlocked with `signer` (picostim.auth.Signer), flashed, and locked again."""
     t0 = time.monotonic()
     res = BoardResult(port=spec, board=board)
     progress = progress or (lambda *a, **k: None)
@@ -44,12 +45,18 @@ def flash_one(spec: str, board: str, uf2_file: Path | None = None, firmware_dir:
         with open_target(spec, board=board, deploy_app=False) as tgt:
             res.port = spec if spec.startswith("sim") else tgt.port
             port = tgt.port
+            was_locked = None
+            if signer is not None:
+                with SerialTransport(port) as t:
+                    was_locked = deploy_mod.unlock_for_flash(t, signer)
             if uf2_file is not None:
                 from . import uf2
                 port = uf2.install(Path(uf2_file), port=port, progress=progress)
             with SerialTransport(port) as t:
                 r = deploy_mod.deploy(t, board, firmware_dir=firmware_dir, handshake=handshake, progress=progress,
                                       bundle=bundle, verify=verify, reprovision=reprovision)
+                if was_locked is not None:
+                    deploy_mod.relock(t, signer)
             res.written, res.removed = len(r.written), len(r.removed)
             res.version, res.bundle, res.quick = r.version, r.bundle, r.quick
             if r.hello:
@@ -69,7 +76,7 @@ def flash_one(spec: str, board: str, uf2_file: Path | None = None, firmware_dir:
 
 def flash_many(specs: list[str], board: str, uf2_file: Path | None = None, firmware_dir: Path | None = None,
                console: Console | None = None, handshake: bool = True, show_progress: bool = True,
-               bundle=None, verify: bool = True, reprovision: bool = False) -> list[BoardResult]:
+               bundle=None, verify: bool = True, reprovision: bool = False, signer=None) -> list[BoardResult]:
     console = console or Console()
     results: list[BoardResult | None] = [None] * len(specs)
     cols = [TextColumn("{task.fields[port]:<14}"), TextColumn("{task.fields[stage]:<10}"), BarColumn(),
@@ -96,7 +103,7 @@ def flash_many(specs: list[str], board: str, uf2_file: Path | None = None, firmw
 
         def work(i):
             results[i] = flash_one(specs[i], board, uf2_file, firmware_dir, make_cb(tasks[i]), handshake,
-                                   bundle=bundle, verify=verify, reprovision=reprovision)
+                                   bundle=bundle, verify=verify, reprovision=reprovision, signer=signer)
             if prog is not None:
                 with lock:
                     prog.update(tasks[i], stage="done" if results[i].ok else "FAILED")

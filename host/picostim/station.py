@@ -67,6 +67,7 @@ class StationConfig:
     tol_pct: int | None = None
     hil_marker: str = HIL_MARKER
     reprovision: bool = False
+    signer: object = None          # picostim.auth.Signer (--key-file): lock each unit as the last step (issue 14)
 
 
 def utc_now() -> str:
@@ -174,7 +175,8 @@ class Station:
         return rec
 
     def _steps(self, i: int, port: str, rig: str | None, rec: dict) -> None:
-        for name in STEPS:
+        steps = STEPS + ("lock",) if self.cfg.signer is not None else STEPS
+        for name in steps:
             self._check()
             self.progress(i, name, "")
             t0 = time.monotonic()
@@ -193,7 +195,7 @@ class Station:
             if step["outcome"] == "fail":
                 rec["result"] = "FAIL"
                 rec["reason"] = f"{name}: {step['detail']}"
-                for rest in STEPS[STEPS.index(name) + 1:]:
+                for rest in steps[steps.index(name) + 1:]:
                     rec["steps"].append({"name": rest, "outcome": "not run", "detail": f"{name} failed",
                                          "seconds": 0.0})
                 return
@@ -214,6 +216,8 @@ class Station:
             first = deploy.quick_hello(t)        # the unit's identity even if flashing it is refused or fails
             if first and first.get("uid"):
                 rec["uid"] = str(first["uid"])
+            if first and first.get("locked"):       # a retest of a locked unit: unlocked here, locked again last
+                deploy.unlock_for_flash(t, self.cfg.signer)
             r = deploy.deploy(t, bundle=self.cfg.bundle, verify=True, reprovision=self.cfg.reprovision)
         hello = r.hello or {}
         rec["uid"] = str(hello.get("uid") or rec["uid"])
@@ -223,6 +227,18 @@ class Station:
                       1, 1)
         if hello.get("bundle") != self.cfg.bundle.hash:
             raise StepFailed(f"the unit reports bundle {hello.get('bundle')!r} after flashing")
+
+    def _step_lock(self, i, port, rig, rec, step):
+        """The station's last step (issue 14): the unit stores its own key and keeps its USB port for the protocol;
+        checked with a signed request."""
+        from .device import Device
+        with Device(port, timeout=5.0, signer=self.cfg.signer) as dev:
+            dev.hello(timeout=15.0)
+            st = dev.lock()
+            h = dev.hello()
+        self._measure(rec, "lock", "locked", int(bool(h.get("locked"))), "", 1, 1)
+        self._measure(rec, "lock", "key_id_matches", int(h.get("key_id") == self.cfg.signer.key_id), "", 1, 1)
+        step["detail"] = f"locked, key id {st.get('key_id')}"
 
     def _step_calibrate(self, i, port, rig, rec, step):
         before, after, status = calibrate(port, rig)

@@ -38,12 +38,13 @@ def app_sandbox(prefix):
     import board
     import config
     import zonectl
+    import lock
     d = "/tmp/%s_%d" % (prefix, time.ticks_us() & 0xFFFFFF)
     try:
         os.mkdir(d)
     except OSError:
         pass
-    for n in ("config.bin", "levels.bin", "audit.bin", "session.bin"):
+    for n in ("config.bin", "levels.bin", "audit.bin", "session.bin", "lock.bin"):
         try:
             os.remove(d + "/" + n)
         except OSError:
@@ -52,6 +53,7 @@ def app_sandbox(prefix):
     config.LEVELS_PATH = d + "/levels.bin"
     audit.AUDIT_PATH = d + "/audit.bin"
     zonectl.SESSION_PATH = d + "/session.bin"
+    lock.LOCK_PATH = d + "/lock.bin"
     board.PROGRAMS_PATH = "boards/programs.json"
     with open("boards/handheld-home.json") as f:
         return d, json.load(f)

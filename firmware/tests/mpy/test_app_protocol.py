@@ -36,7 +36,8 @@ a.audit = audit.Audit(audit.AUDIT_PATH)
 
 def req(obj_or_bytes):
     line = obj_or_bytes if isinstance(obj_or_bytes, bytes) else json.dumps(obj_or_bytes).encode()
-    for item in a.reader.feed(line + b"\n"):
+    # the line and its newline fed apart, as the device reads them (no 3 KB copy of a long test line in the harness)
+    for item in a.reader.feed(line) + a.reader.feed(b"\n"):
         a.handle_line(item, 0)
     rs = [x for x in out.lines() if "ok" in x]
     return rs[-1] if rs else None

@@ -192,12 +192,37 @@ def check_output_dir(path, what: str = "output directory") -> None:
         raise click.BadParameter(f"{p}: {q} is not writable", param_hint=what)
 
 
+KEY_FILE_HELP = ("the maker's line secret (from `picostim keygen`): signs privileged requests to a locked unit "
+                 "($PICOSTIM_KEY_FILE)")
+
+
+def key_file_option(f):
+    return click.option("--key-file", type=click.Path(dir_okay=False), default=None, help=KEY_FILE_HELP)(f)
+
+
+def signer_for(key_file: str | None, required: bool = False):
+    """picostim.auth.Signer from --key-file or $PICOSTIM_KEY_FILE (None when neither is given, unless required)."""
+    from ..auth import KeyFileError, Signer, key_file_from_env
+    path = key_file_from_env(key_file)
+    if path is None:
+        if required:
+            raise click.UsageError("this needs the maker's line secret: --key-file FILE or $PICOSTIM_KEY_FILE")
+        return None
+    try:
+        return Signer.from_file(path)
+    except KeyFileError as e:
+        raise click.BadParameter(str(e), param_hint="--key-file") from None
+
+
 @contextlib.contextmanager
-def device_session(port: str | None, board: str | None = None, timeout: float = 3.0) -> Iterator[tuple[Device, Target]]:
-    """Open the target (starting + flashing a virtual board for `sim`), make sure the application answers."""
+def device_session(port: str | None, board: str | None = None, timeout: float = 3.0,
+                   key_file: str | None = None) -> Iterator[tuple[Device, Target]]:
+    """Open the target (starting + flashing a virtual board for `sim`), make sure the application answers. With a
+    key file (or $PICOSTIM_KEY_FILE) the Device signs privileged requests to a locked unit."""
+    signer = signer_for(key_file)
     with open_target(port, board=board) as tgt:
         log.info("opening %s (%s)", tgt.port, tgt.spec)
-        dev = Device(tgt.port, timeout=timeout)
+        dev = Device(tgt.port, timeout=timeout, signer=signer)
         try:
             dev.ensure_app()
             yield dev, tgt

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import main
-from ._common import check_operator, check_output_file, device_session, emit_json, json_option, say_if_ephemeral, friendly_errors, operator_default, port_option, profile_for
+from ._common import check_operator, check_output_file, device_session, key_file_option, emit_json, json_option, say_if_ephemeral, friendly_errors, operator_default, port_option, profile_for
 from .. import settings
 
 EXPORT_FORMAT = 1
@@ -61,8 +61,9 @@ def config_get(port, as_json):
 @port_option
 @click.argument("assignments", nargs=-1, required=True)
 @click.option("--no-host-check", is_flag=True, help="send without the host-side check (the device still checks)")
+@key_file_option
 @friendly_errors
-def config_set(port, assignments, no_host_check):
+def config_set(port, assignments, no_host_check, key_file):
     """Set KEY=VALUE ... (values are JSON: 600, null, \"ems\")."""
     partial = {}
     for a in assignments:
@@ -70,7 +71,7 @@ def config_set(port, assignments, no_host_check):
             raise click.ClickException(f"{a!r}: expected KEY=VALUE")
         k, v = a.split("=", 1)
         partial[k.strip()] = settings.parse_value(v.strip())
-    with device_session(port) as (dev, tgt):
+    with device_session(port, key_file=key_file) as (dev, tgt):
         if not no_host_check:
             hello = dev.hello()
             merged = {**dev.config_get(), **partial}
@@ -143,11 +144,12 @@ def config_diff(port, file, as_json, exit_code):
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--operator", default=operator_default, callback=check_operator,
               help="name in the audit log ($PICOSTIM_OPERATOR, else $USER)")
+@key_file_option
 @friendly_errors
-def config_import(port, file, operator):
+def config_import(port, file, operator, key_file):
     """Apply an exported FILE (checked against the board profile first)."""
     doc = read_export(file)
-    with device_session(port) as (dev, tgt):
+    with device_session(port, key_file=key_file) as (dev, tgt):
         hello = dev.hello()
         profile = profile_for(hello)
         if doc.get("board") not in (None, hello.get("board")):

@@ -7,7 +7,7 @@ import click
 from rich.console import Console
 
 from . import main
-from ._common import PORT_HELP, check_board, check_port, emit_json, friendly_errors, json_option
+from ._common import PORT_HELP, check_board, key_file_option, signer_for, check_port, emit_json, friendly_errors, json_option
 
 
 @main.command()
@@ -24,10 +24,11 @@ from ._common import PORT_HELP, check_board, check_port, emit_json, friendly_err
 @click.option("--verify", is_flag=True, help="hash every file on the unit even when it reports this bundle already")
 @click.option("--reprovision", is_flag=True, help="allow flashing a unit that carries another board profile")
 @click.option("--no-handshake", is_flag=True, help="skip the protocol version check at the end")
+@key_file_option
 @json_option
 @friendly_errors
 def flash(board, bundle_file, ports, all_ports, uf2_file, firmware_dir, verify, reprovision, no_handshake,
-          as_json):
+          as_json, key_file):
     """Flash the application (only changed files, every file hash-verified, stale files removed, board profile
     provisioned, version handshake); with --uf2 install MicroPython first. A unit that already reports the bundle
     is left as it is (one round trip) unless --verify."""
@@ -50,6 +51,7 @@ def flash(board, bundle_file, ports, all_ports, uf2_file, firmware_dir, verify, 
     if board is None:
         raise click.UsageError("give --board BOARD or --bundle FILE")
     check_board(board)  # a bad (or rig) profile stops everything before any board is touched
+    signer = signer_for(key_file)   # a locked unit: unlock, flash, lock again (issue 14)
     if uf2_file is not None:      # a bad image too
         from ..uf2 import check_uf2
         check_uf2(uf2_file)
@@ -71,7 +73,8 @@ def flash(board, bundle_file, ports, all_ports, uf2_file, firmware_dir, verify, 
     # with --json the progress and tables go to stderr: stdout carries only the JSON result
     console = Console(width=max(120, Console().width), stderr=as_json)
     results = multi.flash_many(specs, board, uf2_file=uf2_file, firmware_dir=firmware_dir, console=console,
-                               handshake=not no_handshake, bundle=bundle, verify=verify, reprovision=reprovision)
+                               handshake=not no_handshake, bundle=bundle, verify=verify, reprovision=reprovision,
+                               signer=signer)
     console.print(multi.summary_table(results))
     for r in results:
         if r.ok and r.quick:

@@ -145,9 +145,13 @@ def _summary_table(record: dict, console) -> None:
 @click.option("--lg-coordinator", default=None, help="labgrid coordinator HOST[:PORT] (default $LG_COORDINATOR)")
 @click.option("--lg-wait", type=click.FloatRange(0), default=60.0, show_default=True,
               help="seconds to wait for a place another client holds before skipping it")
+@click.option("--lock-key-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="the maker's line secret: a locked DUT is tested locked (privileged requests signed; tests that "
+                   "need the REPL unlock it and lock it again); a virtual DUT is locked first "
+                   "($PICOSTIM_LOCK_KEY_FILE)")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 def hil_cmd(dut, rig, board, load, clock, firmware, rigs_file, workers, report_dir, keyword, quiet, engine, micropython,
-            lg_places, lg_coordinator, lg_wait, pytest_args):
+            lg_places, lg_coordinator, lg_wait, lock_key_file, pytest_args):
     """Run the HIL suite; extra arguments go to pytest. Exit code = pytest's (130 when interrupted)."""
     import pytest
     from rich.console import Console
@@ -163,6 +167,8 @@ def hil_cmd(dut, rig, board, load, clock, firmware, rigs_file, workers, report_d
         os.environ["PICOSTIM_ENGINE"] = engine
     if micropython:
         os.environ["PICOSTIM_MICROPYTHON_UF2"] = os.path.abspath(micropython)
+    if lock_key_file:       # (the environment reaches xdist workers too)
+        os.environ["PICOSTIM_LOCK_KEY_FILE"] = os.path.abspath(lock_key_file)
 
     if lg_places:   # benches come from labgrid places (picostim.farm.session)
         if dut or rig or board or rigs_file or workers:

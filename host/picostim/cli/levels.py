@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import main
-from ._common import check_operator, device_session, emit_json, json_option, say_if_ephemeral, friendly_errors, operator_default, port_option, profile_for
+from ._common import check_operator, device_session, key_file_option, emit_json, json_option, say_if_ephemeral, friendly_errors, operator_default, port_option, profile_for
 from .. import settings
 from ..device import DeviceError
 from ..shared import codes
@@ -78,12 +78,13 @@ def _zones_of(dev, hello) -> tuple[list[dict], str | None]:
 @click.option("--operator", default=operator_default, callback=check_operator,
               help="name recorded in the device's audit log ($PICOSTIM_OPERATOR, else $USER)")
 @click.option("--no-host-check", is_flag=True, help="send without the host-side check (the device still checks)")
+@key_file_option
 @friendly_errors
-def levels_set(port, level, ua, table_text, operator, no_host_check):
+def levels_set(port, level, ua, table_text, operator, no_host_check, key_file):
     """Set LEVEL to UA microamps (or the whole --table); written atomically with an audit entry on the device."""
     if table_text is None and (level is None or ua is None):
         raise click.ClickException("give LEVEL UA, or --table a,b,c")
-    with device_session(port) as (dev, tgt):
+    with device_session(port, key_file=key_file) as (dev, tgt):
         hello = dev.hello()
         current = dev.levels_get()
         if table_text is not None:
@@ -206,11 +207,12 @@ class _Keys:
 @click.option("--program", default=None,
               help="program to stimulate with while tuning (default: the device's default program)")
 @click.option("--zone", help="treatment zone to tune in: its limit holds whatever the level's µA")
+@key_file_option
 @friendly_errors
-def levels_tune(port, level, step, operator, duration, telemetry_hz, program, zone):
+def levels_tune(port, level, step, operator, duration, telemetry_hz, program, zone, key_file):
     """Interactive: stimulate at LEVEL, Up/Down (or +/-) change its µA live (device-ramped) with the measured
     current shown; `s` saves (atomic, audit entry), `q` quits (unsaved changes are discarded)."""
-    with device_session(port) as (dev, tgt):
+    with device_session(port, key_file=key_file) as (dev, tgt):
         hello = dev.hello()
         profile = profile_for(hello)
         cap = settings.cap_ua(profile)

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from . import main
-from ._common import PORT_HELP, friendly_errors
+from ._common import signer_for, PORT_HELP, friendly_errors
 
 DB_HELP = "SQLite file (default station.sqlite, $PICOSTIM_DB) or postgresql://user@host/db"
 
@@ -71,10 +71,12 @@ class _Lines:
               help="load on each virtual unit's electrodes, in order (default 2k; `open` = a broken unit)")
 @click.option("--reprovision", is_flag=True, help="allow units that carry another board profile")
 @click.option("--json", "as_json", is_flag=True, help="print the unit records as JSON at the end")
+@click.option("--key-file", default=None, type=click.Path(dir_okay=False),
+              help="the maker's line secret: lock every unit as the last step (`picostim lock`; $PICOSTIM_KEY_FILE)")
 @friendly_errors
 def station(board, bundle_file, ports, all_ports, rigs, db, operator, station_id, expect_ohm, tol_pct, sim_loads,
-            reprovision, as_json):
-    """Flash, calibrate, self-test and HIL-test every unit; one unit record each. Exit 0 when every unit passed,
+            reprovision, as_json, key_file):
+    """Flash, calibrate, self-test and HIL-test every unit (and lock it, with --key-file); one unit record each. Exit 0 when every unit passed,
     1 when one failed, 130 when interrupted (units left idle, database consistent)."""
     from .. import bundle as bundle_mod
     from ..station import Station, StationConfig, UnitSpec
@@ -121,7 +123,8 @@ def station(board, bundle_file, ports, all_ports, rigs, db, operator, station_id
     with tempfile.TemporaryDirectory(prefix="picostim-station-") as d, store:
         path = bundle_file or bundle_mod.write(b, Path(d))
         cfg = StationConfig(bundle=b, bundle_file=str(path), operator=operator, station_id=station_id,
-                            expect_ohm=expect_ohm, tol_pct=tol_pct, reprovision=reprovision)
+                            expect_ohm=expect_ohm, tol_pct=tol_pct, reprovision=reprovision,
+                            signer=signer_for(key_file))
         lines = _Lines(specs)
         click.echo(f"station {station_id}: {len(units)} unit(s), {b.board} firmware {b.fw} bundle {b.hash[:12]}, "
                    f"operator {operator}, records -> {getattr(store, 'url', db)}")

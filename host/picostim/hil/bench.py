@@ -10,6 +10,8 @@ cheaply (e.g. provisioning a mutated firmware tree), and tests that use it skip 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 import os
 import shutil
@@ -42,6 +44,7 @@ class BenchSettings:
     engine: str = "unix"               # virtual board engine: unix (models) or emu (MicroPython image in rp2040js)
     micropython: str | None = None     # the UF2 for engine emu
     bundle: str | None = None          # a firmware bundle file to provision a real DUT with (picostim station)
+    lock_key_file: str | None = None   # the maker's line secret: a locked DUT is tested locked (issue 14)
 
     @property
     def is_sim(self) -> bool:
@@ -78,7 +81,8 @@ class BenchSettings:
         from ..sim import engine_from_env
         return cls(dut=dut, board=board, rig=rig, load=str(load or DEFAULT_LOAD), seed=wid,
                    label=str(entry.get("name", "")), engine=engine_from_env(),
-                   micropython=os.environ.get("PICOSTIM_MICROPYTHON_UF2"), bundle=entry.get("bundle"))
+                   micropython=os.environ.get("PICOSTIM_MICROPYTHON_UF2"), bundle=entry.get("bundle"),
+                   lock_key_file=entry.get("lock_key_file") or os.environ.get("PICOSTIM_LOCK_KEY_FILE") or None)
 
 
 def _rigs_entry(path, worker_id) -> dict:
@@ -138,6 +142,13 @@ class Bench:
     hello: dict = field(default_factory=dict)
     opened_s: float = 0.0
     fw_hash: str | None = None     # sha256 of the deployed manifest (which holds every file's sha256)
+    signer: object = None          # picostim.auth.Signer with --lock-key-file: signs privileged requests
+
+    def _signer(self):
+        if self.settings.lock_key_file and self.signer is None:
+            from ..auth import Signer
+            self.signer = Signer.from_file(self.settings.lock_key_file)
+        return self.signer
 
     # -- life cycle ------------------------------------------------------------------------------------------------
     @classmethod
@@ -179,8 +190,12 @@ class Bench:
         from ..transport import SerialTransport
         # the USB port re-enumerates after the reset: wait for it like a host waits for a Pico
         self.device = Device(SerialTransport(self.vb.port, open_timeout=BOOT_TIMEOUT_S), owns_transport=True,
-                             timeout=REPLY_TIMEOUT_S)
+                             timeout=REPLY_TIMEOUT_S, signer=self._signer())
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
+        if self.signer is not None:
+            # with a key the virtual unit is locked as the station leaves a real one: the suite runs on a locked unit
+            self.device.lock()
+            self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
 
     def _open_hw(self):
         from .. import deploy
@@ -190,6 +205,8 @@ class Bench:
         s = self.settings
         self.rig = RigClient(s.rig)
         t = SerialTransport(s.dut)
+        # a locked DUT (production mode) has no REPL: unlock it with the key, provision, lock it again
+        was_locked = deploy.unlock_for_flash(t, self._signer())
         if s.bundle:
             from ..bundle import read
             # a unit already carrying this bundle (the station just flashed it) answers in one round trip
@@ -199,7 +216,9 @@ class Bench:
         else:
             deploy.deploy(t, s.board, Path(s.firmware_dir) if s.firmware_dir else None)
             self.fw_hash = firmware_hash(s.board, s.firmware_dir)
-        self.device = Device(t, owns_transport=True, timeout=REPLY_TIMEOUT_S)
+        if was_locked is not None:
+            deploy.relock(t, self.signer)
+        self.device = Device(t, owns_transport=True, timeout=REPLY_TIMEOUT_S, signer=self.signer)
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
 
     def close(self):
@@ -228,7 +247,7 @@ class Bench:
     def dut_identity(self) -> dict:
         h = self.hello or {}
         return {"uid": h.get("uid"), "fw": h.get("fw"), "bundle": h.get("bundle"), "proto": h.get("proto"),
-                "board": h.get("board"),
+                "board": h.get("board"), "locked": h.get("locked"), "key_id": h.get("key_id"),
                 "cap_ua": h.get("cap_ua"), "port": "sim" if self.vb is not None else self.settings.dut,
                 "virtual": self.vb is not None, "bench": self.settings.label or None,
                 "firmware_dir": self.settings.firmware_dir, "fw_hash": self.fw_hash}
@@ -285,6 +304,32 @@ class Bench:
         except Exception:
             self.power_cycle()
         self._dut_idle()
+
+    @contextmanager
+    def repl_access(self):
+        """For a test that needs the REPL (Ctrl-C, soft reset, raw-REPL file edits): a locked DUT is unlocked with the
+        key for the test and locked again after it, whatever the test did. Without the key a locked DUT skips."""
+        d = self.device
+        if not d.hello(timeout=BOOT_TIMEOUT_S).get("locked"):
+            yield
+            return
+        if self.signer is None:
+            import pytest
+            pytest.skip("the DUT is locked and no --lock-key-file was given: this test needs its REPL")
+        try:
+            d.unlock(wait_s=BOOT_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001
+            raise BenchError(f"unlock failed: {e}; noise {list(d.noise)[-6:]}; port {d.t.drain(quiet_s=0.5)[-300:]!r}; "
+                             f"vb {getattr(self.vb, '_child_state', None)} repl {getattr(getattr(self.vb, 'repl', None), 'mode', None)}") from e
+        try:
+            yield
+        finally:
+            try:
+                d.hello(timeout=BOOT_TIMEOUT_S)
+            except Exception:  # noqa: BLE001 - the test left the board at the REPL: back into the application
+                d.ensure_app(timeout=BOOT_TIMEOUT_S)
+            d.lock()
+            self.hello = d.hello(timeout=BOOT_TIMEOUT_S)
 
     def power_cycle(self):
         """Power off and on through the rig (the DUT's supply switch), then wait for the application."""

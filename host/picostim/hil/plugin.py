@@ -31,6 +31,9 @@ def pytest_addoption(parser):
                     help="virtual board clock (default: the bench default, model = deterministic)")
     group.addoption("--firmware", default=None,
                     help="firmware tree to provision instead of the repo's firmware/ (e.g. a mutated copy)")
+    group.addoption("--lock-key-file", default=None,
+                    help="the maker's line secret (issue 14): a locked DUT is tested locked; a virtual DUT is locked "
+                    "first ($PICOSTIM_LOCK_KEY_FILE)")
     group.addoption("--rigs-file", default=None,
                     help="JSON file listing benches [{dut:..., rig:...}, ...]; xdist worker N takes entry N")
 
@@ -39,6 +42,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "hil_retry(n): re-run a failing HIL test body up to n more times (recorded)")
     config.addinivalue_line("markers", "hil_slow: long-running HIL test (endurance)")
     config.addinivalue_line("markers", "hil_fresh: test needs a freshly started bench of its own")
+    config.addinivalue_line("markers", "repl: test needs the DUT's REPL (a locked DUT is unlocked for it, then locked)")
     config.addinivalue_line("markers", "production: quick test in the production station's subset (-m production)")
     from .record import RecordBuilder
     opts = {"dut": config.getoption("--dut"), "rig": config.getoption("--rig"),
@@ -62,6 +66,8 @@ def hil_settings(request):
     s = BenchSettings.from_options(dut=cfg.getoption("--dut"), rig=cfg.getoption("--rig"),
                                    load=cfg.getoption("--load"), rigs_file=cfg.getoption("--rigs-file"),
                                    worker_id=wid)
+    if cfg.getoption("--lock-key-file"):
+        s = s.replace(lock_key_file=str(cfg.getoption("--lock-key-file")))
     fw = cfg.getoption("--firmware")
     if fw:
         s = s.replace(firmware_dir=str(fw))
@@ -83,6 +89,10 @@ def bench(_session_bench, request):
     """The shared bench, brought back to a known state (output idle, faults cleared, default load) for each test."""
     b = _session_bench
     b.prepare_for_test()
+    if request.node.get_closest_marker("repl") is not None:
+        ctx = b.repl_access()       # a locked DUT: unlocked for this test, locked again after it (issue 14)
+        ctx.__enter__()
+        request.addfinalizer(lambda: ctx.__exit__(None, None, None))
     request.node.user_properties.append((M.PROP_DUT, M.prop(b.dut_identity())))
     request.node.user_properties.append((M.PROP_RIG, M.prop(b.rig_identity())))
     request.node.user_properties.append((M.PROP_BUNDLE, M.prop(b.dut_identity().get("bundle"))))

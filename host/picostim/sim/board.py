@@ -165,6 +165,7 @@ class VirtualBoard:
         self._threads = []
         self._reset_cause = PWRON_RESET
         self.boot_count = 0
+        self.repl_entries = 0           # times the CPU reached the REPL (boot fell through, code ended): lock tests
         self.heap_peak = None
         self.repl = UsbRepl(self)
         self.banner = (f"MicroPython v1.28.0 on 2026-04-06; {self.profile.get('title', self.board_name)} "
@@ -813,6 +814,8 @@ class VirtualBoard:
             self._pending_input[:0] = bytes.fromhex(leftover) + bytes(self._stdin_backlog)
             self._stdin_backlog = bytearray()
         first = self._child_state != "repl" and self.repl.busy
+        if first:
+            self.repl_entries += 1
         self._child_state = "repl"
         if forced:
             self._spawn(self.soft_reset, "softreset")

@@ -62,7 +62,10 @@ class UsbRepl:
             self.board.out(b">>> ")
 
     def feed(self, data: bytes):
-        for i, c in enumerate(data):
+        i = 0
+        n = len(data)
+        while i < n:           # a loop, not recursion: a run of thousands of Ctrl-C is one write away
+            c = data[i]
             if self.busy:
                 # While code runs, bytes go to its stdin; Ctrl-C raises KeyboardInterrupt in it.
                 rest = data[i:]
@@ -74,7 +77,9 @@ class UsbRepl:
                     self.board.forward_stdin(bytes(rest[:j]))
                 if not self.board.interrupt():
                     self.board.forward_stdin(bytes([self.intr_char]))
-                return self.feed(rest[j + 1:]) if len(rest) > j + 1 else None
+                i += j + 1
+                continue
+            i += 1
             if self.sub == "rawpaste":
                 self._rawpaste(c)
             elif self.sub == "paste":
