@@ -31,8 +31,12 @@ class Audit:
 
     def record(self, operator, level, before_ua, after_ua, utc=None, zone=None, zone_limit_ua=None):
         # zone + its limit: the treatment zone chosen when the level changed (what the output was bound by)
-        e = {"seq": self.next_seq, "t": time.time(), "utc": utc, "operator": operator, "level": level,
-             "before_ua": before_ua, "after_ua": after_ua, "zone": zone, "zone_limit_ua": zone_limit_ua}
+        return self._add({"seq": self.next_seq, "t": time.time(), "utc": utc, "operator": operator, "level": level,
+                          "before_ua": before_ua, "after_ua": after_ua, "zone": zone, "zone_limit_ua": zone_limit_ua})
+
+    def _add(self, e):
+        # (calset.py adds calibration entries: level "calibration", before/after [out_gain, out_off, sense_gain,
+        # sense_off] or None)
         self.next_seq += 1
         self.entries.append(e)
         if len(self.entries) > self.max_entries:

@@ -84,7 +84,7 @@ def write_atomic(path, obj):
     commit(path, encode(obj))
 
 
-def read(path):
+def read(path, version=CONFIG_VERSION):
     """Return the object, None if there is no record, or raise StoreError if it is corrupt."""
     if _exists(path + ".tmp"):
         # a power cut before the rename: the temp file may be partial; the old record is still intact
@@ -100,4 +100,4 @@ def read(path):
         raise StoreError("record too large")
     with open(path, "rb") as f:
         data = f.read(size)
-    return decode(data)
+    return decode(data, version)

@@ -36,6 +36,7 @@ def app_sandbox(prefix):
     import time
     import audit
     import board
+    import calib
     import config
     import zonectl
     d = "/tmp/%s_%d" % (prefix, time.ticks_us() & 0xFFFFFF)
@@ -43,7 +44,7 @@ def app_sandbox(prefix):
         os.mkdir(d)
     except OSError:
         pass
-    for n in ("config.bin", "levels.bin", "audit.bin", "session.bin"):
+    for n in ("config.bin", "levels.bin", "audit.bin", "session.bin", "calib.bin"):
         try:
             os.remove(d + "/" + n)
         except OSError:
@@ -52,6 +53,7 @@ def app_sandbox(prefix):
     config.LEVELS_PATH = d + "/levels.bin"
     audit.AUDIT_PATH = d + "/audit.bin"
     zonectl.SESSION_PATH = d + "/session.bin"
+    calib.CAL_PATH = d + "/calib.bin"
     board.PROGRAMS_PATH = "boards/programs.json"
     with open("boards/handheld-home.json") as f:
         return d, json.load(f)
