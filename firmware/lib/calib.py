@@ -65,6 +65,9 @@ def init(board):
     an = board["analog"]
     K[0] = int(an["adc_vref_v"] * 1000 + 0.5)
     K[1] = an["r_sense_ohm"] * an["sense_gain"]
+    apply((G1, 0, G1, 0))
+    rec = None
+    status = "none"
     try:
         r = store.read(CAL_PATH, CAL_VERSION)
         if r is None:
