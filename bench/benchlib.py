@@ -104,13 +104,16 @@ def _jsonable(o):
 # ---- virtual board ------------------------------------------------------------------------------------------------
 
 @contextmanager
-def provisioned_board(board="handheld-home", load="2k", clock="cpu", seed=0, flash_dir=None, heap_kb=None):
+def provisioned_board(board="handheld-home", load="2k", clock="cpu", seed=0, flash_dir=None, heap_kb=None,
+                      unit_seed=None, ideal=True):
     """A virtual board with the application image written to its flash (as a deploy leaves it), booted, and a
-    Device talking to the running app. Yields (vb, dev)."""
+    Device talking to the running app. Yields (vb, dev). Ideal parts unless ideal=False (then the unit's part
+    values come from unit_seed: issue 12, the `unitcal` section)."""
     from picostim.device import Device
     from picostim.hil.bench import provision_flash
     from picostim.sim import VirtualBoard
     kw = {"heap_kb": heap_kb} if heap_kb else {}
+    kw.update(unit_seed=unit_seed, ideal=ideal)
     vb = VirtualBoard(board=board, load=load, clock=clock, seed=seed, rig_port=None, flash_dir=flash_dir, **kw)
     vb.start()
     dev = None

@@ -37,6 +37,7 @@ SECTIONS = {
     "powerloss": ("Campaign: power loss during writes and deploy", 150),
     "faults": ("Campaign: random faults during stimulation", 50),
     "engines": ("Engines side by side: unix port models vs emulated silicon (MicroPython image)", 180),
+    "unitcal": ("Units with tolerances: calibration before/after, the device's own view, the cap", 1500),
 }
 
 
