@@ -94,18 +94,26 @@ def _cap_records(dev, vb, cal, rng, cap, levels, n):
             out.append({"record": rec, "accepted": False, "error": getattr(e, "code", str(e))})
             continue
         worst = 0.0
+        tripped = False
+        # the whole time from the start through the ramp to the top level, then a trial at the cap: every phase the
+        # rig sees (a wrong sense record may make the unit trip on its own reading: that ends the output, fine)
         dev.start(level=len(levels), phase_us=cal.PHASE_US, gap_us=cal.GAP_US, rate_hz=cal.RATE_HZ)
         try:
-            for ua in (None, cap):
-                if ua is not None:
-                    dev.set_level(len(levels), ua=ua)
-                cal._wait_settled(dev, vb.rig, cap)
-                c = vb.rig.capture(0.1, keep_pieces=False, trace_bins=10)
-                # (the whole window: ramps included, every phase)
+            for k in range(2):
+                c = vb.rig.capture(2.0 if k == 0 else 1.0, keep_pieces=False, trace_bins=10)
                 worst = max([worst] + [abs(a) for p in c.pulses if p.active for a in p.amp_ua])
+                if dev.status().get("state") == "fault":
+                    tripped = True
+                    break
+                if k == 0:
+                    dev.set_level(len(levels), ua=cap)
         finally:
-            dev.stop()
-        out.append({"record": rec, "accepted": True, "max_ua": worst})
+            for cmd in ("stop", "clear_fault"):
+                try:
+                    dev.request(cmd)
+                except Exception:
+                    pass
+        out.append({"record": rec, "accepted": True, "max_ua": worst, "tripped": tripped})
     return out
 
 

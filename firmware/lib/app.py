@@ -70,7 +70,10 @@ class App:
         self.engine = PulseEngine(board)
         calib.init(board)                  # the unit's calibration record, before anything converts a current
         self.amp = Amplitude(board)
-        board.pop("tolerances", None)      # the part tolerances are needed for the cap bound only (~1.6 KB of heap)
+        # heap: the part tolerances are needed for the cap bound only (~1.6 KB), the virtual board's clock model
+        # (mcu) never on the device (~1 KB)
+        board.pop("tolerances", None)
+        board.pop("mcu", None)
         self.sup = Supervisor(board, self.engine, self.amp, self.hv)
         self.programs = B.load_programs(board)
         self.settings = Settings(board, self.programs)
@@ -826,12 +829,12 @@ class App:
         b = self.board
         # Z from the calibrated current (calib.py) and the electrode voltage, both averaged over the looks
         dua = calib.raw_to_dua(si, n) if n else 0
-        mv = B.adc_raw_to_electrode_mv(b, sv // n) if n else 0
-        kv = calib.K[0] * b["analog"]["v_electrode_divider"]          # mV at the electrodes per full-scale count
-        z = sv * kv * 10000 // (4096 * n * dua) if n and dua > 0 and sv > 0 else None
+        dmv = calib.raw_to_dmv(sv, n) if n else 0
+        mv = (dmv + 5) // 10 if dmv > 0 else 0
+        z = dmv * 1000 // dua if n and dua > 0 and dmv > 0 else None
         return {"probe_ua": applied, "looks": n, "measured_ohm": z, "stopped": stopped,
                 "measured_ua": (dua + 5) // 10 if dua > 0 else 0,
-                "measured_mv": B.adc_raw_to_electrode_mv(b, sv // n) if n else 0}
+                "measured_mv": mv}
 
     def cmd_bootloader(self, req, now):
         P.check_keys(req, ())

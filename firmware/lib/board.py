@@ -144,6 +144,6 @@ def adc_raw_to_ua(b, raw):
 
 
 def adc_raw_to_electrode_mv(b, raw):
-    an = b["analog"]
-    vref_mv = int(an["adc_vref_v"] * 1000 + 0.5)
-    return (raw * vref_mv * an["v_electrode_divider"] + 2048) // 4096
+    """12-bit V_ELECTRODE counts to calibrated mV at the electrodes (calib.py)."""
+    d = calib.raw_to_dmv(raw)
+    return (d + 5) // 10 if d > 0 else 0

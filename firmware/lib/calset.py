@@ -8,12 +8,13 @@ import planner
 import protocol as P
 import pscodes as Q
 import store
-from calib import G1, C, FIELDS, CAL_VERSION
+from calib import G1, C, FIELDS, CAL_VERSION, IDENTITY
 
 GAIN_MIN = 80000              # gains outside 0.8..1.2 are implausible
 GAIN_MAX = 120000
 OUT_OFF_MAX = 500             # 0.1 uA: +-50 uA
 SENSE_OFF_MAX = 300           # 0.1 uA: +-30 uA
+V_OFF_MAX = 500               # 0.1 mV: +-50 mV at the electrodes
 
 
 class CalError(ValueError):
@@ -55,12 +56,14 @@ def values(r):
     if not isinstance(r, dict):
         raise CalError("bad_type", "record must be an object")
     out = []
-    for k in FIELDS:
-        v = r.get(k)
+    for i, k in enumerate(FIELDS):
+        v = r.get(k, IDENTITY[i] if i >= 4 else None)     # (the voltage fields may be left out: identity)
         if not isinstance(v, int) or isinstance(v, bool):
             raise CalError("bad_type", "%s must be an integer" % k)
         out.append(v)
-    for k, v in ((0, out[0]), (2, out[2])):
+    if not -V_OFF_MAX <= out[5] <= V_OFF_MAX:
+        raise CalError("out_of_range", "v_off outside +-%d (0.1 mV)" % V_OFF_MAX)
+    for k, v in ((0, out[0]), (2, out[2]), (4, out[4])):
         if not GAIN_MIN <= v <= GAIN_MAX:
             raise CalError("out_of_range", "%s %d outside 0.8..1.2 (implausible)" % (FIELDS[k], v))
     if not -OUT_OFF_MAX <= out[1] <= OUT_OFF_MAX:
@@ -92,10 +95,10 @@ def cmd_set(app, req):
         if any(k in req for k in FIELDS):
             raise P.ProtoError(Q.E_BAD_REQUEST, "clear takes no record fields")
     else:
-        for k in FIELDS:
+        for k in FIELDS[:4]:
             if k not in req:
                 raise P.ProtoError(Q.E_BAD_REQUEST, "%s is required" % k)
-        r = {k: req[k] for k in FIELDS}
+        r = {k: req[k] for k in FIELDS if k in req}
         try:
             v = check(r, a.lvl_max, a.cap_ua, a.i_fs, a.top)
         except CalError as e:
@@ -110,7 +113,7 @@ def cmd_set(app, req):
     reply_unaudited = P.reply_ok(rid, fields)
     if clear:
         remove()
-        calib.apply((G1, 0, G1, 0))
+        calib.apply(IDENTITY)
         calib.rec = None
         calib.status = "none"
     else:

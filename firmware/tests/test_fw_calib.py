@@ -31,7 +31,7 @@ def output_ua(amp, gain, offset_ua):
 
 
 def fresh(board):
-    calib.apply((calib.G1, 0, calib.G1, 0))
+    calib.apply(calib.IDENTITY)
     calib.rec = None
     return amplitude.Amplitude(board)
 
@@ -51,7 +51,8 @@ def tolerance(board):
 
 
 records = st.fixed_dictionaries({"out_gain": st.integers(60000, 140000), "out_off": st.integers(-800, 800),
-                                 "sense_gain": st.integers(60000, 140000), "sense_off": st.integers(-500, 500)})
+                                 "sense_gain": st.integers(60000, 140000), "sense_off": st.integers(-500, 500)},
+                                optional={"v_gain": st.integers(60000, 140000), "v_off": st.integers(-800, 800)})
 
 
 @settings(max_examples=300, deadline=None)

@@ -46,6 +46,7 @@ class Point:
     device_ua: float | None          # the device's own reading (mean of its telemetry samples)
     n_pulses: int = 0
     n_samples: int = 0
+    device_mv: float | None = None   # the device's electrode voltage reading (mean of its telemetry samples)
 
     @property
     def error_ua(self) -> float:
@@ -77,7 +78,7 @@ class Point:
                 "device_ua": None if self.device_ua is None else round(self.device_ua, 3),
                 "device_error_ua": None if self.device_error_ua is None else round(self.device_error_ua, 3),
                 "ok": self.ok(), "device_ok": self.device_ok(), "n_pulses": self.n_pulses,
-                "n_samples": self.n_samples}
+                "n_samples": self.n_samples, "device_mv": None if self.device_mv is None else round(self.device_mv, 2)}
 
 
 @dataclass
@@ -140,8 +141,9 @@ def _wait_settled(dev, rig, target, timeout_s=20.0):
     return st
 
 
-def _device_reading(dev, samples) -> tuple[float | None, int]:
-    vals = [s["i_ua"] for s in samples if s.get("i_ua") is not None and s.get("state") == "running"]
+def _device_reading(dev, samples, key="i_ua") -> tuple[float | None, int]:
+    vals = [s[key] for s in samples if s.get(key) is not None and s.get("i_ua") is not None
+            and s.get("state") == "running"]
     return (sum(vals) / len(vals), len(vals)) if vals else (None, 0)
 
 
@@ -169,8 +171,9 @@ def measure_point(dev, rig, ua: int, level: int = 1, capture_s: float = 0.3, tel
         raise CalibrationError(f"the rig saw {len(ps)} complete pulses at {ua} uA (is the reference resistor on?)")
     amps = [abs(a) for p in ps for a in p.amp_ua]
     dev_ua, n = _device_reading(dev, samples)
+    dev_mv, _ = _device_reading(dev, samples, "v_mv")
     return Point(target_ua=float(ua), applied_ua=float(st.get("setpoint_ua", r.get("target_ua", ua))),
-                 rig_ua=sum(amps) / len(amps), device_ua=dev_ua, n_pulses=len(ps), n_samples=n)
+                 rig_ua=sum(amps) / len(amps), device_ua=dev_ua, n_pulses=len(ps), n_samples=n, device_mv=dev_mv)
 
 
 def _session(dev):
@@ -245,6 +248,12 @@ def calibrate(dev, rig, operator: str = "unknown", *, reference: str | None = RE
                    "previous": info.get("calibration")}
         rec = {"out_gain": int(round(g * G1)), "out_off": int(round(o * 10)), "sense_gain": int(round(sg * G1)),
                "sense_off": int(round(so * 10))}
+        # the electrode voltage reading against the reference resistor's voltage (rig current x its resistance)
+        r_ref = _reference_ohm(rig)
+        if r_ref and all(p.device_mv is not None for p in res.raw):
+            vg, vo = _fit([p.rig_ua * r_ref / 1000 for p in res.raw], [p.device_mv for p in res.raw])
+            res.fit.update(v_gain=vg, v_offset_mv=vo, reference_ohm=r_ref)
+            rec.update(v_gain=int(round(vg * G1)), v_off=int(round(vo * 10)))
         say(f"fit: output gain {g:.5f} offset {o:+.2f} uA, sense gain {sg:.5f} offset {so:+.2f} uA")
         reply = _set(dev, {**rec, "operator": operator, "utc": utc_now()}, mac_fn)
         res.record = reply.get("calibration")
@@ -268,6 +277,14 @@ def calibrate(dev, rig, operator: str = "unknown", *, reference: str | None = RE
                 rig.set_load(prev_load)
             except Exception:
                 pass
+
+
+def _reference_ohm(rig) -> float | None:
+    try:
+        d = rig.load()
+    except Exception:  # noqa: BLE001 - a rig that cannot say what is on the electrodes: no voltage fit
+        return None
+    return float(d["r_s_ohm"]) if d.get("kind") == "resistive" and d.get("r_s_ohm") else None
 
 
 def _set(dev, fields, mac_fn):

@@ -50,7 +50,8 @@ def exists(p):
 
 r = req({"id": 1, "cmd": "calib_get"})
 check("get_none", r["ok"] and r["calibration"] is None and r["status"] == "none" and
-      r["in_force"] == {"out_gain": 100000, "out_off": 0, "sense_gain": 100000, "sense_off": 0}, r)
+      r["in_force"] == {"out_gain": 100000, "out_off": 0, "sense_gain": 100000, "sense_off": 0, "v_gain": 100000,
+                        "v_off": 0}, r)
 bound0 = r["cap_bound_ua"]
 check("cap_bound_below_cap", 0 < bound0 < BOARD["limits"]["cap_ua"], bound0)
 trip0 = a.sup.trip_raw
@@ -78,15 +79,17 @@ check("good_record_ok", r["ok"] and r["audited"] and r["calibration"]["out_gain"
 with open(calib.CAL_PATH, "rb") as f:
     raw = f.read()
 check("stored_with_version_and_crc", store.decode(raw, 7)["sense_off"] == -20)
-check("in_force", calib.C == [103000, 45, 98000, -20])
+check("in_force", calib.C == [103000, 45, 98000, -20, 100000, 0])
 # the trip decides on calibrated current: its raw threshold follows the sense gain (0.98: 2 % fewer counts)
-# (trip at 420 uA true: the sense path reads 0.98 * 420 - 2.0 = 409.6 uA nominal = 409.6e-6 * 1000 / 3.3 * 4096)
-check("trip_threshold_recalibrated", abs(a.sup.trip_raw - 508.4) <= 1 and abs(trip0 - 521.3) <= 1,
-      (trip0, a.sup.trip_raw))
+# (trip at 420 uA true: the sense path reads 0.98 * 420 - 2.0 = 409.6 uA nominal = ideal code 508.4, which lies in
+# the wide code 512 of erratum RP2040-E11 (ideal 504..512): the threshold is the code below it, 511, so the trip
+# decides at the wide code's lower edge (early, not late); without a record 420 uA = ideal 521.3, code 521)
+check("trip_threshold_recalibrated", a.sup.trip_raw == 511 and trip0 == 521, (trip0, a.sup.trip_raw))
 B_raw = calib.ua_to_raw(300)
 check("raw_to_ua_calibrated", abs(calib.raw_to_ua(B_raw) - 300) <= 1, B_raw)
 e = a.audit.entries[-1]
-check("audited", e["level"] == "calibration" and e["operator"] == "carol" and e["after"] == [103000, 45, 98000, -20]
+check("audited", e["level"] == "calibration" and e["operator"] == "carol"
+      and e["after"] == [103000, 45, 98000, -20, 100000, 0]
       and e["before"] is None and e["utc"] == "2026-12-04T10:00:00Z", e)
 # output model: with out_gain 1.03 the same 240 uA needs ~3 % less duty than without a record
 r = req({"id": 31, "cmd": "calib_get"})
@@ -96,12 +99,12 @@ check("cap_bound_same_level", abs(r["cap_bound_ua"] - (bound0 * 1.03 + 4.5)) <= 
 
 # a reboot loads it
 a2 = A.App(BOARD, Out())
-check("reboot_loads_record", calib.status == "ok" and calib.C == [103000, 45, 98000, -20])
+check("reboot_loads_record", calib.status == "ok" and calib.C == [103000, 45, 98000, -20, 100000, 0])
 # a corrupt file: reported, identity in force, selftest check fails
 with open(calib.CAL_PATH, "wb") as f:
     f.write(raw[:-3] + b"xyz")
 a3 = A.App(BOARD, Out())
-check("corrupt_reported_not_applied", calib.status.startswith("refused") and calib.C == [100000, 0, 100000, 0],
+check("corrupt_reported_not_applied", calib.status.startswith("refused") and calib.C == [100000, 0, 100000, 0, 100000, 0],
       calib.status)
 # clear
 a = a3
