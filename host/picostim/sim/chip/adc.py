@@ -56,7 +56,8 @@ class Adc:
         v = analog.adc_volts(channel, t) if analog is not None else 0.0
         self.ainsel = channel
         # the unit's own ADC transfer (parts.py through the front end) where there is a front end
-        self.result = analog.adc_transfer(v) if analog is not None else volts_to_raw(v, self.vref)
+        conv = getattr(analog, "adc_transfer", None)
+        self.result = conv(v) if conv is not None else volts_to_raw(v, self.vref)
         return self.result
 
     def read_u16(self, channel, t):
