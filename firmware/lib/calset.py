@@ -82,8 +82,8 @@ def cmd_get(app):
 def cmd_set(app, req):
     """calib_set: write the calibration record (or clear it), atomic as levels_set: everything that can fail is done
     before the commit point; from the reply on the record is in force (output model, supervisor thresholds)."""
-    P.check_keys(req, FIELDS + ("operator", "utc", "mac", "clear"))
-    app.authorize(req, "calib_set")
+    app.authorize(req, "calib_set")      # first: the production lock (issue 14) checks the MAC of a locked unit
+    P.check_keys(req, FIELDS + ("operator", "utc", "mac", "nonce", "clear"))
     if app.state in (Q.ST_RAMPING, Q.ST_RUNNING, Q.ST_PAUSED):
         raise P.ProtoError(Q.E_BUSY, "stop stimulation first")
     op = app._operator(req)
@@ -126,7 +126,7 @@ def cmd_set(app, req):
     try:
         au = app.audit
         au._add({"seq": au.next_seq, "t": time.time(), "utc": utc, "operator": op, "level": "calibration",
-                 "before": before, "after": v})
+                 "before": before, "after": v, "key_id": getattr(app, "auth_kid", None)})
     except (MemoryError, OSError):
         reply = reply_unaudited
     return reply

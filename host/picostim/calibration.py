@@ -207,10 +207,10 @@ def setpoints(cap_bound: int) -> list[int]:
 
 
 def calibrate(dev, rig, operator: str = "unknown", *, reference: str | None = REFERENCE_LOAD,
-              mac_fn=None, progress=None) -> Result:
+              progress=None) -> Result:
     """Calibrate the unit `dev` (picostim.device.Device, application running) with the rig `rig` (VirtualRig or
     RigClient). Writes the record only when the fit is plausible; raises CalibrationError when it cannot measure.
-    `mac_fn(request_fields) -> hex` signs calib_set for a locked unit (issue 14). Returns the Result (before/after
+    A locked unit (issue 14) needs a Device with a signer: it signs calib_set itself. Returns the Result (before/after
     tables); `passed` says whether every level is within +-1 % + 2 uA and the device's own reading within
     +-2 % + 2 uA of the rig."""
     say = progress or (lambda msg: None)
@@ -230,7 +230,7 @@ def calibrate(dev, rig, operator: str = "unknown", *, reference: str | None = RE
         levels = list(dev.levels_get())
         say("before: every level as the unit is")
         res.before = measure_levels(dev, rig, levels)
-        _set(dev, {"clear": True, "operator": operator, "utc": utc_now()}, mac_fn)
+        _set(dev, {"clear": True, "operator": operator, "utc": utc_now()})
         bound = int(dev.request("calib_get")["cap_bound_ua"])
         pts = setpoints(bound)
         say(f"raw: {len(pts)} setpoints {pts} uA, no record in force")
@@ -255,7 +255,7 @@ def calibrate(dev, rig, operator: str = "unknown", *, reference: str | None = RE
             res.fit.update(v_gain=vg, v_offset_mv=vo, reference_ohm=r_ref)
             rec.update(v_gain=int(round(vg * G1)), v_off=int(round(vo * 10)))
         say(f"fit: output gain {g:.5f} offset {o:+.2f} uA, sense gain {sg:.5f} offset {so:+.2f} uA")
-        reply = _set(dev, {**rec, "operator": operator, "utc": utc_now()}, mac_fn)
+        reply = _set(dev, {**rec, "operator": operator, "utc": utc_now()})
         res.record = reply.get("calibration")
         res.cap_bound_ua = int(dev.request("calib_get")["cap_bound_ua"])
         say("after: every level with the new record")
@@ -287,9 +287,7 @@ def _reference_ohm(rig) -> float | None:
     return float(d["r_s_ohm"]) if d.get("kind") == "resistive" and d.get("r_s_ohm") else None
 
 
-def _set(dev, fields, mac_fn):
-    if mac_fn is not None:
-        fields = {**fields, "mac": mac_fn(dict(fields))}
+def _set(dev, fields):
     try:
         return dev.request("calib_set", **fields)
     except DeviceError as e:
