@@ -246,6 +246,12 @@ def calibrate(dev, rig, operator: str = "unknown", *, reference: str | None = RE
         sg, so = _fit([p.rig_ua for p in res.raw], [p.device_ua for p in res.raw])
         res.fit = {"out_gain": g, "out_offset_ua": o, "sense_gain": sg, "sense_offset_ua": so,
                    "previous": info.get("calibration")}
+        for name, v in (("output", g), ("sense", sg)):
+            if not 0.8 <= v <= 1.2:
+                raise CalibrationError(f"implausible {name} gain {v:.4f} from the setpoints (rig "
+                                       f"{[round(p.rig_ua, 1) for p in res.raw]} uA, device "
+                                       f"{[None if p.device_ua is None else round(p.device_ua, 1) for p in res.raw]} "
+                                       f"uA): no record written")
         rec = {"out_gain": int(round(g * G1)), "out_off": int(round(o * 10)), "sense_gain": int(round(sg * G1)),
                "sense_off": int(round(so * 10))}
         # the electrode voltage reading against the reference resistor's voltage (rig current x its resistance)
