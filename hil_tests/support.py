@@ -53,6 +53,12 @@ def cap_floor_ua(prof) -> float:
     return (1 - g) * nominal - o
 
 
+def source_offset_ua(prof) -> float:
+    """The current source's offset tolerance (boards/*.json tolerances): what a unit may deliver at the smallest
+    non-zero ISET duty, and below which it delivers nothing."""
+    return float(prof.get("tolerances", {}).get("current_source", {}).get("offset_ua", 0))
+
+
 def level_window(prof, ua: float) -> tuple[float, float]:
     """(low, high) the rig may measure for a level of `ua`: +-amp_tolerance, and never above the cap; a level above
     what every unit can reach under its cap bound may come out as low as that bound allows (cap_floor_ua)."""

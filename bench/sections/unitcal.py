@@ -151,6 +151,24 @@ def run(quick: bool = False) -> dict:
     return _figures(units, levels, cap, nominal_trip, loads, time.monotonic() - t0, quick)
 
 
+NOTES = [
+    "Every figure is measured by the rig at the electrodes (amplitude = phase charge / width, mean over the complete "
+    "pulses of a 0.3 s capture); the device's own reading is the mean of its telemetry samples over the same time.",
+    "Top level (400 uA = the cap on handheld-home): the firmware never writes an ISET level above the one at which a "
+    "current source at the worst of its tolerances (gain +5 %, offset +10 uA) reaches the cap, whatever calibration "
+    "record is in force (firmware/lib/calib.py cap_level). That is what keeps every unit at or below the cap with any "
+    "record it accepts, and it is why the top level misses +-1 % + 2 uA: it comes out at the unit's cap bound "
+    "(shortfall figure). No record can tell the device its true gain more safely than its own worst case: a record "
+    "that is accepted but wrong would otherwise push a high-gain unit over the cap. The levels below the bound are "
+    "all within +-1 % + 2 uA.",
+    "The device's reading: sense gain/offset fitted against the rig (not the nominal), ADC codes linearised through "
+    "the RP2040-E11 wide codes (nominal 8 LSB) before the conversion, and the mean of 10-20 telemetry samples.",
+    "Trip point: the output held at the cap bound and the source's gain raised 0.3 % per 40 ms by the rig until the "
+    "unit trips; a trip threshold inside the E11 wide code 512 (ideal 504..512, ~406-413 uA nominal) is set to "
+    "the code below it, so the trip decides early rather than late.",
+]
+
+
 def _dist(xs):
     xs = sorted(xs)
     if not xs:
@@ -223,5 +241,5 @@ def _figures(units, levels, cap, nominal_trip, loads, wall_s, quick):
                        "records": len(recs)},
             "setup": f"{BOARD} levels {levels} uA, loads {list(loads)} Ohm, {len(units)} seeded units (1..), "
                      f"waveform {cal.PHASE_US}/{cal.GAP_US} us at {cal.RATE_HZ} Hz, 0.3 s capture per point",
-            "notes": per_level,
+            "notes": NOTES + per_level,
             "details": {"units": units}}
