@@ -790,7 +790,7 @@ class App:
         sup = self.sup
         f = sup.f
         ua = min(C.SELFTEST_PROBE_UA, self.amp.cap_ua // 4)
-        plan = planner.plan(200, 50, 500000, self.sys_hz)      # 200 us phases at 500 Hz: room for the V read, 40 looks in ~80 ms
+        plan = planner.plan(200, 50, 500000, self.sys_hz)      # 200 us phases at 500 Hz: room for the V read, 56 looks in ~112 ms
         si = sv = n = 0
         stopped = None
         applied = 0
