@@ -72,10 +72,15 @@ def _selftest(dev, vb):
     out = []
     for load, ohm in (("500", 500), ("2k", 2000), ("10k", 10000)):
         vb.rig.set_load(load)
+        t0 = vb.rig.now_s()
         r = dev.selftest(expect_ohm=ohm, timeout=15)
         z = r.get("measured_ohm")
+        # the probe's current as the rig saw it (the waveform is retained: capture the stretch just past)
+        c = vb.rig.capture(vb.rig.now_s() - t0, start_s=t0, keep_pieces=False, trace_bins=10)
+        amps = [abs(a) for p in c.pulses if p.active and not p.partial for a in p.amp_ua]
+        rig_ua = sum(amps) / len(amps) if amps else None
         out.append({"load": ohm, "measured_ohm": z, "error_pct": None if z is None else 100 * (z - ohm) / ohm,
-                    "passed": r.get("passed")})
+                    "passed": r.get("passed"), "device_ua": r.get("measured_ua"), "rig_ua": rig_ua})
     return out
 
 
@@ -196,6 +201,8 @@ def _figures(units, levels, cap, nominal_trip, loads, wall_s, quick):
     trip_err = [abs(t["error_pct"]) for t in trips if t.get("error_pct") is not None]
     st = [s for u in units for s in u.get("selftest", [])]
     st_err = [abs(s["error_pct"]) for s in st if s["error_pct"] is not None]
+    st_i = [abs(s["device_ua"] - s["rig_ua"]) / cal.allowed(s["rig_ua"], cal.DEV_PCT, cal.DEV_UA) for s in st
+            if s.get("rig_ua") and s.get("device_ua") is not None]
     recs = [r for u in units for r in u.get("cap_records", [])]
     acc = [r for r in recs if r["accepted"]]
     cap_max = max((r["max_ua"] for r in acc), default=None)
@@ -224,6 +231,8 @@ def _figures(units, levels, cap, nominal_trip, loads, wall_s, quick):
                + _dist([t["trip_ua"] for t in trips if t.get("trip_ua")]) + " uA"),
         Figure("selftest impedance error (500 / 2k / 10k)", "%", max(st_err) if st_err else None, goal=("<=", 5.0),
                n=len(st_err), note=_dist(st_err)),
+        Figure("selftest probe current: device vs rig (x allowance 2 % + 2 uA)", "x", max(st_i) if st_i else None,
+               goal=("<=", 1.0), n=len(st_i), note=_dist(st_i)),
         Figure("cap: largest amplitude with accepted random records", "uA", cap_max, goal=("<=", cap), n=len(acc),
                note=f"{len(acc)} accepted, {len(recs) - len(acc)} refused; top level and a trial at the cap, 500 Ohm"),
         Figure("units calibrated (passed)", "", n_cal, goal=(">=", len(units)), n=len(units),
