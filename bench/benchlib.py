@@ -105,16 +105,18 @@ def _jsonable(o):
 
 @contextmanager
 def provisioned_board(board="handheld-home", load="2k", clock="cpu", seed=0, flash_dir=None, heap_kb=None,
-                      engine="unix", micropython=None):
+                      engine="unix", micropython=None, unit_seed=None, ideal=True):
     """A virtual board with the application image written to its flash (as a deploy leaves it), booted, and a
     Device talking to the running app. Yields (vb, dev). engine="emu": the MicroPython image `micropython` in the
-    emulator, the application installed through the port as `picostim flash` does."""
+    emulator, the application installed through the port as `picostim flash` does. Ideal parts unless ideal=False
+    (then the unit's part values come from unit_seed: issue 12, the `unitcal` section)."""
     from picostim.device import Device
     from picostim.hil.bench import provision_flash
     from picostim.sim import VirtualBoard
     kw = {"heap_kb": heap_kb} if heap_kb else {}
     if engine == "emu":
         kw = {"engine": "emu", "micropython": micropython}
+    kw.update(unit_seed=unit_seed, ideal=ideal)
     vb = VirtualBoard(board=board, load=load, clock=clock, seed=seed, rig_port=None, flash_dir=flash_dir, **kw)
     vb.start()
     dev = None

@@ -43,6 +43,30 @@ def amp_tolerance(ua: float) -> float:
     return max(0.05 * ua, 10.0)
 
 
+def cap_floor_ua(prof) -> float:
+    """The least a unit may deliver when it holds a level at its cap bound: the firmware bounds the ISET duty so
+    that even a current source at the worst of the board's tolerances (gain and offset high) stays at the cap
+    (firmware/lib/calib.py cap_level); a unit at the other end of the tolerances delivers this much there."""
+    t = prof.get("tolerances", {}).get("current_source", {})
+    g, o = t.get("gain_pct", 0) / 100, t.get("offset_ua", 0)
+    nominal = (prof["limits"]["cap_ua"] - o) / (1 + g) - prof["analog"]["i_fs_ua"] / 1250   # one ISET count less
+    return (1 - g) * nominal - o
+
+
+def source_offset_ua(prof) -> float:
+    """The current source's offset tolerance (boards/*.json tolerances): what a unit may deliver at the smallest
+    non-zero ISET duty, and below which it delivers nothing."""
+    return float(prof.get("tolerances", {}).get("current_source", {}).get("offset_ua", 0))
+
+
+def level_window(prof, ua: float) -> tuple[float, float]:
+    """(low, high) the rig may measure for a level of `ua`: +-amp_tolerance, and never above the cap; a level above
+    what every unit can reach under its cap bound may come out as low as that bound allows (cap_floor_ua)."""
+    tol = amp_tolerance(ua)
+    low = min(ua, cap_floor_ua(prof)) - (tol if ua <= cap_floor_ua(prof) else amp_tolerance(cap_floor_ua(prof)))
+    return low, min(ua + tol, prof["limits"]["cap_ua"] + tol)
+
+
 def wait_state(dut, rig, states, timeout_s: float = 10.0, step_s: float = 0.05) -> dict:
     """Poll `status` until its state is one of `states` (virtual time advances by the rig's clock)."""
     if isinstance(states, str):

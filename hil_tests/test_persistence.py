@@ -91,6 +91,10 @@ def test_audit_entry_survives_power_loss(bench, dut, rig, measure, prof, restore
                 high=restore_levels[-1])
 
 
+def _within(x, window):
+    return window[0] <= x <= window[1]
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_power_loss_mid_write_leaves_old_or_new(bench, dut, rig, measure, prof, restore_levels, seed):
     old = list(restore_levels)
@@ -105,8 +109,8 @@ def test_power_loss_mid_write_leaves_old_or_new(bench, dut, rig, measure, prof, 
     info = support.reconnect(dut)
     measure("config_not_corrupt", info.get("config_status") != codes.E_CONFIG_CORRUPT, "", low=1)
     amp = _top_amp(dut, rig, len(new))
-    near_old = abs(amp - old[-1]) <= amp_tolerance(old[-1])
-    near_new = abs(amp - new[-1]) <= amp_tolerance(new[-1])
+    near_old = _within(amp, support.level_window(prof, old[-1]))
+    near_new = _within(amp, support.level_window(prof, new[-1]))
     measure("top_amp_is_old_or_new", int(near_old or near_new), "", low=1, note=f"amp {amp:.1f} uA")
 
 
@@ -132,8 +136,8 @@ def test_s12_corrupt_level_file_runs_on_board_defaults(bench, dut, rig, measure,
     measure("reports_config_corrupt", info.get("config_status") == codes.E_CONFIG_CORRUPT, "", low=1)
     default_top = prof["levels_ua"][-1]
     amp = _top_amp(dut, rig, len(prof["levels_ua"]))
-    measure("top_amp_board_default", amp, "uA", low=default_top - amp_tolerance(default_top),
-            high=default_top + amp_tolerance(default_top))
+    lo, hi = support.level_window(prof, default_top)
+    measure("top_amp_board_default", amp, "uA", low=lo, high=hi)
 
 
 @pytest.mark.repl
@@ -161,8 +165,8 @@ def test_s12_truncated_file_rejected(bench, dut, rig, measure, prof, restore_lev
     measure("reports_config_corrupt", info.get("config_status") == codes.E_CONFIG_CORRUPT, "", low=1)
     default_top = prof["levels_ua"][-1]
     amp = _top_amp(dut, rig, len(prof["levels_ua"]))
-    measure("top_amp_board_default", amp, "uA", low=default_top - amp_tolerance(default_top),
-            high=default_top + amp_tolerance(default_top))
+    lo, hi = support.level_window(prof, default_top)
+    measure("top_amp_board_default", amp, "uA", low=lo, high=hi)
     # a good write repairs it
     dut.levels_set(table, operator="hil-repair")
     info = _soft_reset(bench)

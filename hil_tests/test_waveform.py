@@ -33,11 +33,11 @@ def _check_pulses(measure, cap, prof, phase_us, gap_us, rate_hz, level_ua, min_p
         measure("period_min", n["period_min"], "ns", low=period - tol, high=period + tol)
         measure("period_max", n["period_max"], "ns", low=period - tol, high=period + tol)
     if level_ua is not None:
-        tol_ua = amp_tolerance(level_ua)
-        measure("amp_pos", n["amp_pos"], "uA", low=level_ua - tol_ua, high=level_ua + tol_ua)
-        measure("amp_neg", n["amp_neg"], "uA", low=level_ua - tol_ua, high=level_ua + tol_ua)
-        measure("amp_min", n["amp_min"], "uA", low=level_ua - tol_ua)
-        measure("amp_max", n["amp_max"], "uA", high=level_ua + tol_ua)
+        lo, hi = support.level_window(prof, level_ua)       # (a level above the unit's cap bound settles at it)
+        measure("amp_pos", n["amp_pos"], "uA", low=lo, high=hi)
+        measure("amp_neg", n["amp_neg"], "uA", low=lo, high=hi)
+        measure("amp_min", n["amp_min"], "uA", low=lo)
+        measure("amp_max", n["amp_max"], "uA", high=hi)
         # net charge per pulse (current source delivery): at most 1 % of one phase's charge
         measure("q_net_per_pulse_max", n["q_net_src_max"], "nC", low=0, high=max(0.01 * n["q_phase_max"], 0.02))
     measure("shoot_through", cap.n_shoot_through, "", low=0, high=0)

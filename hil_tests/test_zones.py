@@ -65,15 +65,16 @@ def amp_limits(prof, program, want, n_levels):
     that is longer than the burst, the burst ends below `want` (e.g. ems, 2 s bursts, at the top levels of
     handheld-pro): then the plateau is that fraction of `want` (0.1 s of loop and pulse granularity allowed)."""
     tol = amp_tolerance(want)
+    lo, hi = support.level_window(prof, want)     # (a level above the unit's cap bound comes out at the bound)
     st0 = PROGRAMS[program]["steps"][0] if program else {}
     if not st0.get("burst_on_s"):
-        return want - tol, want + tol
+        return lo, hi
     lim = prof["limits"]
     steps = max(1, -(-want * n_levels // lim["cap_ua"]))
     ramp = max(lim["ramp_ms_per_level_step"] / 1000 * steps, st0.get("burst_ramp_s", 0))
     if ramp <= st0["burst_on_s"]:
-        return want - tol, want + tol
-    return want * (st0["burst_on_s"] - 0.1) / ramp - tol, want + tol
+        return lo, hi
+    return min(lo, want * (st0["burst_on_s"] - 0.1) / ramp - tol), hi
 
 
 def settle_s(prof):
@@ -152,7 +153,8 @@ def test_zone_change_mid_session_drops_at_once_then_ramps_back(dut, rig, measure
     period_ns = 1e9 / wave["rate_hz"]
     support.start_running(dut, rig, n, zone=home["name"], **wave)
     _, amp0, _ = peak_amp(rig.capture(2.2 / wave["rate_hz"], keep_pieces=False))
-    measure("before_amp", amp0, "uA", low=top - amp_tolerance(top), high=top + amp_tolerance(top))
+    lo, hi = support.level_window(prof, top)
+    measure("before_amp", amp0, "uA", low=lo, high=hi)
     # down: the next pulse after the request already at the new limit
     t_req = rig.now_s()
     r = dut.set_zone(low["name"])
@@ -181,9 +183,11 @@ def test_zone_change_mid_session_drops_at_once_then_ramps_back(dut, rig, measure
     cap = rig.capture(min_ramp_s + 0.8, start_s=t_up, keep_pieces=False)
     support.attach_trace(measure, cap, "zone back to the default: ramped")
     ps = full_pulses(cap)
-    reach = next((p for p in ps if min(abs(a) for a in p.amp_ua) >= top - amp_tolerance(top)), None)
+    top_low = support.level_window(prof, top)[0]       # (the top level may be held at the unit's cap bound)
+    reach = next((p for p in ps if min(abs(a) for a in p.amp_ua) >= top_low), None)
+    frac = min(1.0, (top_low - lim) / (top - amp_tolerance(top) - lim))
     measure("ramp_up_time", ((reach.t_ns - cap.t0_ns) / 1e9) if reach else 1e9, "s",
-            low=min_ramp_s - 1.5 / wave["rate_hz"], high=min_ramp_s + 0.5)
+            low=min_ramp_s * frac - 1.5 / wave["rate_hz"], high=min_ramp_s + 0.5)
     jumps = max((abs(abs(b.amp_ua[0]) - abs(a.amp_ua[0])) for a, b in zip(ps, ps[1:])), default=0.0)
     measure("largest_step_between_pulses", jumps, "uA", high=(top - lim) / steps + amp_tolerance(top))
 

@@ -7,6 +7,7 @@ import time
 import machine
 from machine import Pin, PWM
 
+import calib
 from board import cap_ua
 from planner import iset_level, iset_level_to_ua
 from pscodes import E_OVER_CAP, E_BAD_TYPE, FIRMWARE_CEILING_UA, CONTACT_PROBE_UA, BOUND_LEVEL, BOUND_ZONE
@@ -25,22 +26,40 @@ class Amplitude:
         cal = board.get("calibration", {})
         self.cap_ua = cap_ua(board)
         self.i_fs = an["i_fs_ua"]
-        self.gain = int(cal.get("iset_gain", 1.0) * 100000 + 0.5)
-        self.offset = int(cal.get("iset_offset_ua", 0.0) * 10 + (0.5 if cal.get("iset_offset_ua", 0.0) >= 0 else -0.5))
+        self.board = board
+        self.prof_gain = int(cal.get("iset_gain", 1.0) * 100000 + 0.5)
+        self.prof_offset = int(cal.get("iset_offset_ua", 0.0) * 10 + (0.5 if cal.get("iset_offset_ua", 0.0) >= 0 else -0.5))
         self.pwm = PWM(Pin(board["pins"]["ISET"]), freq=an["iset_pwm_hz"], duty_u16=0)
         # TOP as machine.PWM chose it for a DIV=1 frequency (>= 1908 Hz): round(f_sys/f) - 1
         f = an["iset_pwm_hz"]
         self.top = (machine.freq() + f // 2) // f - 1
+        # the cap bound (issue 12): no compare level above this, whatever calibration record is in force; it assumes
+        # the worst part tolerances of the board, not the record
+        self.lvl_max = calib.cap_level(board, self.cap_ua, self.i_fs, self.top)
+        self.gain, self.offset = self.prof_gain, self.prof_offset
         self.applied_ua = 0
         self.writes = 0
         self.probe_ua = min(CONTACT_PROBE_UA, self.cap_ua)
-        self.probe_d = self._duty(iset_level(self.probe_ua, self.i_fs, self.top, self.gain, self.offset))
+        self.probe_d = 0
+        self.apply_cal()
         self._zero = 0
         self.ramp_from = 0
         self.ramp_to = 0
         self.ramp_t0 = 0
         self.ramp_ms = 0
         self.zone_ua = self.cap_ua     # the treatment zone's limit (zones.py); set_zone_limit changes it
+
+    def apply_cal(self):
+        """Take the calibration record in force (calib.C): the output model, and the probe duty made from it."""
+        if calib.rec is not None:
+            self.gain, self.offset = calib.iset_params()
+        else:
+            self.gain, self.offset = self.prof_gain, self.prof_offset
+        self.probe_d = self._duty(self._level(self.probe_ua))
+
+    def _level(self, ua):
+        lvl = iset_level(ua, self.i_fs, self.top, self.gain, self.offset)
+        return lvl if lvl <= self.lvl_max else self.lvl_max
 
     def bound(self, ua):
         """What an amplitude request becomes here: (applied target uA, BOUND_LEVEL or BOUND_ZONE)."""
@@ -74,7 +93,7 @@ class Amplitude:
             ua = 0
         if ua > self.zone_ua:
             ua = self.zone_ua
-        lvl = iset_level(ua, self.i_fs, self.top, self.gain, self.offset)
+        lvl = self._level(ua)
         self.pwm.duty_u16(self._duty(lvl))
         self.writes += 1
         self.applied_ua = iset_level_to_ua(lvl, self.i_fs, self.top, self.gain, self.offset)

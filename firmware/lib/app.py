@@ -19,6 +19,7 @@ from engine import PulseEngine
 from safety import Supervisor, TRIP_OVER_CURRENT, TRIP_FAULT_N, I_RAW, V_RAW, V_OK, SAMPLES
 from config import Settings, ConfigError
 from audit import Audit
+import calib
 from ui import UI
 from zonectl import ZoneControl
 import lock
@@ -69,7 +70,12 @@ class App:
         self.charging_bit = 1 << pins["CHARGING"]
         self.gpio_in = 0
         self.engine = PulseEngine(board)
+        calib.init(board)                  # the unit's calibration record, before anything converts a current
         self.amp = Amplitude(board)
+        # heap: the part tolerances are needed for the cap bound only (~1.6 KB), the virtual board's clock model
+        # (mcu) never on the device (~1 KB)
+        board.pop("tolerances", None)
+        board.pop("mcu", None)
         self.sup = Supervisor(board, self.engine, self.amp, self.hv)
         self.programs = B.load_programs(board)
         self.settings = Settings(board, self.programs)
@@ -534,18 +540,37 @@ class App:
         P.check_keys(req, ())
         return {"levels_ua": self.settings.levels}
 
+    def _operator(self, req):
+        op = req.get("operator")
+        if op is None:
+            return "unknown"
+        if not isinstance(op, str):
+            raise ProtoError(C.E_BAD_TYPE, "operator must be a string")
+        if not op.strip():
+            raise ProtoError(C.E_OUT_OF_RANGE, "operator must not be empty")
+        if len(op) > C.OPERATOR_MAX_LEN:
+            raise ProtoError(C.E_OUT_OF_RANGE, "operator longer than %d" % C.OPERATOR_MAX_LEN)
+        return op
+
+    def cmd_calib_get(self, req, now):
+        P.check_keys(req, ())
+        import calset
+        try:
+            return calset.cmd_get(self)
+        finally:
+            calset.drop()
+
+    def cmd_calib_set(self, req, now):
+        import calset
+        try:
+            return calset.cmd_set(self, req)
+        finally:
+            calset.drop()
+
     def cmd_levels_set(self, req, now):
         self.authorize(req, "levels_set")
         P.check_keys(req, ("levels_ua", "level", "ua", "operator", "utc"))
-        op = req.get("operator")
-        if op is None:
-            op = "unknown"
-        elif not isinstance(op, str):
-            raise ProtoError(C.E_BAD_TYPE, "operator must be a string")
-        elif not op.strip():
-            raise ProtoError(C.E_OUT_OF_RANGE, "operator must not be empty")
-        elif len(op) > C.OPERATOR_MAX_LEN:
-            raise ProtoError(C.E_OUT_OF_RANGE, "operator longer than %d" % C.OPERATOR_MAX_LEN)
+        op = self._operator(req)
         utc = P.get_str(req, "utc", 40)       # the host's UTC time: the board has no calendar clock
         old = list(self.settings.levels)
         if "levels_ua" in req:
@@ -773,6 +798,7 @@ class App:
         chk("fault_n_idle", not self.sup.fault_pin_asserted())
         i_idle = self.sup.adc_i.read_u16() >> 4
         chk("i_sense_idle", B.adc_raw_to_ua(self.board, i_idle) <= 5, "%d uA" % B.adc_raw_to_ua(self.board, i_idle))
+        chk("calibration", calib.status in ("ok", "none"), calib.status)
         p = planner.plan(200, 100, 2000, self.sys_hz)
         chk("planner_balance", p["cc_a"] == p["pair_counts"] - p["cc_b"])
         try:
@@ -810,7 +836,7 @@ class App:
         sup = self.sup
         f = sup.f
         ua = min(C.SELFTEST_PROBE_UA, self.amp.cap_ua // 4)
-        plan = planner.plan(200, 50, 200000, self.sys_hz)      # 200 us phases at 200 Hz: room for the V read
+        plan = planner.plan(200, 50, 500000, self.sys_hz)      # 200 us phases at 500 Hz: room for the V read, 56 looks in ~112 ms
         si = sv = n = 0
         stopped = None
         applied = 0
@@ -847,10 +873,14 @@ class App:
             self.idle_output()
             sup.clear_pause()
         b = self.board
-        z = sv * sup.zk // si if n and si > 0 and sv > 0 else None
+        # Z from the calibrated current (calib.py) and the electrode voltage, both averaged over the looks
+        dua = calib.raw_to_dua(si, n) if n else 0
+        dmv = calib.raw_to_dmv(sv, n) if n else 0
+        mv = (dmv + 5) // 10 if dmv > 0 else 0
+        z = dmv * 1000 // dua if n and dua > 0 and dmv > 0 else None
         return {"probe_ua": applied, "looks": n, "measured_ohm": z, "stopped": stopped,
-                "measured_ua": B.adc_raw_to_ua(b, si // n) if n else 0,
-                "measured_mv": B.adc_raw_to_electrode_mv(b, sv // n) if n else 0}
+                "measured_ua": (dua + 5) // 10 if dua > 0 else 0,
+                "measured_mv": mv}
 
     def cmd_bootloader(self, req, now):
         self.authorize(req, "bootloader")      # BOOTSEL over USB would let any host reflash a locked unit

@@ -48,6 +48,8 @@ class Audit:
         return self._add(e)
 
     def _add(self, e):
+        # (calset.py adds calibration entries: level "calibration", before/after [out_gain, out_off, sense_gain,
+        # sense_off] or None)
         self.next_seq += 1
         self.entries.append(e)
         if len(self.entries) > self.max_entries:

@@ -3,6 +3,7 @@
 import json
 
 import sys
+import calib
 from pscodes import FIRMWARE_CEILING_UA, ZONE_MIN_LIMIT_UA, ZONE_LONG_PRESS_MIN_MS
 
 BOARD_PATH = "/board.json"
@@ -133,24 +134,16 @@ def trip_limit_ua(b):
 
 
 def ua_to_adc_raw(b, ua):
-    """Microamps through R_SENSE x gain into 12-bit ADC counts (integer, rounded)."""
-    an = b["analog"]
-    # mV at the ADC = ua * r_sense * gain / 1000; vref in mV as int
-    vref_mv = int(an["adc_vref_v"] * 1000 + 0.5)
-    num = ua * an["r_sense_ohm"] * an["sense_gain"] * 4096
-    den = 1000 * vref_mv
-    return (num + den // 2) // den
+    """Microamps through R_SENSE x gain into 12-bit ADC counts on this unit (calib.py: its sense calibration)."""
+    return calib.ua_to_raw(ua)
 
 
 def adc_raw_to_ua(b, raw):
-    an = b["analog"]
-    vref_mv = int(an["adc_vref_v"] * 1000 + 0.5)
-    num = raw * vref_mv * 1000
-    den = 4096 * an["r_sense_ohm"] * an["sense_gain"]
-    return (num + den // 2) // den
+    """12-bit I_SENSE counts to calibrated microamps (calib.py)."""
+    return calib.raw_to_ua(raw)
 
 
 def adc_raw_to_electrode_mv(b, raw):
-    an = b["analog"]
-    vref_mv = int(an["adc_vref_v"] * 1000 + 0.5)
-    return (raw * vref_mv * an["v_electrode_divider"] + 2048) // 4096
+    """12-bit V_ELECTRODE counts to calibrated mV at the electrodes (calib.py)."""
+    d = calib.raw_to_dmv(raw)
+    return (d + 5) // 10 if d > 0 else 0

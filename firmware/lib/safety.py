@@ -226,6 +226,13 @@ class Supervisor:
         self.fault_pin.irq(handler=self._fault_cb, trigger=Pin.IRQ_FALLING, hard=True)
 
     # --- hard-IRQ paths: no allocation, no floats ---
+    def recalibrate(self):
+        """Thresholds in raw counts again after the calibration record changed (calib.py, through board.py's
+        conversions): the over-current trip decides on calibrated current."""
+        self.trip_raw = B.ua_to_adc_raw(self.board, self.trip_ua)
+        self.min_set_raw = B.ua_to_adc_raw(self.board, CONTACT_MIN_SETPOINT_UA)
+        self.probe_raw = B.ua_to_adc_raw(self.board, CONTACT_PROBE_UA)
+
     def kill(self):
         # fastest first: no compliance supply = no current within the pulse; then the bridge inputs forced low (the
         # phase in progress ends now, electrodes tied); then no setpoint; then no further pairs

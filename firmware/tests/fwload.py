@@ -5,7 +5,7 @@ from pathlib import Path
 
 FW_DIR = Path(__file__).resolve().parent.parent
 LIB = FW_DIR / "lib"
-PURE = ("pscodes", "planner", "store", "protocol", "board", "config", "audit", "zones")
+PURE = ("pscodes", "planner", "store", "protocol", "board", "config", "audit", "zones", "calib", "calset")
 
 
 def load(name):

@@ -1,6 +1,10 @@
 """The firmware on the virtual board: every assertion is on what the virtual rig measures at the electrodes
 (or on the device's protocol replies), never on firmware variables.
 
+The boards have ideal analog parts (ideal=True): these tests judge the firmware's own timing and amplitude logic to
+the microamp. Units with tolerances, calibrated, are judged by host/tests/test_calibration.py, the HIL suite
+(`picostim hil`, every worker's unit its own seed) and the `unitcal` bench.
+
 Each test boots a fresh virtual board from a flash directory holding boot.py, main.py, lib/, /board.json and
 /programs.json (what the host deploy writes).
 """
@@ -36,7 +40,10 @@ def make_flash(d: Path, board: str = "handheld-home") -> Path:
     for p in (FW / "lib").glob("*.py"):
         subprocess.run([str(MPY_CROSS), "-march=armv6m", "-o", str(d / "lib" / (p.stem + ".mpy")), str(p)],
                        check=True, capture_output=True)
-    shutil.copy(REPO / "boards" / f"{board}.json", d / "board.json")
+    # the profile of a unit with ideal parts: no tolerances, so the cap bound is the cap itself
+    prof = json.loads((REPO / "boards" / f"{board}.json").read_text())
+    prof.pop("tolerances", None)
+    (d / "board.json").write_text(json.dumps(prof))
     shutil.copy(REPO / "boards" / "programs.json", d / "programs.json")
     return d
 
@@ -46,7 +53,7 @@ def board_running(tmp_path, board="handheld-home", load="2k", clock="model", fla
     from picostim.device import Device
     from picostim.sim import VirtualBoard
     flash = flash or make_flash(tmp_path / "flash", board)
-    with VirtualBoard(board=board, load=load, flash_dir=flash, clock=clock) as vb:
+    with VirtualBoard(board=board, load=load, flash_dir=flash, clock=clock, ideal=True) as vb:
         dev = Device(vb.port, timeout=10)
         try:
             dev.hello(timeout=30)
@@ -130,7 +137,7 @@ def test_s1_unreadable_profile_forces_outputs_safe(tmp_path):
     flash = make_flash(tmp_path / "flash")
     (flash / "board.json").write_text("{ not json")
     from picostim.sim import VirtualBoard
-    with VirtualBoard(board="handheld-home", load="2k", flash_dir=flash, clock="model") as vb:
+    with VirtualBoard(board="handheld-home", load="2k", flash_dir=flash, clock="model", ideal=True) as vb:
         vb.rig.wait(0.5)
         cap = vb.rig.capture(0.5)
         assert cap.max_abs_ua < 1.0 and cap.hv_on_ns == 0
@@ -592,7 +599,7 @@ def test_runs_in_192k_heap_and_reports_live_heap(tmp_path):
     flash = make_flash(tmp_path / "flash")
     # 192 KB for the firmware as on an RP2040, plus 32 KB for the virtual board's own shims (machine, rp2, link:
     # ~23 KB measured), which a Pico has in flash, not in its heap.
-    with VirtualBoard(board="handheld-home", load="2k", flash_dir=flash, clock="model", heap_kb=192 + 32) as vb:
+    with VirtualBoard(board="handheld-home", load="2k", flash_dir=flash, clock="model", heap_kb=192 + 32, ideal=True) as vb:
         dev = Device(vb.port, timeout=10)
         try:
             dev.hello(timeout=30)

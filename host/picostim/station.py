@@ -3,8 +3,9 @@
 Per unit, in its own thread (the work is serial I/O):
 1. flash the bundle, every file hash-verified (`deploy.deploy(bundle=..., verify=True)`; another board's profile is
    refused unless `reprovision`);
-2. calibrate -- the hook `calibrate()` below; calibration does not exist yet, so the step is skipped and the
-   record's calibration before/after are null;
+2. calibrate -- `calibrate()` below (picostim.calibration against the rig's reference resistor): the unit's
+   calibration record is written, and the record keeps the error tables before and after; a unit whose levels or
+   own current reading stay out of limits after it FAILs here;
 3. self-test against the fixture's known resistor (`Device.selftest(expect_ohm=...)`): every check and the measured
    impedance become measurements with limits;
 4. the quick HIL subset (`hil_tests/ -m production`), run by pytest against this unit and its rig; every measurement
@@ -74,12 +75,33 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def calibrate(port: str, rig: str | None) -> tuple[dict | None, dict | None, str]:
-    """Calibration hook (the unit's serial port, its rig's address): returns (before, after, status). Calibration
-    does not exist yet: nothing is measured or changed, and the record says so (before/after null, the step
-    "skipped"). When it exists it goes here: measure the output against the rig, store the correction on the unit,
-    measure again; a calibration that fails raises StepFailed."""
-    return None, None, "not available: the firmware has no calibration yet"
+def calibrate(port: str, rig: str | None, operator: str = "unknown") -> tuple[dict | None, dict | None, str]:
+    """Calibration step (the unit's serial port, its rig's address): returns (before, after, status), before/after
+    as {"points": [...], "summary": {...}, ...} (picostim.calibration.Result). A unit that cannot be calibrated or
+    stays out of limits raises StepFailed (the record still gets the tables, via the exception's `tables`)."""
+    from .calibration import CalibrationError, calibrate as run
+    from .device import Device
+    from .sim.rigproto import RigClient
+    if not rig:
+        raise StepFailed("no rig for this unit (--rig ADDR): calibration needs its reference resistor")
+    with Device(port, timeout=10) as dev, RigClient(rig) as rc:
+        dev.ensure_app()
+        try:
+            res = run(dev, rc, operator=operator)
+        except CalibrationError as e:
+            raise StepFailed(str(e)) from None
+    d = res.to_dict()
+    before = {"points": d["before"], "summary": d["before_summary"]}
+    after = {"points": d["after"], "summary": d["after_summary"], "record": d["record"], "fit": d["fit"],
+             "cap_bound_ua": d["cap_bound_ua"]}
+    if not res.passed:
+        e = StepFailed(res.reason)
+        e.tables = (before, after)
+        raise e
+    s = d["after_summary"]
+    return before, after, (f"calibrated: worst level error {s['worst_error_pct']:.2f} % (before "
+                           f"{d['before_summary']['worst_error_pct']:.2f} %), device reading within "
+                           f"{s['worst_device_error_ua']:.2f} uA of the rig")
 
 
 ProgressFn = Callable[[int, str, str], None]
@@ -241,11 +263,30 @@ class Station:
         step["detail"] = f"locked, key id {st.get('key_id')}"
 
     def _step_calibrate(self, i, port, rig, rec, step):
-        before, after, status = calibrate(port, rig)
+        try:
+            before, after, status = calibrate(port, rig, operator=self.cfg.operator)
+        except StepFailed as e:
+            before, after = getattr(e, "tables", (None, None))
+            rec["calibration"] = {"before": before, "after": after, "status": f"failed: {e}"}
+            self._calibration_measurements(rec, before, after)
+            raise
         rec["calibration"] = {"before": before, "after": after, "status": status}
-        if before is None and after is None:
-            step["outcome"] = "skipped"
+        self._calibration_measurements(rec, before, after)
         step["detail"] = status
+
+    def _calibration_measurements(self, rec, before, after):
+        from .calibration import ACC_PCT, ACC_UA, DEV_PCT, DEV_UA, allowed
+        if before:
+            s = before["summary"]
+            self._measure(rec, "calibrate", "uncalibrated_worst_error_pct", s.get("worst_error_pct"), "%",
+                          outcome="PASS")
+        for p in (after or {}).get("points", []):
+            ref = p["applied_ua"] if p["bounded"] else p["target_ua"]
+            lim = allowed(ref, ACC_PCT, ACC_UA)
+            self._measure(rec, "calibrate", f"level_{p['target_ua']:g}ua", p["rig_ua"], "uA", ref - lim, ref + lim)
+            dl = allowed(p["rig_ua"], DEV_PCT, DEV_UA)
+            self._measure(rec, "calibrate", f"device_reading_{p['target_ua']:g}ua", p["device_error_ua"], "uA",
+                          -dl, dl)
 
     def _step_selftest(self, i, port, rig, rec, step):
         from .device import Device

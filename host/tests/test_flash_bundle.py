@@ -4,6 +4,7 @@ repairs what the manifest cannot see; guardrails: another board's profile is ref
 what would change), and `-p sim:<board>` with another --board is refused."""
 import hashlib
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -33,8 +34,18 @@ def _bundle_files(b):
 
 
 def _hello(port):
-    with Device(port, timeout=10) as dev:
-        return dev.hello(timeout=10)
+    # the refused flash soft-resets the unit into its application: while the virtual board re-enumerates its USB
+    # port after that, the port can be briefly busy (seen on loaded hosts, with or without this change): retry
+    from picostim.transport import PortBusyError
+    end = time.monotonic() + 10
+    while True:
+        try:
+            with Device(port, timeout=10) as dev:
+                return dev.hello(timeout=10)
+        except PortBusyError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
 
 
 def test_flash_bundle_then_one_round_trip_recheck_then_verify(vb, tmp_path):

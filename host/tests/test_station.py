@@ -50,7 +50,16 @@ def _check_three(db, out):
         for k in ("uid", "board", "bundle", "fw", "operator", "station", "started_utc", "ended_utc", "result"):
             assert r[k], (k, r)
         assert r["operator"] == "alice" and r["station"] == "line1-st2" and r["board"] == BOARD
-        assert r["calibration"]["before"] is None and r["calibration"]["after"] is None   # calibration: not yet
+        # calibration against the rig's reference resistor (every unit, the open one too: the reference resistor
+        # replaces its electrodes while it calibrates): before/after tables, and after it every level in limits
+        cal = r["calibration"]
+        assert cal["status"].startswith("calibrated"), cal["status"]
+        assert len(cal["before"]["points"]) == len(cal["after"]["points"]) == 5
+        assert cal["after"]["summary"]["all_ok"] and cal["after"]["summary"]["device_all_ok"]
+        assert cal["after"]["summary"]["worst_error_pct"] <= 1.0 < cal["before"]["summary"]["worst_error_pct"]
+        assert cal["after"]["record"]["operator"] == "alice"
+        cm = [m for m in r["measurements"] if m["phase"] == "calibrate"]
+        assert len(cm) == 11 and all(m["outcome"] == "PASS" for m in cm), cm
         assert [s["name"] for s in r["steps"]] == STEPS
         assert r["started_utc"] < r["ended_utc"]
         assert r["selftest"]["checks"]
@@ -58,10 +67,10 @@ def _check_three(db, out):
         assert len([m for m in rows if m["record_id"] == r["record_id"]]) == len(r["measurements"])  # complete
     fail = next(r for r in recs if r["result"] == "FAIL")
     assert fail["reason"].startswith("selftest:") and "output_path" in fail["reason"], fail["reason"]
-    assert [s["outcome"] for s in fail["steps"]] == ["pass", "skipped", "fail", "not run"]
+    assert [s["outcome"] for s in fail["steps"]] == ["pass", "pass", "fail", "not run"]
     assert any(m["name"] == "measured_ohm" and m["outcome"] == "FAIL" for m in fail["measurements"])
     for ok in (r for r in recs if r["result"] == "PASS"):
-        assert ok["reason"] == "" and [s["outcome"] for s in ok["steps"]] == ["pass", "skipped", "pass", "pass"]
+        assert ok["reason"] == "" and [s["outcome"] for s in ok["steps"]] == ["pass", "pass", "pass", "pass"]
         hil = [m for m in ok["measurements"] if m["phase"].startswith("hil:")]
         assert len({m["phase"] for m in hil}) >= 6 and all(m["outcome"] == "PASS" for m in hil)
         st = next(m for m in ok["measurements"] if m["name"] == "measured_ohm")

@@ -36,6 +36,7 @@ def app_sandbox(prefix):
     import time
     import audit
     import board
+    import calib
     import config
     import zonectl
     import lock
@@ -44,7 +45,7 @@ def app_sandbox(prefix):
         os.mkdir(d)
     except OSError:
         pass
-    for n in ("config.bin", "levels.bin", "audit.bin", "session.bin", "lock.bin"):
+    for n in ("config.bin", "levels.bin", "audit.bin", "session.bin", "lock.bin", "calib.bin"):
         try:
             os.remove(d + "/" + n)
         except OSError:
@@ -54,6 +55,7 @@ def app_sandbox(prefix):
     audit.AUDIT_PATH = d + "/audit.bin"
     zonectl.SESSION_PATH = d + "/session.bin"
     lock.LOCK_PATH = d + "/lock.bin"
+    calib.CAL_PATH = d + "/calib.bin"
     board.PROGRAMS_PATH = "boards/programs.json"
     with open("boards/handheld-home.json") as f:
         return d, json.load(f)

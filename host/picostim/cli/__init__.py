@@ -51,7 +51,7 @@ def _setup_logging(verbose: int, log_file: str | None) -> None:
 
 
 # One module per command group; a missing module (work in progress) must not break the others.
-for _name in ("sim", "flash", "info", "config", "levels", "run", "monitor", "hil", "demo", "selftest", "build", "station", "units", "farm", "lock"):
+for _name in ("sim", "flash", "info", "config", "levels", "run", "monitor", "hil", "demo", "selftest", "build", "station", "units", "farm", "lock", "calibrate"):
     try:
         importlib.import_module(f"{__name__}.{_name}")
     except ModuleNotFoundError as _e:

@@ -15,12 +15,16 @@ from ._common import check_board, check_load, check_output_file, friendly_errors
 
 
 def _wait_running(dev, timeout_s: float = 20.0) -> dict:
-    """Until the device runs at its target (it ramps increases, S8)."""
+    """Until the device runs at a steady setpoint (it ramps increases, S8): its target, or the unit's cap bound
+    when the level lies above it."""
     end = time.monotonic() + timeout_s
+    last = None
     st = dev.status()
-    while not (st.get("state") == "running" and st.get("setpoint_ua") == st.get("target_ua")):
+    while not (st.get("state") == "running" and (st.get("setpoint_ua") == st.get("target_ua")
+                                                  or st.get("setpoint_ua") == last)):
         if time.monotonic() > end:
             raise click.ClickException(f"the board did not settle at its target amplitude: {st}")
+        last = st.get("setpoint_ua") if st.get("state") == "running" else None
         time.sleep(0.1)
         st = dev.status()
     return st
@@ -38,6 +42,7 @@ def measure(vb, dev, level: int, phase_us: int, gap_us: int, rate_hz: float, cap
     gaps = [p.gap_ns / 1000 for p in act if p.gap_ns is not None]
     mean = (lambda xs: sum(xs) / len(xs) if xs else float("nan"))
     return {"level": level, "state": st.get("state"), "target_ua": st.get("target_ua", st.get("setpoint_ua")),
+            "setpoint_ua": st.get("setpoint_ua"),
             "applied": applied, "capture": cap,
             "amp_ua": mean(amps), "amp_spread_ua": (max(amps) - min(amps)) if amps else float("nan"),
             "phase_us": mean(widths), "gap_us": mean(gaps), "rate_hz": cap.rate_hz, "dc_ua": cap.dc_ua,
@@ -128,14 +133,22 @@ def demo(board, load, levels, phase_us, gap_us, rate_hz, capture_s, clock, plot_
             hello = dev.hello()
             console.print(f"hello: fw {hello.get('fw')}, board {hello.get('board')}, uid {hello.get('uid')}, "
                           f"cap {hello.get('cap_ua')} µA, levels {hello.get('levels_ua')}")
+            # a virtual unit has real parts (tolerances): calibrate it against the rig, as the production station
+            from ..calibration import calibrate
+            vb.rig.set_load("2k")
+            c = calibrate(dev, vb.rig, operator="demo")
+            vb.rig.set_load(load)
+            console.print(f"calibrated (unit seed {vb.unit_seed}): worst level error "
+                          f"{c.summary(c.before)['worst_error_pct']:.2f} % before, "
+                          f"{c.summary(c.after)['worst_error_pct']:.2f} % after; cap bound {c.cap_bound_ua} µA")
             results = [measure(vb, dev, lv, phase_us, gap_us, rate_hz, capture_s) for lv in levels]
         table = Table(title=f"requested vs measured at the electrodes ({board}, {load} load, "
-                            f"{capture_s:g} s per level)")
+                            f"{capture_s:g} s per level; a level above the unit's cap bound is requested at it)")
         for c in ("level", "amplitude µA\nreq / meas", "phase µs\nreq / meas", "gap µs\nreq / meas",
                   "rate Hz\nreq / meas", "DC µA", "pairs", "unbal."):
             table.add_column(c, justify="right")
         for res in results:
-            req_ua = hello["levels_ua"][res["level"] - 1]
+            req_ua = min(hello["levels_ua"][res["level"] - 1], res["setpoint_ua"] or 0)
             ap = res["applied"]
             table.add_row(str(res["level"]), f"{req_ua} / {res['amp_ua']:.1f}",
                           f"{ap.get('phase_us', phase_us)} / {res['phase_us']:.2f}",

@@ -109,6 +109,14 @@ def _summary_table(record: dict, console) -> None:
     for d in record.get("duts", []):
         console.print(escape(f"DUT {d.get('board')} uid {d.get('uid')} fw {d.get('fw')} bundle {d.get('bundle')} "
                              f"(sha256 {str(d.get('fw_hash') or '?')[:16]}) ({d.get('port')})"))
+        cal = d.get("calibration")
+        if cal:
+            u, c = cal.get("uncalibrated") or {}, cal.get("calibrated") or {}
+            console.print(escape(f"  unit seed {d.get('unit_seed')}: worst level error uncalibrated "
+                                 f"{u.get('worst_error_pct', 0):.2f} %, calibrated {c.get('worst_error_pct', 0):.2f} % "
+                                 f"(cap bound {cal.get('cap_bound_ua')} uA)"))
+        elif d.get("ideal_parts"):
+            console.print("  ideal parts (no tolerances)")
     for t in record.get("tests", []):
         if t["outcome"] in ("failed", "error"):
             # node ids carry test parameters in brackets ([highest-2k]): print them as text, never as markup
@@ -149,9 +157,13 @@ def _summary_table(record: dict, console) -> None:
               help="the maker's line secret: a locked DUT is tested locked (privileged requests signed; tests that "
                    "need the REPL unlock it and lock it again); a virtual DUT is locked first "
                    "($PICOSTIM_LOCK_KEY_FILE)")
+@click.option("--unit-seed", type=click.IntRange(min=0), default=None,
+              help="virtual units' part values: worker N's unit is seed+N (default $PICOSTIM_UNIT_SEED, else 1); each "
+              "is calibrated against the rig before the tests")
+@click.option("--ideal", is_flag=True, help="virtual units with ideal parts (no tolerances, no calibration)")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 def hil_cmd(dut, rig, board, load, clock, firmware, rigs_file, workers, report_dir, keyword, quiet, engine, micropython,
-            lg_places, lg_coordinator, lg_wait, lock_key_file, pytest_args):
+            lg_places, lg_coordinator, lg_wait, lock_key_file, unit_seed, ideal, pytest_args):
     """Run the HIL suite; extra arguments go to pytest. Exit code = pytest's (130 when interrupted)."""
     import pytest
     from rich.console import Console
@@ -165,6 +177,10 @@ def hil_cmd(dut, rig, board, load, clock, firmware, rigs_file, workers, report_d
     # the engine reaches each pytest worker through the environment (as PICOSTIM_DUT does)
     if engine:
         os.environ["PICOSTIM_ENGINE"] = engine
+    if unit_seed is not None:
+        os.environ["PICOSTIM_UNIT_SEED"] = str(unit_seed)
+    if ideal:
+        os.environ["PICOSTIM_IDEAL"] = "1"
     if micropython:
         os.environ["PICOSTIM_MICROPYTHON_UF2"] = os.path.abspath(micropython)
     if lock_key_file:       # (the environment reaches xdist workers too)

@@ -34,6 +34,10 @@ def _uid_param(ctx, param, value):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--uid", default=None, callback=_uid_param, help="machine.unique_id() as 16 hex digits (default: a new "
               "random one per board)")
+@click.option("--unit-seed", type=click.IntRange(min=0), default=None,
+              help="this unit's analog part values (tolerances in the board profile) from this seed (default: from "
+              "the uid, so the same uid is the same unit)")
+@click.option("--ideal", is_flag=True, help="ideal analog parts (no tolerances)")
 @click.option("--no-flash", is_flag=True, help="start a blank board (MicroPython only, no picostim application)")
 @click.option("--engine", type=click.Choice(["unix", "emu"]), default=None,
               help="unix: the firmware on the MicroPython unix port with chip models; emu: the official MicroPython "
@@ -44,7 +48,8 @@ def _uid_param(ctx, param, value):
               help="also serve the board as serial devices for a labgrid exporter: DIR/dut (its USB port) and "
               "DIR/rig (the rig protocol on a pty); DIR under /dev/ (e.g. /dev/shm/bench1) so ser2net serves it")
 @friendly_errors
-def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, uid, no_flash, engine, micropython, serial_dir):
+def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, uid, unit_seed, ideal, no_flash, engine, micropython,
+            serial_dir):
     """Run a virtual board until interrupted (flashed with the application unless --no-flash); prints
     port=<path>, rig=<address>, flash=<dir> and uid=<id> (and dut-serial=/rig-serial= with --serial-dir)."""
     from ..sim import BoardError, VirtualBoard, engine_from_env
@@ -53,7 +58,8 @@ def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, uid, no_flash,
     try:
         engine = engine_from_env(engine)
         vb = VirtualBoard(board=board, load=load, flash_dir=flash_dir, clock=clock, speed=speed, seed=seed,
-                          rig_port=rig_port, engine=engine, micropython=micropython, uid=uid)
+                          rig_port=rig_port, engine=engine, micropython=micropython, uid=uid, unit_seed=unit_seed,
+                          ideal=ideal)
     except (BoardError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
     rig_serial = None
@@ -74,6 +80,7 @@ def sim_cmd(board, flash_dir, load, clock, speed, rig_port, seed, uid, no_flash,
         if vb.flash_dir is not None:
             click.echo(f"flash={vb.flash_dir}")
         click.echo(f"uid={getattr(vb, 'uid', None)}")
+        click.echo(f"unit_seed={getattr(vb, 'unit_seed', None)}{' (ideal parts)' if ideal else ''}")
         if serial_dir:
             from ..farm.virtual import serial_links
             try:

@@ -46,16 +46,28 @@ class VirtualBench:
         from ..sim import VirtualBoard
         self.name = name
         self.board = board
-        self.vb = VirtualBoard(board=board, load=load, clock=clock, seed=seed, rig_port=None)
+        # a unit with its own parts (tolerances, from the seed), calibrated on its bench as the station leaves it
+        self.vb = VirtualBoard(board=board, load=load, clock=clock, seed=seed, rig_port=None, unit_seed=1000 + seed)
         self.rig_port = None
         try:
             self.vb.start()
             provision_flash(self.vb.flash_dir, board)
             self.vb.reset()
+            self._calibrate(load)
             self.dut_link, self.rig_port = serial_links(self.vb, Path(link_dir) / name)
         except BaseException:
             self.close()
             raise
+
+    def _calibrate(self, load):
+        from ..calibration import calibrate
+        from ..device import Device
+        from ..target import wait_alive
+        wait_alive(self.vb.port)
+        with Device(self.vb.port, timeout=10) as dev:
+            dev.ensure_app(timeout=30)
+            calibrate(dev, self.vb.rig, operator="farm")
+        self.vb.rig.set_load(load)
 
     @property
     def entry(self) -> dict:

@@ -25,6 +25,7 @@ DEFAULT_BOARD = "handheld-home"
 DEFAULT_LOAD = "2k"
 BOOT_TIMEOUT_S = 30.0
 REPLY_TIMEOUT_S = 10.0   # a loaded CI host can slow the virtual board's replies; a real board answers in ms
+DEFAULT_UNIT_SEED = 1
 
 
 class BenchError(RuntimeError):
@@ -45,6 +46,9 @@ class BenchSettings:
     micropython: str | None = None     # the UF2 for engine emu
     bundle: str | None = None          # a firmware bundle file to provision a real DUT with (picostim station)
     lock_key_file: str | None = None   # the maker's line secret: a locked DUT is tested locked (issue 14)
+    unit_seed: int | None = None       # virtual unit's parts (tolerances): $PICOSTIM_UNIT_SEED (default 1) + worker
+    ideal: bool = False                # virtual unit with ideal parts ($PICOSTIM_IDEAL=1, `picostim hil --ideal`)
+    calibrate: bool = True             # calibrate a virtual unit with tolerances against the rig when it opens
 
     @property
     def is_sim(self) -> bool:
@@ -79,10 +83,13 @@ class BenchSettings:
         if worker_id and worker_id.startswith("gw") and worker_id[2:].isdigit():
             wid = int(worker_id[2:])
         from ..sim import engine_from_env
+        # each worker's virtual unit is another unit (its own part values): the suite runs over several seeds
+        base = int(os.environ.get("PICOSTIM_UNIT_SEED") or DEFAULT_UNIT_SEED)
         return cls(dut=dut, board=board, rig=rig, load=str(load or DEFAULT_LOAD), seed=wid,
                    label=str(entry.get("name", "")), engine=engine_from_env(),
                    micropython=os.environ.get("PICOSTIM_MICROPYTHON_UF2"), bundle=entry.get("bundle"),
-                   lock_key_file=entry.get("lock_key_file") or os.environ.get("PICOSTIM_LOCK_KEY_FILE") or None)
+                   lock_key_file=entry.get("lock_key_file") or os.environ.get("PICOSTIM_LOCK_KEY_FILE") or None,
+                   unit_seed=base + wid, ideal=os.environ.get("PICOSTIM_IDEAL", "") in ("1", "true", "yes"))
 
 
 def _rigs_entry(path, worker_id) -> dict:
@@ -149,6 +156,7 @@ class Bench:
             from ..auth import Signer
             self.signer = Signer.from_file(self.settings.lock_key_file)
         return self.signer
+    calibration: dict | None = None   # picostim.calibration result of a virtual unit calibrated at open
 
     # -- life cycle ------------------------------------------------------------------------------------------------
     @classmethod
@@ -171,7 +179,7 @@ class Bench:
         from ..sim import VirtualBoard
         s = self.settings
         self.vb = VirtualBoard(board=s.board, load=s.load, clock=s.clock, seed=s.seed, engine=s.engine,
-                               micropython=s.micropython)
+                               micropython=s.micropython, unit_seed=s.unit_seed, ideal=s.ideal)
         self.vb.start()
         if self.vb.flash_dir is None:       # emu: the flash is the emulated chip's, installed as `picostim flash` does
             self.vb.provision(s.board, s.firmware_dir)
@@ -192,10 +200,21 @@ class Bench:
         self.device = Device(SerialTransport(self.vb.port, open_timeout=BOOT_TIMEOUT_S), owns_transport=True,
                              timeout=REPLY_TIMEOUT_S, signer=self._signer())
         self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
+        if s.calibrate and not s.ideal:
+            self.calibrate_unit()
         if self.signer is not None:
             # with a key the virtual unit is locked as the station leaves a real one: the suite runs on a locked unit
             self.device.lock()
             self.hello = self.device.hello(timeout=BOOT_TIMEOUT_S)
+
+    def calibrate_unit(self):
+        """A unit with real parts is calibrated against the rig before the tests judge its amplitudes, as the
+        production station does; the error before and after goes into every test's DUT identity (report)."""
+        from ..calibration import calibrate
+        res = calibrate(self.device, self.rig, operator="hil-bench", reference=self.settings.load)
+        self.calibration = res.to_dict()
+        self.rig_defaults()
+        return res
 
     def _open_hw(self):
         from .. import deploy
@@ -250,7 +269,13 @@ class Bench:
                 "board": h.get("board"), "locked": h.get("locked"), "key_id": h.get("key_id"),
                 "cap_ua": h.get("cap_ua"), "port": "sim" if self.vb is not None else self.settings.dut,
                 "virtual": self.vb is not None, "bench": self.settings.label or None,
-                "firmware_dir": self.settings.firmware_dir, "fw_hash": self.fw_hash}
+                "firmware_dir": self.settings.firmware_dir, "fw_hash": self.fw_hash,
+                **({"unit_seed": getattr(self.vb, "unit_seed", None), "ideal_parts": self.settings.ideal}
+                   if self.vb is not None else {}),
+                **({"calibration": {"uncalibrated": self.calibration["before_summary"],
+                                    "calibrated": self.calibration["after_summary"],
+                                    "cap_bound_ua": self.calibration["cap_bound_ua"],
+                                    "passed": self.calibration["passed"]}} if self.calibration else {})}
 
     def rig_identity(self) -> dict:
         ident = {}

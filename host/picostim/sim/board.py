@@ -78,6 +78,24 @@ def _check_uid(uid) -> str:
         raise BoardError(f"uid must be 16 hex digits (8 bytes), got {uid!r}")
     return text
 
+def unit_parts(profile, uid, unit_seed=None, ideal=False, parts=None):
+    """The Parts of the unit with this uid: `parts` as given (a test's chosen unit, e.g. the worst case), ideal, or
+    drawn from unit_seed (default: from the uid)."""
+    from .parts import Parts, seed_from_uid
+    if parts is not None:
+        if not isinstance(parts, Parts):
+            raise BoardError(f"parts must be a picostim.sim.parts.Parts, got {type(parts).__name__}")
+        return parts
+    if unit_seed is not None and (isinstance(unit_seed, bool) or not isinstance(unit_seed, int) or unit_seed < 0):
+        raise BoardError(f"unit_seed must be a non-negative integer, got {unit_seed!r}")
+    seed = unit_seed if unit_seed is not None else seed_from_uid(uid)
+    if ideal:
+        p = Parts()
+        p.seed = seed
+        return p
+    return Parts.draw(profile, seed)
+
+
 class VirtualBoard:
     """A virtual RP2040 handheld. Use as a context manager::
 
@@ -102,7 +120,8 @@ class VirtualBoard:
 
     def __init__(self, board: str = "handheld-home", load="2k", flash_dir=None, clock: str = "cpu",
                  speed: float = 1.0, seed: int = 0, heap_kb: int = 256, rig_port: int | None = 0,
-                 chip_factory=None, engine: str = "unix", micropython=None, uid: str | None = None):
+                 chip_factory=None, engine: str = "unix", micropython=None, uid: str | None = None,
+                 unit_seed: int | None = None, ideal: bool = False, parts=None):
         if clock not in CLOCK_MODES:
             raise BoardError(f"clock must be one of {CLOCK_MODES}")
         self.profile = boards.load(board)
@@ -113,6 +132,10 @@ class VirtualBoard:
         # machine.unique_id(): every virtual board its own (as every RP2040's flash chip), unless one is given;
         # it stays the same across resets and power cycles of this board
         self.uid = _check_uid(uid) if uid is not None else secrets.token_hex(8)
+        # the unit's analog parts (sim/parts.py): drawn from unit_seed, by default from the uid (the same unit
+        # comes back with the same parts); ideal=True keeps every part nominal
+        self.parts = unit_parts(self.profile, self.uid, unit_seed, ideal, parts)
+        self.unit_seed = self.parts.seed
         self.heap_kb = heap_kb
         self.vclock = dict(self.profile.get("mcu", {}).get("vclock", {}))
         self.cpu_factor = None      # measured by the child at each start (host speed → RP2040 speed)
@@ -283,7 +306,7 @@ class VirtualBoard:
         from .chip.frontend import FrontEnd
         from .rig import VirtualRig
         self.chip = Chip(self.profile, seed=self.seed, uid=self.uid)
-        self.frontend = FrontEnd(self.profile, self.chip, self._load_spec, seed=self.seed)
+        self.frontend = FrontEnd(self.profile, self.chip, self._load_spec, seed=self.seed, parts=self.parts)
         self.rig = VirtualRig(self, load=self._load_spec, seed=self.seed)
 
     # ---------------------------------------------------------------------------------------------- power/reset

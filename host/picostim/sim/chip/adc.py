@@ -55,7 +55,9 @@ class Adc:
         analog = self.chip.analog
         v = analog.adc_volts(channel, t) if analog is not None else 0.0
         self.ainsel = channel
-        self.result = volts_to_raw(v, self.vref)
+        # the unit's own ADC transfer (parts.py through the front end) where there is a front end
+        conv = getattr(analog, "adc_transfer", None)
+        self.result = conv(v) if conv is not None else volts_to_raw(v, self.vref)
         return self.result
 
     def read_u16(self, channel, t):

@@ -19,6 +19,8 @@ import threading
 
 from . import load as ld
 from .load import DRIVE, FLOAT, GROUND, LIMIT
+from .adc import volts_to_raw
+from ..parts import Parts
 
 SHORT_FAULT_OHM = 100.0          # "output shorted past the current source": V_COMP through this + the load
 TEMP_V27 = 0.706                 # RP2040 temperature sensor: V at 27 C, slope -1.721 mV/C
@@ -34,7 +36,7 @@ DEFER_MAX_NS = 1_000_000_000    # integrate at least once per virtual second (th
 class Piece:
     """One stretch of the electrode waveform with constant inputs and electrical mode: [t0, t1) in ns."""
 
-    __slots__ = ("t0", "t1", "mode", "pol", "src", "hv", "i", "v", "vc", "f0", "duty", "iset", "short")
+    __slots__ = ("t0", "t1", "mode", "pol", "src", "hv", "i", "v", "vc", "f0", "duty", "iset", "short", "ph0")
 
     def x(self, t_ns: int) -> float:
         return (t_ns - self.t0) * 1e-9
@@ -72,7 +74,7 @@ class Piece:
 class FrontEnd:
     """The analog world around the RP2040: attach to a Chip (sets ``chip.analog = self``)."""
 
-    def __init__(self, profile, chip, load="2k", *, seed=0, retention_s: float = 10.0):
+    def __init__(self, profile, chip, load="2k", *, seed=0, retention_s: float = 10.0, parts: Parts | None = None):
         self.chip = chip
         self.profile = profile if profile is not None else chip.profile
         pins = self.profile["pins"]
@@ -96,6 +98,10 @@ class FrontEnd:
         self.battery_v = float(a["battery_v"])
         self.cal_gain = float(cal.get("iset_gain", 1.0))
         self.cal_offset = float(cal.get("iset_offset_ua", 0.0)) * 1e-6
+        # this unit's component values (parts.py): applied only in _iset_expo, _clean_volts and adc_transfer
+        self.parts = parts if parts is not None else Parts()
+        self.tau_iset *= self.parts.iset_rc
+        self.iset_pwm_hz = float(a.get("iset_pwm_hz", 0))
         self.temperature_c = 27.0
         self.channel_of = {}            # ADC channel -> signal name
         for name in ("I_SENSE", "V_ELECTRODE", "V_BAT"):
@@ -145,7 +151,8 @@ class FrontEnd:
     def quiet(self) -> bool:
         """True when the analog side cannot raise an input edge by itself (no fault that can trip FAULT_N)."""
         return not (self.short_fault or self.fault_forced
-                    or self.i_fs * self.cal_gain * self.gain_error >= self.trip_a)
+                    or self.i_fs * self.cal_gain * self.gain_error * self.parts.src_gain
+                    + self.parts.src_offset_a >= self.trip_a)
 
     def _may_defer(self) -> bool:
         # Following the Chip on every advance costs a pin-timeline walk per board round trip. Integrating a longer
@@ -168,6 +175,10 @@ class FrontEnd:
             if channel in self.stuck:
                 return self.stuck[channel] * self.vref / 4096
             return self._clean_volts(channel, t_ns) + self._rng.gauss(0.0, self.noise_v)
+
+    def adc_transfer(self, v: float) -> int:
+        """The 12-bit code this unit's ADC gives for v volts at its pin (parts.py: E11 DNL, INL, gain/offset)."""
+        return volts_to_raw(v, self.vref) if self.parts.ideal else self.parts.adc_code(v, self.vref)
 
     def attach(self, chip) -> None:
         """Follow a new Chip object (a board that rebuilds its Chip on power-on); the physics carries on."""
@@ -424,14 +435,26 @@ class FrontEnd:
         name = self.channel_of.get(channel)
         if name == "I_SENSE":
             p = self.piece_at(t)
-            return abs(p.source_current(t)) * self.r_sense * self.sense_gain
+            i = abs(p.source_current(t))
+            if i and not self.parts.ideal:
+                i = self._unit_current(p, t, i)
+            return self.parts.sense_volts(i * self.r_sense * self.sense_gain)
         if name == "V_ELECTRODE":
-            return abs(self.piece_at(t).voltage(t)) / self.v_el_div
+            return abs(self.piece_at(t).voltage(t)) / (self.v_el_div * self.parts.el_div)
         if name == "V_BAT":
             return self.battery_v / self.v_bat_div
         if channel == 4:
             return TEMP_V27 - (self.temperature_c - 27.0) * TEMP_SLOPE
         return 0.0
+
+    def _unit_current(self, p, t, i):
+        """What the sense resistor carries at t on this unit: the settled source current after its ~2 us rise
+        from the phase start, plus the ISET ripple (parts.py). Only the sense path sees these two: the rig's
+        charge-based amplitude averages the ripple out, and the rise is a few tenths of a percent of a phase."""
+        if p.mode == DRIVE:
+            i += self.parts.ripple_a(t, self.i_fs * self.cal_gain * self.gain_error, p.duty, self.iset_pwm_hz,
+                                     self.tau_iset)
+        return max(0.0, i * self.parts.edge_factor((t - p.ph0) * 1e-9))
 
     def _sync(self, t1: int) -> None:
         """Integrate the waveform from self.t to t1, following the Chip's pin timelines."""
@@ -495,8 +518,9 @@ class FrontEnd:
 
     def _iset_expo(self, f0, duty):
         """Source setpoint a + b*exp(-x/tau) (A) from the RC filter state f0 and target duty."""
-        g = self.i_fs * self.cal_gain * self.gain_error
-        a = max(0.0, g * duty + self.cal_offset)
+        g = self.i_fs * self.cal_gain * self.gain_error * self.parts.src_gain
+        # the unit's source offset acts only while ISET drives (a zero duty disables the source)
+        a = max(0.0, g * duty + self.cal_offset + (self.parts.src_offset_a if duty > 0 else 0.0))
         return (a, g * (f0 - duty), self.tau_iset)
 
     def _open_piece(self, t, vc0, f0, mode_hint=None):
@@ -506,6 +530,8 @@ class FrontEnd:
         p.iset = self._iset_expo(f0, self.duty)
         a, b = self.lvl_a, self.lvl_b
         p.pol = 2 if (a and b) else (1 if a else (-1 if b else 0))
+        prev = self._pieces[-1] if self._pieces else None
+        p.ph0 = prev.ph0 if prev is not None and prev.pol == p.pol and prev.t1 >= t else t
         p.hv = bool(self.lvl_hv)
         load = self.load if self.contact else _OPEN
         p.short = False

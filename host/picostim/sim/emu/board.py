@@ -26,7 +26,6 @@ import tty
 from pathlib import Path
 
 from ... import boards
-from ..chip.adc import volts_to_raw
 from .chip import EmuChip
 
 PWRON_RESET = 1
@@ -83,7 +82,8 @@ class EmuBoard:
     engine = "emu"
 
     def __init__(self, board: str = "handheld-home", load="2k", micropython=None, seed: int = 0,
-                 rig_port: int | None = 0, speed: float = 1.0, **_ignored):
+                 rig_port: int | None = 0, speed: float = 1.0, unit_seed: int | None = None, ideal: bool = False,
+                 **_ignored):
         self.image = image_path(micropython)
         self.profile = boards.load(board)
         self.board_name = self.profile["name"]
@@ -120,7 +120,12 @@ class EmuBoard:
         self.chip = EmuChip(self.profile)
         from ..chip.frontend import FrontEnd
         from ..rig import VirtualRig
-        self.frontend = FrontEnd(self.profile, self.chip, load, seed=seed)
+        from ..board import unit_parts
+        # the unique_id the emulated chip reports (from the seed), and the unit's parts from it (or unit_seed)
+        self.uid = (0xE6614C311B000000 + (self.seed & 0xFFFFFF)).to_bytes(8, "big").hex()
+        self.parts = unit_parts(self.profile, self.uid, unit_seed, ideal)
+        self.unit_seed = self.parts.seed
+        self.frontend = FrontEnd(self.profile, self.chip, load, seed=seed, parts=self.parts)
         self.rig = VirtualRig(self, load=load, seed=seed)
         self.rig_address = None
         self._rig_server = None
@@ -142,8 +147,7 @@ class EmuBoard:
         rom = self._tmp / "bootrom.bin"
         with open(rom, "wb") as f:
             array.array("I", bootrom_words()).tofile(f)
-        uid = (0xE6614C311B000000 + (self.seed & 0xFFFFFF)).to_bytes(8, "big").hex()
-        self.uid = uid
+        uid = self.uid
         cfg = {"uf2": str(self.image), "bootrom": str(rom), "uid": uid, "duty_pins": self.chip.duty_pins}
         self._proc = subprocess.Popen(node_harness() + [json.dumps(cfg)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -315,7 +319,7 @@ class EmuBoard:
         fe = self.frontend
         if not 0 <= ch < 5:
             return 0
-        return volts_to_raw(fe.adc_volts(ch, int(t)), fe.vref)
+        return fe.adc_transfer(fe.adc_volts(ch, int(t)))
 
     # ---------------------------------------------------------------------------------------------- USB (pty)
     def _open_usb(self):
