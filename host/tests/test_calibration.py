@@ -95,11 +95,13 @@ def test_worst_case_unit_never_above_cap_with_any_accepted_record(worst_unit, re
     try:
         dev.set_level(5, ua=CAP)
         c = vb.rig.capture(1.5, keep_pieces=False, trace_bins=10)  # the ramp to the top and a second at it
-        tripped = dev.status()["state"] == "fault"     # (a record that overstates the sense reading trips early)
+        # a record that overstates the sense reading trips early; one that understates it can make the ramp look
+        # like lost contact (the current seems not to follow the setpoint): paused, and later ramping again.
+        at_top = dev.status()["state"] == "running"
     finally:
         dev.stop()
         dev.request("clear_fault")
     amps = [abs(a) for p in c.pulses if p.active for a in p.amp_ua]
     assert amps and max(amps) <= CAP, (rec, max(amps))
-    if not tripped:
+    if at_top:
         assert max(amps) >= CAP - 2, (rec, max(amps))              # the worst-case unit sits right at the cap
