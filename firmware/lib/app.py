@@ -16,7 +16,7 @@ import protocol as P
 from protocol import ProtoError
 from amplitude import Amplitude, AmplitudeError
 from engine import PulseEngine
-from safety import Supervisor, TRIP_OVER_CURRENT, TRIP_FAULT_N, I_RAW, V_RAW, V_OK, SAMPLES
+from safety import Supervisor, TRIP_OVER_CURRENT, TRIP_FAULT_N, TRIP_STALL, I_RAW, V_RAW, V_OK, SAMPLES
 from config import Settings, ConfigError
 from audit import Audit
 from ui import UI
@@ -317,10 +317,14 @@ class App:
             self.seen_n = sup.f[SAMPLES]
             self.seen_ms = now
         # S4/S5 latched by the IRQ paths: report and hold
+        if sup.stalled():
+            sup.stall_trip()            # no scan for longer than the sample ring holds: no unsupervised output
         tr = sup.tripped()
         if tr and self.state != C.ST_FAULT:
             if tr == TRIP_OVER_CURRENT:
                 self.enter_fault(C.TRIP_OVER_CURRENT, B.adc_raw_to_ua(self.board, sup.f[1]), now)
+            elif tr == TRIP_STALL:
+                self.enter_fault(C.TRIP_SUPERVISOR_STALL, sup.measured_ua(), now)
             else:
                 self.enter_fault(C.TRIP_FAULT_N, sup.measured_ua(), now)
         # S10

@@ -1,184 +1,183 @@
 # Safety supervisor: the paths that must act without the main loop.
 #
-# Current sensing: I_SENSE sees |I| only while a phase drives, so hard machine.Timer callbacks take samples ("looks")
-# inside the phases of every pair, on a plan made at arm() (where and why: below). The engine starts the slice itself and knows to the sys clock tick when
-# the first +phase starts; from there the schedule is exact in ticks (the repetition period is a whole number of
-# ticks, not of microseconds). The rp2 Timer counts whole microseconds, so a periodic timer would drift against the
-# PWM; instead each callback arms the next sample as a one-shot at the deadline computed from the exact tick schedule
-# (whole us + a sub-us remainder carried in ticks, so the rounding never accumulates, for hours; ticks_add/ticks_diff
-# for the 30-bit wrap). Two Timer objects take turns (a callback arms the other one, never re-inits the alarm that is
-# firing). A callback that comes more than TOL_US after its deadline (an interrupt held off, e.g. by a flash write)
-# does not judge: its sample is discarded and the chain goes on at the next deadline still ahead.
+# Why the timing is in hardware. I_SENSE carries |I| only while a phase drives, so a current sample is worth
+# something only if it provably lies inside a phase. On the real MicroPython image a hard machine.Timer callback
+# starts 36 us (p50) to 64 us (max) after its deadline, and every register access from Python costs several us more:
+# a phase of 20 us cannot be hit from Python at all, and a 200 us one only with luck. So no Python decides *when* a
+# conversion happens; the chip does, and Python only reads results whose instants are known by construction:
 #
-# Why a sample fits any phase of 20-1000 us: a machine.ADC.read_u16 from Python costs ~20 us on an RP2040, so
-# bracketing two of them with counter reads (~58 us from the first counter read to the last) could never prove a
-# sample inside a phase shorter than ~120 us: every short-phase sample was discarded and S4/S7 never acted. Here the
-# conversions are started through the ADC registers instead (CS.START_ONCE with AINSEL, one mem32 write: the ADC
-# samples at once and has RESULT 2 us later, long before the next Python statement reads it), and only what must be
-# proven is bracketed:
-#   c0 = counter; START(I_SENSE); c1 = counter; i = RESULT       -> I valid iff SENSE_SETTLE_US <= c0 <= c1 in-phase
-# The I conversion lies between c0 and c1 (two register accesses, ~12 us), so I is proven in-phase for any phase of
-# at least SENSE_SETTLE_US + 12 us plus the callback's lateness. Where V fits, it is converted first and I last:
-#   c0; START(V); c1; v = RESULT; START(I); c2; i = RESULT      -> V valid iff c0, c1 in-phase, I iff c1, c2
-# (~30 us from c0 to c2), so the I conversion is always one register access before the closing counter read.
-# A phase too short for the V read gives a sample with I only (V_OK = 0): S4 is decided on I alone, and S7 by the
-# compliance test (current cannot reach the setpoint, or the probe current while paused); Z_max needs V.
+#   sampler   PWM slice SAMPLER_SLICE (no board pin uses it) counts with the output slice's divider. Its wraps come
+#             at the planned sample instants of a pair: its TOP is rewritten at every wrap from a table (DMA "top",
+#             paced by its own wrap DREQ, read ring), and at every wrap DMA "cs" (same DREQ, second table) writes
+#             the ADC's CS: START_ONCE with AINSEL (I_SENSE or V_ELECTRODE), or a word that starts nothing.
+#             The conversion samples at that wrap, a few sys clocks after the planned tick.
+#   lock      gated trains (the usual case: a pair, then idle periods): the output's own CC chain, at the wrap that
+#             loads the active word (the start of the last idle period, a known length before the pair), chains
+#             three unpaced channels: CTR and TOP of the sampler (so it wraps exactly at the pair start) and a
+#             MULTI_CHAN_TRIGGER that starts "top" and "cs" for one pass over their tables (2^k transfers, so the
+#             read ring is back at the table start for the next pair). Between pairs the sampler idles at TOP
+#             0xFFFF and no DMA runs. Continuous trains: the sampler is enabled together with the output slice and
+#             its table of periods adds up to one pair, so "top" and "cs" simply run forever.
+#   results   ADC FIFO -> DMA "rx" (DREQ_ADC) into a 256-entry ring (write ring, no CPU). Exactly `n` conversions
+#             per pair in a fixed order, so the k-th result since arming belongs to slot k mod n of the plan.
+#   scanning  one hard Timer callback per cluster of samples (after the last sample of each phase, and every
+#             SCAN_SPAN_US inside long phases) reads how far "rx" has written and judges the new results. Its
+#             lateness (IRQ entry, other IRQs, GC) delays the verdict but never changes what was measured.
 #
-# Where the looks are aimed, and why (S4 goal: output off <= 1 ms after the onset, for onsets anywhere):
-# an over-current that starts after a look's I conversion is seen only at the next look. Nothing flows between
-# pairs, so the only onsets the next pair cannot catch in time are those after the last look of the -phase. Hence:
-# * the last look of each phase is aimed as late as the bracket allows: its closing counter read LATE_SLACK_US
-#   before the phase ends (slack for a late interrupt; later than that the look is discarded, never misjudged).
-# * the pair's last look (-phase) ends with one more I conversion END_SLACK_US before the phase ends, unbracketed:
-#   I_SENSE carries current only inside a phase, so a reading can only be raised by it, never faked low; it only
-#   moves the last conversion to the very end (where it fits with the same V: phases >= 30 us I-only, >= 48 us
-#   with V; 38-47 us phases keep V instead). What stays uncovered is the -phase after its last conversion:
-#   ~END_SLACK_US per pair (LATE_SLACK_US + MEM_US, ~10 us, where the end conversion does not fit; ~20 us in a pair
-#   whose end conversion comes too late): an onset there is caught at the next pair, a period later. No sampling
-#   supervisor can close it (nothing flows after the phase to look at); the FAULT_N comparator backs it up, and
-#   the bench measures its width.
-# * looks are added so that no instant of a phase is more than LOOK_SPAN_US before the next I conversion: long
-#   phases get looks spread over them, and the -phase's first look comes early enough to catch an onset at the
-#   end of the +phase across the gap (gap <= 500 us). LOOK_SPAN_US + the ~50 us from the conversion to ISET 0
-#   and the bridge forced idle stays under the 1 ms goal with ~100 us to spare.
-# * when two looks would come closer than MIN_LOOK_GAP_US (short phases and gap) one callback cannot sample and
-#   re-arm for the next in time: the +phase look is dropped, because the -phase look also covers the whole +phase
-#   (it comes less than LOOK_SPAN_US after it), while the reverse would leave the -phase a period uncovered.
-# A trip forces the bridge inputs low at once (GPIO OUTOVER), not at the pair's end (the idle CC word latches only
-# at the wrap): "bridge idle" within the phase in progress; clear_trip hands the pins back to the PWM.
-# The aim constants only decide how many samples land in-phase (status: samples vs missed), never whether a sample
-# is believed: the counter brackets decide that, so a late interrupt can never be mistaken for "no current".
-#
-# Decisions are made in integer ADC counts inside the callback (no allocation, no floats):
-#   S4 over-current: i_raw > trip_raw        -> kill output, ISET 0, HV off, latch (main loop reports it)
-#   S7 contact lost: setpoint >= minimum and i < setpoint/2 (compliance) or Z > Z_max -> ISET to probe current
-#   S5 FAULT_N falling edge (hard pin IRQ)   -> kill output, latch
-# The hardware comparator on FAULT_N (1100 uA) backs up what a sample per pulse cannot catch inside one pulse.
-# The main loop reads the ADC through machine.ADC only while not stimulating (selftest), so it never races these
-# register-level conversions; the CS writes leave TS_EN clear (the temperature sensor is not used).
+# Where the samples are, per phase (why): the last I sample END_US before the phase ends (an over-current that
+# starts in the phase is seen in that phase), I samples at most SAMPLE_SPAN_US apart from SETTLE_US after the
+# edge (an onset at the phase start is seen within a span), and one V_ELECTRODE sample V_BEFORE_US before the
+# last I sample (Z = V/I of the same phase, for S7). A 20 us phase gets I at 4 us, V at 16 us and I at 19 us.
+# Decisions, in integer ADC counts in the scan (no allocation, no floats):
+#   S4 over-current: any I sample > trip_raw       -> kill output (HV off, bridge forced low, ISET 0), latch
+#   S7 contact lost: setpoint >= minimum and I < setpoint/2, or Z > Z_max   -> ISET to the probe current
+#   S5 FAULT_N falling edge (hard pin IRQ)          -> kill output, latch
+#   stall: the ring lapped before a scan read it (the scanner was held off longer than the ring holds), or the
+#          main loop sees no scan for that long      -> kill output, latch (no unsupervised stimulation)
+# The hardware comparator on FAULT_N (1100 uA) backs up what the samples cannot see between them. The main loop
+# reads the ADC through machine.ADC only while not stimulating (selftest); the FIFO is off then.
 import time
+import uctypes
 from array import array
 from machine import Pin, ADC, Timer, mem32
+import rp2
 
 import board as B
 import rp2regs as R
 from pscodes import CONTACT_PROBE_UA, CONTACT_MIN_SETPOINT_UA
 
-# flag slots (array 'i')
-TRIPPED = 0       # 0 none, 1 over-current, 2 FAULT_N
+# flag slots (array 'i'); indices read by the app and status are kept stable
+TRIPPED = 0       # 0 none, 1 over-current, 2 FAULT_N, 3 stall
 TRIP_RAW = 1
 TRIP_US = 2
 I_RAW = 3
 V_RAW = 4
-SAMPLES = 5
-MISSED = 6
+SAMPLES = 5       # I samples judged
+MISSED = 6        # samples lost to a lapped ring
 PAUSED = 7
 SET_RAW = 8
 ARMED = 9
 CC_A = 10
 PAUSE_I = 11
 PAUSE_V = 12
-CC_B = 13
-CTR_POS = 14      # slice counter at the last valid +phase sample (where in the phase the timer lands)
-CTR_NEG = 15      # ... and at the last valid -phase sample
-MID_US = 16       # ticks_us of the +phase start of the pair being looked at (whole us; the rest is in MID_FRAC)
-PER_US = 17       # repetition period, us (rounded; for quiet_now)
-NEG_US = 18       # -phase start after the +phase start, us (rounded; for quiet_now)
-TOL_US = 19       # a sample later than this after its deadline is discarded
-LATE = 20         # samples discarded for timing (an interrupt held off, e.g. by a flash write)
-DUE_US = 21       # ticks_us deadline of the armed sample
-DUE_NEG = 22      # 1: the armed look is in the -phase
-MID_FRAC = 23     # sub-us part of the +phase start at MID_US, in sys clock ticks (0..CLK-1)
-PER_INT = 24      # repetition period = PER_INT us + PER_FRAC ticks
+PAIRS = 13        # pairs whose samples were all judged
+CTR_POS = 14      # planned counter of the +phase's last I sample (status sample_ctr)
+CTR_NEG = 15      # ... and of the -phase's
+MID_US = 16       # ticks_us of the +phase start of the pair being scanned (whole us; the rest in MID_FRAC)
+PER_US = 17
+NEG_US = 18
+RPOS = 19         # ring index of the next result to judge
+LATE = 20         # scans that came more than LATE_US after their deadline
+DUE_US = 21
+SLOT = 22         # plan slot of the result at RPOS
+MID_FRAC = 23
+PER_INT = 24
 PER_FRAC = 25
-NEG_TICKS = 26    # -phase start after the +phase start, sys clock ticks (= phase + gap)
-CLK = 27          # sys clock ticks per us
-NEXT_TIMER = 28   # which of the two Timer objects arms the next sample
-AIM_US = 29       # the first look's deadline after the +phase start, us (negative: before the phase)
-PH_US = 30        # phase width, us (for quiet_now)
-SETTLE_CTS = 31   # slice counts into a phase before which I_SENSE is not trusted
-WITH_V = 32       # 1: the phase leaves room for the V_ELECTRODE conversion before the I_SENSE one
-V_OK = 33         # 1: V_RAW is from the last valid sample; 0: that sample had I only (V_RAW then reads 0)
-LOOK = 34         # index of the armed look in the pair's plan
-NLOOKS = 35       # looks per pair in the plan
+VPEND = 26        # V of the phase being judged (-1: none yet)
+CLK = 27
+NEXT_TIMER = 28
+SCAN_US = 29      # ticks_us of the last scan
+PH_US = 30
+CAP_US = 31       # the ring holds this long: a longer gap between scans lost samples
+NSLOT = 32
+V_OK = 33
+LOOK = 34         # index of the armed scan in the pair's scan plan
+NLOOKS = 35
 NFLAGS = 36
-
-# a sample deadline closer than this when arming is skipped: arming reads the clock, Timer.init reads it again
-# (3 us each), so a closer alarm fires late and the sample would land past its window (counted missed for nothing)
-LEAD_US = 8
-# RP2040 figures (MicroPython at 125 MHz; the board profiles' mcu.vclock is calibrated to the same): they aim the
-# samples, the counter brackets judge them (see the top of this file).
-SENSE_SETTLE_US = 3   # I_SENSE (R_sense x gain 10) settled this long after a bridge edge
-# deadline -> first counter read: Timer.init takes the relative period from its own clock read, one ticks read
-# after ours (3); the engine's enable stamp is read one ticks read after the enable (3); alarm IRQ entry (3), the
-# lateness ticks read (3) and the counter access (6). On the virtual board the first read lands where aimed to
-# within 1 us (status sample_ctr).
-ENTRY_US = 18
-MEM_US = 6            # one mem32 access from Python
-WIN_I_US = 2 * MEM_US     # c0 -> c1: the I_SENSE START write and the closing counter read
-WIN_V_US = 5 * MEM_US     # c0 -> c2: V START, counter, V RESULT, I START, closing counter read
-# the look plan (see the top of this file)
-LATE_SLACK_US = 4     # a phase's last look closes its bracket this long before the phase ends (late-interrupt slack)
-LOOK_SPAN_US = 800    # from any instant of a phase to the next planned I conversion, at most
-END_SLACK_US = 2      # the -phase's end conversion (unbracketed, see _look) this long before the phase ends
-MIN_LOOK_GAP_US = 100     # deadlines closer than this cannot be chained (sample + re-arm ~50 us in the profile)
-MAX_LOOKS = 8         # per pair (phases <= 1000 us, gap <= 500 us need at most 4 with LOOK_SPAN_US 800)
-
-ADC_BASE = 0x4004C000     # RP2040 ADC: CS (EN b0, START_ONCE b2, AINSEL 14:12), RESULT +4 (12 bits)
-ADC_RESULT = ADC_BASE + 4
-ADC_CS_EN_START = 1 | 4
-ADC_FIRST_GPIO = 26
 
 TRIP_OVER_CURRENT = 1
 TRIP_FAULT_N = 2
-MIN_Z_RAW = 10    # below ~8 uA the impedance estimate is noise; do not decide contact from it
+TRIP_STALL = 3
+
+SAMPLER_SLICE = 3
+SETTLE_US = 4         # I_SENSE settled (3 us after a bridge edge) plus margin
+END_US = 1            # last I sample this long before the phase ends
+V_BEFORE_US = 3       # the V sample this long before the last I sample (a conversion takes 2 us)
+MIN_SEP_US = 3        # samples closer than this are not planned (2 us conversions)
+SAMPLE_SPAN_US = 125  # I samples at most this far apart inside a phase
+SCAN_SPAN_US = 250    # inside a long phase a scan at least this often
+MIN_SCAN_GAP_US = 150  # scans closer than this merge (one callback is ~100 us on the chip)
+READY_US = 3          # a conversion's result is in the ring this long after its sample
+LATE_US = 500
+MAX_SLOTS = 30        # samples per pair (tables of 32 words)
+TABLE_WORDS = 32
+RING = 256            # ring entries (u16), 512 bytes aligned to 512
+MAX_SCANS = 12
+MIN_Z_RAW = 10        # below ~8 uA the impedance estimate is noise; do not decide contact from it
+
+KIND_I = 0
+KIND_V = 1
+KIND_I_END = 2        # the phase's last I sample: judged with the phase's V for Z
+
+ADC_BASE = 0x4004C000
+ADC_CS = ADC_BASE
+ADC_FCS = ADC_BASE + 8
+ADC_FIFO = ADC_BASE + 12
+ADC_CS_EN_START = 1 | 4
+ADC_FCS_RUN = 1 | 8 | (1 << 24)     # FIFO on, DREQ on, threshold 1
+ADC_FIRST_GPIO = 26
+DMA_BASE = 0x50000000
+DMA_MULTI_TRIG = DMA_BASE + 0x430
+TREQ_ADC = 36
+TREQ_UNPACED = 0x3F
 
 
-def _look_at(s):
-    """(c0, with V) for a look whose I conversion is s us into its phase: c0 = its first counter read, us into the
-    phase; V is converted before I where that still starts after the settling time."""
-    first = SENSE_SETTLE_US + 1
-    if s - 4 * MEM_US >= first:
-        return s - 4 * MEM_US, 1
-    return max(first, s - MEM_US), 0
+def _aligned(words, typecode, nbytes):
+    """A memoryview of `nbytes` bytes aligned to nbytes (a DMA ring) inside a new array of twice that."""
+    size = 4 if typecode == "I" else 2
+    a = array(typecode, bytes(2 * nbytes))
+    off = (-uctypes.addressof(a)) & (nbytes - 1)
+    return a, memoryview(a)[off // size:off // size + words]
 
 
-def look_plan(ph, gap):
-    """The looks of one pair in time order, [(c0 us into its phase, neg, with V, with the end conversion)], for phase
-    and gap widths in us (why there: see the top of this file)."""
-    first_s = SENSE_SETTLE_US + 1 + MEM_US            # earliest I conversion (an I-only look at the settled time)
-    last = max(first_s, ph - LATE_SLACK_US - MEM_US)  # the I conversion of a phase's last look, closed in-phase
-    looks = []
-    n = (last + LOOK_SPAN_US - 1) // LOOK_SPAN_US     # +phase: from its start, no instant over LOOK_SPAN_US from a look
-    for j in range(1, n + 1):
-        c0, v = _look_at(last * j // n)
-        looks.append((c0, 0, v, 0))
-    # the pair's last look: one more I conversion END_SLACK_US before the -phase ends, after the bracketed one,
-    # where that fits with the same V as without it
-    c0, v = _look_at(last)
-    end = 0
-    win = WIN_V_US if v else WIN_I_US
-    if ph - END_SLACK_US - 2 * MEM_US - win >= SENSE_SETTLE_US + 1:
-        c0, end = ph - END_SLACK_US - 2 * MEM_US - win, 1
-    s_end = c0 + win - MEM_US                         # its bracketed I conversion
-    # earlier -phase looks: an onset at the end of the +phase seen within LOOK_SPAN_US across the gap, then no
-    # instant over LOOK_SPAN_US from a look; each at least MIN_LOOK_GAP_US before the last one
-    q = LOOK_SPAN_US - gap - (ph - last)
-    if q < s_end:
-        q = max(first_s, min(q, c0 - MIN_LOOK_GAP_US + MEM_US))
-        m = (s_end - q + LOOK_SPAN_US - 1) // LOOK_SPAN_US
-        for j in range(m):
-            a, w = _look_at(q + (s_end - q) * j // m)
-            looks.append((a, 1, w, 0))
-    looks.append((c0, 1, v, end))
-    # looks too close after the one before: the earlier one goes (a +phase look: the -phase one covers it)
+def sample_plan(ph_c, gap_c, clk, d):
+    """Sample instants of one pair, [(counts from the pair start, kind, adc channel is V)], for phase and gap in
+    PWM counts (clk sys clocks per us, divider d). Why there: see the top of this file."""
+    def c(us):
+        return (us * clk + d - 1) // d
     out = []
-    for lk in looks:
-        t = lk[0] + (ph + gap if lk[1] else 0)
-        while out and t - (out[-1][0] + (ph + gap if out[-1][1] else 0)) < MIN_LOOK_GAP_US:
+    for s in (0, ph_c + gap_c):
+        first = s + c(SETTLE_US)
+        last = s + ph_c - c(END_US)
+        if last < first:
+            last = first
+        pts = [last]
+        k = (last - first + c(SAMPLE_SPAN_US) - 1) // c(SAMPLE_SPAN_US)
+        for j in range(k):
+            pts.append(first + (last - first) * j // k)
+        v = last - c(V_BEFORE_US)
+        vok = v >= first
+        pts = [p for p in pts if p == last or not vok or abs(p - v) >= c(MIN_SEP_US)]
+        pts.sort()
+        for p in pts:
+            out.append((p, KIND_I_END if p == last else KIND_I))
+        if vok:
+            out.insert(len(out) - 1, (v, KIND_V))
+    return out[-MAX_SLOTS:]
+
+
+def scan_plan(samples, clk, d):
+    """Scan instants (counts from the pair start): after each phase's last sample, and inside long phases after
+    the sample that ends SCAN_SPAN_US since the previous scan; closer ones merge into the later."""
+    def c(us):
+        return (us * clk + d - 1) // d
+    scans = []
+    prev = None
+    for o, kind in samples:
+        t = o + c(READY_US)
+        if prev is None:
+            prev = o
+        if kind == KIND_I_END or t - prev >= c(SCAN_SPAN_US):
+            scans.append(t)
+            prev = t
+        if kind == KIND_I_END:
+            prev = None
+    out = []
+    for t in scans:
+        while out and t - out[-1] < c(MIN_SCAN_GAP_US):
             out.pop()
-        out.append(lk)
-    return out[-MAX_LOOKS:]
+        out.append(t)
+    return out[-MAX_SCANS:]
 
 
 class Supervisor:
@@ -190,6 +189,9 @@ class Supervisor:
         pins = board["pins"]
         an = board["analog"]
         lim = board["limits"]
+        for g in pins.values():
+            if g is not None and g < 30 and (g >> 1) & 7 == SAMPLER_SLICE:
+                raise ValueError("pin %d is on the sampler's PWM slice %d" % (g, SAMPLER_SLICE))
         self.f = array("i", [0] * NFLAGS)
         self.adc_i = ADC(Pin(pins["I_SENSE"]))
         self.adc_v = ADC(Pin(pins["V_ELECTRODE"]))
@@ -202,28 +204,171 @@ class Supervisor:
         self.zk = an["v_electrode_divider"] * an["r_sense_ohm"] * an["sense_gain"]
         self.z_max = lim["z_max_ohm"]
         self.settle_us = 5 * an.get("iset_rc_tau_us", 500)
-        self.ctr = engine.ctr
-        self.adc_cs = ADC_BASE
-        self.adc_res = ADC_RESULT
         self.cs_i = ADC_CS_EN_START | ((pins["I_SENSE"] - ADC_FIRST_GPIO) << 12)
         self.cs_v = ADC_CS_EN_START | ((pins["V_ELECTRODE"] - ADC_FIRST_GPIO) << 12)
+        self.cs_none = 1 | ((pins["I_SENSE"] - ADC_FIRST_GPIO) << 12)   # ADC on, nothing started
+        s = SAMPLER_SLICE
+        self.s_mask = 1 << s
+        self.s_csr = R.pwm_reg(s, R.PWM_CSR)
+        self.s_div = R.pwm_reg(s, R.PWM_DIV)
+        self.s_ctr = R.pwm_reg(s, R.PWM_CTR)
+        self.s_top = R.pwm_reg(s, R.PWM_TOP)
+        # buffers made once (DMA rings must be aligned; no allocation on the IRQ paths)
+        self._ring_a, self.ring = _aligned(RING, "H", 2 * RING)
+        self._top_a, self.top_t = _aligned(TABLE_WORDS, "I", 4 * TABLE_WORDS)
+        self._cs_a, self.cs_t = _aligned(TABLE_WORDS, "I", 4 * TABLE_WORDS)
+        self.kick_w = array("I", [0, 0, 0])     # sampler CTR, sampler TOP, MULTI_CHAN_TRIGGER mask
+        self.slot_kind = bytearray(MAX_SLOTS)
+        self.scan_off = array("i", [0] * MAX_SCANS)
+        self.dmas = [None] * 6
+        self.rx = None
+        self.ring_base = 0
         self.t_armed_us = 0
-        # the pair's look plan (filled by arm): deadline after the +phase start (sys clock ticks), kind (b0 -phase,
-        # b1 with V), lateness tolerance (us)
-        self.look_off = array("i", [0] * MAX_LOOKS)
-        self.look_kind = array("i", [0] * MAX_LOOKS)   # b2: the end conversion (see _look)
-        self.look_tol = array("i", [0] * MAX_LOOKS)
+        self.primed = False
         # a trip forces both bridge inputs low at once (the idle CC word would only latch at the pair's end)
         self.bridge_ctrl_a = R.gpio_ctrl(pins["BRIDGE_A"])
         self.bridge_ctrl_b = R.gpio_ctrl(pins["BRIDGE_B"])
         self.bridge_forced_low = R.FUNCSEL_PWM | R.OUTOVER_LOW
-        # two one-shot timers that take turns, made once (no allocation when the chain re-arms in the callback)
         self.timers = (Timer(), Timer())
-        self._tick_cb = self._tick
+        self._tick_cb = self._scan
         self._fault_cb = self._fault
         self._mem32 = mem32
         self.fault_pin = Pin(pins["FAULT_N"], Pin.IN, Pin.PULL_UP)
         self.fault_pin.irq(handler=self._fault_cb, trigger=Pin.IRQ_FALLING, hard=True)
+        engine.sampler = self
+
+    # --- sampler hardware (main loop: called by the engine around enabling its slice) ---
+    def halt(self):
+        """Sampler off: its DMA channels stopped and released, FIFO off, slice stopped."""
+        self.primed = False
+        for i in range(6):
+            ch = self.dmas[i]
+            if ch is not None:
+                ch.ctrl = 0
+                ch.active(0)
+                ch.close()
+                self.dmas[i] = None
+        self.rx = None
+        mem32[ADC_FCS] = 0
+        mem32[R.PWM_EN + R.ALIAS_CLR] = self.s_mask
+
+    def _dma(self, i, read, write, count, trigger=False, **kw):
+        ch = rp2.DMA()
+        self.dmas[i] = ch
+        ctrl = ch.pack_ctrl(irq_quiet=True, **kw)
+        ch.config(read=read, write=write, count=count, ctrl=ctrl, trigger=trigger)
+        return ch
+
+    def prime(self, p, cc_first):
+        """Program the sampler for plan p while both slices are stopped (the engine enables them together after
+        this returns). cc_first: the engine's DMA channel that writes the active CC word (gated trains), else None.
+        Returns the PWM EN bits to set with the output's."""
+        self.halt()
+        c = p["clk_per_us"]
+        d = p["div"]
+        pc = p["phase_counts"]
+        gc = p["gap_counts"]
+        P = p["pair_counts"]
+        smp = sample_plan(pc, gc, c, d)
+        n = len(smp)
+        gated = not p["continuous"]
+        # 2^k table words: gated, one pass per pair (wrap at the pair start + n samples + the 0xFFFF ends);
+        # continuous, one cycle per pair (+ at least one pad wrap, which is the one before the first pair)
+        N = 2
+        while N < n + 2:
+            N *= 2
+        f = self.f
+        for k in range(n):
+            self.slot_kind[k] = smp[k][1]
+        top = self.top_t
+        cs = self.cs_t
+        offs = [o for o, _ in smp]
+        npad = N - 1 - n
+        room = P - offs[-1]              # pad wraps stay inside the pair
+        step = max(1, room // (npad + 1)) if npad > 0 else 0
+        if gated:
+            # wrap j of a pass: 0 = pair start, 1..n = samples, then pads; entry j = TOP for the period after wrap
+            # j+1 (TOP latches one wrap after it is written); the last two leave the slice idling at 0xFFFF
+            w = [0] + offs + [offs[-1] + step * (i + 1) for i in range(npad)]
+            for j in range(N):
+                top[j] = (w[j + 2] - w[j + 1] - 1) if j + 2 < N else 0xFFFF
+            cs[0] = self.cs_none
+            for j in range(1, N):
+                cs[j] = (self.cs_v if smp[j - 1][1] == KIND_V else self.cs_i) if j <= n else self.cs_none
+        else:
+            # one cycle = the pair: wraps at 0 (pair start), the samples, pads; the table starts one wrap before
+            # the pair start (the slice's first two periods are whole pairs), i.e. at the cycle's last pad
+            w = [0] + offs + [offs[-1] + step * (i + 1) for i in range(npad)] + [P]
+            for j in range(N):
+                top[j] = w[j + 1] - w[j] - 1
+            cs[0] = self.cs_none
+            cs[1] = self.cs_none
+            for j in range(2, N):
+                cs[j] = (self.cs_v if smp[j - 2][1] == KIND_V else self.cs_i) if j - 2 < n else self.cs_none
+        ring_bits = 0
+        while (1 << ring_bits) < 4 * N:
+            ring_bits += 1
+        # slice stopped with the output's divider
+        mem32[R.PWM_EN + R.ALIAS_CLR] = self.s_mask
+        mem32[self.s_csr] = 0
+        mem32[self.s_div] = d << 4
+        mem32[self.s_top] = 0xFFFF if gated else P - 1
+        mem32[self.s_ctr] = 0
+        # ADC FIFO emptied, then on with DREQ
+        mem32[ADC_FCS] = 0
+        while mem32[ADC_FCS] & (0xF << 16):
+            mem32[ADC_FIFO]
+        mem32[ADC_FCS] = 0xC00                        # clear OVER/UNDER
+        mem32[ADC_FCS] = ADC_FCS_RUN
+        rx = self._dma(0, ADC_FIFO, self.ring, 0x3FFFFFFF, size=1, inc_read=False, inc_write=True,
+                       ring_sel=True, ring_size=9, treq_sel=TREQ_ADC)
+        self.rx = rx
+        self.ring_base = rx.write
+        rx.active(1)
+        treq = R.DREQ_PWM_WRAP0 + SAMPLER_SLICE
+        cnt = N if gated else 0x3FFFFFFF
+        t_ch = self._dma(1, self.top_t, self.s_top, cnt, size=2, inc_read=True, inc_write=False,
+                         ring_size=ring_bits, treq_sel=treq)
+        c_ch = self._dma(2, self.cs_t, ADC_CS, cnt, size=2, inc_read=True, inc_write=False,
+                         ring_size=ring_bits, treq_sel=treq)
+        if gated:
+            # the lock: the output's active-CC transfer (start of the last idle period, lead_top+1 counts before
+            # the pair) chains CTR and TOP of the sampler and the trigger of "top" and "cs"
+            ll = p["top_segments"][-1][0] + 1
+            kw = self.kick_w
+            kw[0] = 0x10000 - ll
+            kw[1] = offs[0] - 1
+            kw[2] = (1 << t_ch.channel) | (1 << c_ch.channel)
+            nxt = cc_first.ctrl
+            nxt_chain = (nxt >> 11) & 0xF
+            mv = memoryview(kw)
+            kt = rp2.DMA()
+            kc = rp2.DMA()
+            self.dmas[4] = kt
+            self.dmas[3] = kc
+            tr = self._dma(5, mv[2:3], DMA_MULTI_TRIG, 1, size=2, inc_read=False, inc_write=False,
+                           treq_sel=TREQ_UNPACED, chain_to=nxt_chain)
+            kt.config(read=mv[1:2], write=self.s_top, count=1,
+                      ctrl=kt.pack_ctrl(size=2, inc_read=False, inc_write=False, treq_sel=TREQ_UNPACED,
+                                        chain_to=tr.channel, irq_quiet=True))
+            kc.config(read=mv[0:1], write=self.s_ctr, count=1,
+                      ctrl=kc.pack_ctrl(size=2, inc_read=False, inc_write=False, treq_sel=TREQ_UNPACED,
+                                        chain_to=kt.channel, irq_quiet=True))
+            cc_first.ctrl = (nxt & ~(0xF << 11)) | (kc.channel << 11)
+        else:
+            t_ch.active(1)
+            c_ch.active(1)
+        # scanner plan
+        scans = scan_plan(smp, c, d)
+        for k in range(len(scans)):
+            self.scan_off[k] = scans[k] * d
+        f[NLOOKS] = len(scans)
+        f[NSLOT] = n
+        f[CTR_POS] = smp[[k for k in range(n) if smp[k][1] == KIND_I_END][0]][0]
+        f[CTR_NEG] = smp[n - 1][0] - pc - gc
+        f[CC_A] = pc
+        self.primed = True
+        return self.s_mask
 
     # --- hard-IRQ paths: no allocation, no floats ---
     def kill(self):
@@ -247,29 +392,72 @@ class Supervisor:
     def _fault(self, _pin):
         self._trip(TRIP_FAULT_N, 0)
 
-    def _tick(self, _t):
-        # one-shot deadline reached: look at the phase it was armed for (unless too late), then arm the next one
+    def _scan(self, _t):
+        """Judge every result the DMA has put in the ring since the last scan, then arm the next scan."""
         f = self.f
         if f[ARMED] == 0:
             return
-        if time.ticks_diff(time.ticks_us(), f[DUE_US]) > f[TOL_US]:
+        now = time.ticks_us()
+        if time.ticks_diff(now, f[DUE_US]) > LATE_US:
             f[LATE] += 1
-        elif f[DUE_NEG]:
-            # -phase: CTR in [CC_B, TOP] and no wrap between the counter reads
-            self._look(f[CC_B] + f[SETTLE_CTS], 0x10000, CTR_NEG)
-        else:
-            # +phase: CTR in [0, CC_A)
-            self._look(f[SETTLE_CTS], f[CC_A], CTR_POS)
-        if f[ARMED]:                     # (a trip disarms)
+        w = ((self.rx.write - self.ring_base) >> 1) & (RING - 1)
+        if time.ticks_diff(now, f[SCAN_US]) > f[CAP_US]:
+            # the ring may have lapped: results were lost unjudged (the scanner was held off too long)
+            f[MISSED] += (w - f[RPOS]) & (RING - 1)
+            self._trip(TRIP_STALL, 0)
+            return
+        f[SCAN_US] = now
+        q = f[RPOS]
+        ring = self.ring
+        kind = self.slot_kind
+        n = f[NSLOT]
+        s = f[SLOT]
+        v = f[VPEND]
+        trip = self.trip_raw
+        while q != w:
+            x = ring[q] & 0xFFF
+            k = kind[s]
+            q = (q + 1) & (RING - 1)
+            s += 1
+            if s == n:
+                s = 0
+                f[PAIRS] += 1
+            if k == KIND_V:
+                v = x
+                continue
+            if x > trip:
+                self._trip(TRIP_OVER_CURRENT, x)
+                return
+            f[SAMPLES] += 1
+            f[I_RAW] = x
+            if k == KIND_I_END:
+                f[V_OK] = 1 if v >= 0 else 0
+                f[V_RAW] = v if v >= 0 else 0
+            if f[PAUSED] == 0:
+                sp = f[SET_RAW]
+                lost = sp >= self.min_set_raw and 2 * x < sp
+                if not lost and k == KIND_I_END and v >= 0 and x >= MIN_Z_RAW and v * self.zk > self.z_max * x:
+                    lost = True
+                if lost:
+                    f[PAUSED] = 1
+                    f[PAUSE_I] = x
+                    f[PAUSE_V] = v if (v >= 0 and k == KIND_I_END) else 0
+                    self.amp.set_probe()
+            if k == KIND_I_END:
+                v = -1
+        f[RPOS] = q
+        f[SLOT] = s
+        f[VPEND] = v
+        if f[ARMED]:
             self._arm_next()
 
     def _arm_next(self):
-        """Arm the first look still ahead after the armed one (LOOK): the next in the pair's plan, else the plan of
-        the next pair. Exact tick schedule: the pair's +phase start in MID_US (whole us) + MID_FRAC (ticks), each
-        look's deadline a fixed number of ticks after it, rounded to the nearest us once."""
+        """Arm the next scan still ahead: the next in the pair's plan, else the first of the next pair. Exact tick
+        schedule: the pair's +phase start in MID_US (whole us) + MID_FRAC (ticks), each scan a fixed number of
+        ticks after it."""
         f = self.f
         c = f[CLK]
-        offs = self.look_off
+        offs = self.scan_off
         now = time.ticks_us()
         k = f[LOOK]
         while True:
@@ -280,118 +468,50 @@ class Supervisor:
                 f[MID_US] = time.ticks_add(f[MID_US], f[PER_INT] + t // c)
                 f[MID_FRAC] = t % c
             t = f[MID_FRAC] + offs[k]
-            due = time.ticks_add(f[MID_US], t // c + (1 if 2 * (t % c) >= c else 0))
-            if time.ticks_diff(due, now) >= LEAD_US:
-                self._arm_at(due, k)
-                return
-
-    def _arm_at(self, due, k):
-        f = self.f
+            due = time.ticks_add(f[MID_US], (t + c - 1) // c)
+            if time.ticks_diff(due, now) >= 2:
+                break
         f[DUE_US] = due
         f[LOOK] = k
-        kind = self.look_kind[k]
-        f[DUE_NEG] = kind & 1
-        f[WITH_V] = kind >> 1
-        f[TOL_US] = self.look_tol[k]
-        k = f[NEXT_TIMER]
-        f[NEXT_TIMER] = 1 - k
-        self.timers[k].init(mode=Timer.ONE_SHOT, period=time.ticks_diff(due, time.ticks_us()), tick_hz=1000000,
+        j = f[NEXT_TIMER]
+        f[NEXT_TIMER] = 1 - j
+        self.timers[j].init(mode=Timer.ONE_SHOT, period=time.ticks_diff(due, time.ticks_us()), tick_hz=1000000,
                             callback=self._tick_cb, hard=True)
-
-    def _look(self, lo, hi, slot):
-        """One look at the phase whose settled counter range is [lo, hi): conversions started through the ADC
-        registers, each bracketed by counter reads, V (where planned) before I so I comes last (see the top of this
-        file)."""
-        f = self.f
-        m = self._mem32
-        ctr = self.ctr
-        c0 = m[ctr] & 0xFFFF
-        a = c0
-        v = -1                           # (not measured)
-        if f[WITH_V]:
-            m[self.adc_cs] = self.cs_v   # V_ELECTRODE sampled now
-            a = m[ctr] & 0xFFFF
-            if lo <= c0 <= a < hi:
-                v = m[self.adc_res] & 0xFFF  # (a 2 us conversion, done by now)
-        m[self.adc_cs] = self.cs_i       # I_SENSE sampled now
-        b = m[ctr] & 0xFFFF
-        if a < lo or b < a or b >= hi:
-            f[MISSED] += 1
-            return
-        i = m[self.adc_res] & 0xFFF
-        if self.look_kind[f[LOOK]] & 4:
-            # the end conversion, unbracketed: I_SENSE carries current only inside a phase, so a reading above the
-            # proven one was taken inside one (an over-current is one, whichever phase); one that lands past the
-            # phase end reads ~0 and changes nothing
-            m[self.adc_cs] = self.cs_i
-            e = m[self.adc_res] & 0xFFF
-            if e > i:
-                i = e
-        f[slot] = c0
-        self._judge(i, v)
-
-    def _judge(self, i, v):
-        # v < 0: no V_ELECTRODE in this sample (V_RAW/PAUSE_V then read 0 and V_OK 0, so readers of V_RAW never
-        # see a negative count)
-        f = self.f
-        f[I_RAW] = i
-        f[V_OK] = 1 if v >= 0 else 0
-        f[V_RAW] = v if v >= 0 else 0
-        f[SAMPLES] += 1
-        if i > self.trip_raw:
-            self._trip(TRIP_OVER_CURRENT, i)
-            return
-        if f[PAUSED]:
-            return
-        s = f[SET_RAW]
-        lost = s >= self.min_set_raw and 2 * i < s
-        if not lost and v >= 0 and i >= MIN_Z_RAW and v * self.zk > self.z_max * i:
-            lost = True
-        if lost:
-            f[PAUSED] = 1
-            f[PAUSE_I] = i
-            f[PAUSE_V] = v if v >= 0 else 0
-            self.amp.set_probe()
 
     # --- main-loop side ---
     def arm(self):
-        """Start phase-locked looks for the engine's current schedule (after engine.gate(True)). Does not wait:
-        the first look still ahead of the first pair is armed."""
-        self.disarm()
+        """Start scanning for the engine's current schedule (after engine.gate(True), which primed the sampler).
+        Does not wait: the first scan still ahead is armed."""
+        self.timers[0].deinit()
+        self.timers[1].deinit()
+        f = self.f
+        f[ARMED] = 0
         e = self.engine
         p = e.plan
-        f = self.f
+        if not self.primed or p is None:
+            return
         c = p["clk_per_us"]
         d = p["div"]
-        f[CC_A] = p["phase_counts"]
-        f[CC_B] = p["cc_b"]
         f[CLK] = c
         f[PER_INT] = p["period_ticks"] // c
         f[PER_FRAC] = p["period_ticks"] % c
-        f[NEG_TICKS] = (p["phase_counts"] + p["gap_counts"]) * d
         f[PER_US] = p["period_us"]
-        f[NEG_US] = (f[NEG_TICKS] + c // 2) // c
-        ph = p["phase_counts"] * d // c
-        f[PH_US] = ph
-        f[SETTLE_CTS] = (SENSE_SETTLE_US * c + d - 1) // d
-        looks = look_plan(ph, p["gap_counts"] * d // c)
-        n = len(looks)
-        for k in range(n):
-            at, neg, v, end = looks[k]
-            # deadline: ENTRY_US before the first counter read; tolerance: later than this the I bracket cannot
-            # close inside the phase any more
-            self.look_off[k] = (at - ENTRY_US) * c + (f[NEG_TICKS] if neg else 0)
-            self.look_kind[k] = neg | (v << 1) | (end << 2)
-            self.look_tol[k] = max(1, ph - at - (WIN_V_US if v else WIN_I_US) + ENTRY_US)
-        f[NLOOKS] = n
-        f[AIM_US] = self.look_off[0] // c
-        # the pair before the first one, its last look: _arm_next steps on to the first look still ahead
+        neg = (p["phase_counts"] + p["gap_counts"]) * d
+        f[NEG_US] = (neg + c // 2) // c
+        f[PH_US] = p["phase_counts"] * d // c
+        n = f[NSLOT]
+        f[CAP_US] = (RING - n) * p["period_us"] // n
+        f[RPOS] = 0
+        f[SLOT] = 0
+        f[VPEND] = -1
+        # the pair before the first one, its last scan: _arm_next steps on to the first scan still ahead
         t = e.first_start_frac - f[PER_FRAC]
         f[MID_US] = time.ticks_add(e.first_start_us, t // c - f[PER_INT])
         f[MID_FRAC] = t % c
-        f[LOOK] = n - 1
+        f[LOOK] = f[NLOOKS] - 1
         f[NEXT_TIMER] = 0
         self.t_armed_us = time.ticks_us()
+        f[SCAN_US] = self.t_armed_us
         f[ARMED] = 1
         self._arm_next()
 
@@ -399,6 +519,15 @@ class Supervisor:
         self.f[ARMED] = 0
         self.timers[0].deinit()
         self.timers[1].deinit()
+
+    def stalled(self):
+        """The scanner has not run for longer than the ring holds while armed (held off, or its timer lost):
+        the main loop then fails safe."""
+        f = self.f
+        return f[ARMED] != 0 and time.ticks_diff(time.ticks_us(), f[SCAN_US]) > f[CAP_US] + f[PER_US]
+
+    def stall_trip(self):
+        self._trip(TRIP_STALL, 0)
 
     def quiet_now(self):
         """True when an ISET change now settles (5 RC time constants) before the next pulse and cannot land

@@ -37,8 +37,12 @@ def init(sock, rt, mode, vclock):
     _call_ns = int(costs.get("default", 4) * 1000)
     _costs = {k: int(v * 1000) for k, v in costs.items()}
     _ticks_ns = int(vclock.get("ticks_cost_us", 2) * 1000)
+    global _irq_entry_ns, _irq_exit_ns
+    _irq_entry_ns = int(costs.get("irq_entry", 0) * 1000)
+    _irq_exit_ns = int(costs.get("irq_exit", 0) * 1000)
     _wall = rt.ticks_us()
-    if mode == "cpu":
+    if mode in ("cpu", "model"):
+        # (model: the factor charges the Python that runs inside hard IRQs, see _dispatch)
         _open_sched()
         # Calibrate against this host now, so virtual time does not depend on how fast the host is:
         # the factor maps host time of a reference loop to the RP2040's time for it.
@@ -131,6 +135,8 @@ _gc_reserve = 24 * 1024
 _costs = {}
 _FREE = ("sync", "repl_wait", "repl_enter", "vclock", "fs_write", "power_dead", "kbd_intr", "heap")  # board plumbing
 _overhead_us = 0
+_irq_entry_ns = 0     # deadline / pin edge -> the callback's first statement (mcu.vclock.call_cost_us.irq_entry)
+_irq_exit_ns = 0      # the callback's return -> the interrupted code again
 _last_gap_us = 0
 _noise_us = 0
 _carry = 0
@@ -155,7 +161,16 @@ def _elapsed(op, gap_us):
         return int(x * 1000 * _factor) + loc + cost
     if _mode == "realtime":
         return gap_us * 1000
+    if _in_hard:
+        return _hard_ns(gap_us) + loc + cost
     return loc + cost
+
+
+def _hard_ns(gap_us):
+    # model clock inside a hard IRQ: the Python there is charged as measured (host time between two calls, less
+    # our own plumbing, at the reference-loop factor), not assumed free: it is what delays a safety verdict.
+    us = gap_us - _overhead_us
+    return int(us * 1000 * _factor) if us > 0 else 0
 
 
 _EXC = {"ValueError": ValueError, "TypeError": TypeError, "OSError": OSError, "MemoryError": MemoryError,
@@ -264,9 +279,14 @@ def _service():
 
 
 def _dispatch(cb, hard):
-    global _in_hard
+    global _in_hard, _local, _wall
     if hard:
         # Hard IRQ rules as on rp2: the heap is locked, so any allocation raises MemoryError.
+        # Time: IRQ entry (calibrated against the emu engine) before the first statement; under the model clock
+        # the Python in the callback is charged as measured (_hard_ns), and the exit cost after it.
+        _local += _irq_entry_ns
+        if _mode == "model":
+            _wall = _rt.ticks_us()
         _in_hard = True
         err = None
         micropython.heap_lock()
@@ -278,6 +298,11 @@ def _dispatch(cb, hard):
             # a Ctrl-C (SIGINT -> KeyboardInterrupt) can land inside the callback: unlock before it propagates to
             # the main code, where the firmware handles it (on rp2 it is raised in the main thread, not the IRQ)
             micropython.heap_unlock()
+            if _mode == "model":
+                t = _rt.ticks_us()
+                _local += _hard_ns(_rt.ticks_diff(t, _wall))
+                _wall = t
+            _local += _irq_exit_ns
             _in_hard = False
         if err is not None:
             print("Uncaught exception in IRQ callback handler")
@@ -298,7 +323,7 @@ def now_ns():
     if _mode == "model":
         _local += _ticks_ns
         t = _now + _local
-    elif _mode == "cpu":
+    elif _mode == "cpu" or _in_hard:
         _local += _ticks_ns
         us = _rt.ticks_diff(_rt.ticks_us(), _wall) - _overhead_us
         if us + _overhead_us > _seen_us:
