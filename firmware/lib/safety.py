@@ -237,6 +237,12 @@ class Supervisor:
         self.fault_pin.irq(handler=self._fault_cb, trigger=Pin.IRQ_FALLING, hard=True)
         engine.sampler = self
 
+    def recalibrate(self):
+        """Raw thresholds again after the unit's calibration record changed (all through board.ua_to_adc_raw)."""
+        self.trip_raw = B.ua_to_adc_raw(self.board, self.trip_ua)
+        self.min_set_raw = B.ua_to_adc_raw(self.board, CONTACT_MIN_SETPOINT_UA)
+        self.probe_raw = B.ua_to_adc_raw(self.board, CONTACT_PROBE_UA)
+
     # --- sampler hardware (main loop: called by the engine around enabling its slice) ---
     def halt(self):
         """Sampler off: its DMA channels stopped and released, FIFO off, slice stopped."""

@@ -61,8 +61,11 @@ class Adc:
 
     def _sample(self, channel, t):
         analog = self.chip.analog
-        v = analog.adc_volts(channel, t) if analog is not None else 0.0
-        return volts_to_raw(v, self.vref)
+        if analog is None:
+            return 0
+        v = analog.adc_volts(channel, t)
+        tf = getattr(analog, "adc_transfer", None)      # the unit's ADC transfer when the front end has parts
+        return tf(v) if tf is not None else volts_to_raw(v, self.vref)
 
     def convert(self, channel, t):
         if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < regs.ADC_NUM_CHANNELS:

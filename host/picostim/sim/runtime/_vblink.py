@@ -41,8 +41,7 @@ def init(sock, rt, mode, vclock):
     _irq_entry_ns = int(costs.get("irq_entry", 0) * 1000)
     _irq_exit_ns = int(costs.get("irq_exit", 0) * 1000)
     _wall = rt.ticks_us()
-    if mode in ("cpu", "model"):
-        # (model: the factor charges the Python that runs inside hard IRQs, see _dispatch)
+    if mode == "cpu":
         _open_sched()
         # Calibrate against this host now, so virtual time does not depend on how fast the host is:
         # the factor maps host time of a reference loop to the RP2040's time for it.
@@ -161,16 +160,7 @@ def _elapsed(op, gap_us):
         return int(x * 1000 * _factor) + loc + cost
     if _mode == "realtime":
         return gap_us * 1000
-    if _in_hard:
-        return _hard_ns(gap_us) + loc + cost
     return loc + cost
-
-
-def _hard_ns(gap_us):
-    # model clock inside a hard IRQ: the Python there is charged as measured (host time between two calls, less
-    # our own plumbing, at the reference-loop factor), not assumed free: it is what delays a safety verdict.
-    us = gap_us - _overhead_us
-    return int(us * 1000 * _factor) if us > 0 else 0
 
 
 _EXC = {"ValueError": ValueError, "TypeError": TypeError, "OSError": OSError, "MemoryError": MemoryError,
@@ -282,11 +272,11 @@ def _dispatch(cb, hard):
     global _in_hard, _local, _wall
     if hard:
         # Hard IRQ rules as on rp2: the heap is locked, so any allocation raises MemoryError.
-        # Time: IRQ entry (calibrated against the emu engine) before the first statement; under the model clock
-        # the Python in the callback is charged as measured (_hard_ns), and the exit cost after it.
+        # Time: IRQ entry before the first statement and the return after the last, as measured on the emu engine
+        # (mcu.vclock.call_cost_us irq_entry / irq_exit); the Python in between is charged per operation (calls,
+        # ticks reads, Timer.init, ring words read: see machine.Timer and rp2.DMA) under the model clock, and as
+        # host time under the cpu clock.
         _local += _irq_entry_ns
-        if _mode == "model":
-            _wall = _rt.ticks_us()
         _in_hard = True
         err = None
         micropython.heap_lock()
@@ -298,10 +288,6 @@ def _dispatch(cb, hard):
             # a Ctrl-C (SIGINT -> KeyboardInterrupt) can land inside the callback: unlock before it propagates to
             # the main code, where the firmware handles it (on rp2 it is raised in the main thread, not the IRQ)
             micropython.heap_unlock()
-            if _mode == "model":
-                t = _rt.ticks_us()
-                _local += _hard_ns(_rt.ticks_diff(t, _wall))
-                _wall = t
             _local += _irq_exit_ns
             _in_hard = False
         if err is not None:
@@ -323,7 +309,7 @@ def now_ns():
     if _mode == "model":
         _local += _ticks_ns
         t = _now + _local
-    elif _mode == "cpu" or _in_hard:
+    elif _mode == "cpu":
         _local += _ticks_ns
         us = _rt.ticks_diff(_rt.ticks_us(), _wall) - _overhead_us
         if us + _overhead_us > _seen_us:
@@ -335,6 +321,12 @@ def now_ns():
         call("sync")
         return _now
     return t
+
+
+def cost_ns(op):
+    # the profile's RP2040 cost of an operation the shims run locally (no call); model clock only (the cpu clock
+    # charges the host time they take)
+    return _costs.get(op, 0) if _mode == "model" else 0
 
 
 def charge(ns):

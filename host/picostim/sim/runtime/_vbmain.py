@@ -29,8 +29,7 @@ sys.modules["micropython"] = _vb_micropython
 import machine  # noqa: E402  (runtime/machine.py: the RP2040 peripheral shims)
 import rp2  # noqa: E402,F401
 
-if _mode in ("cpu", "model"):
-    # (model: the plumbing is taken out of the hard-IRQ Python it charges)
+if _mode == "cpu":
     # GPIO29 is unused by every board profile; reading it has no side effect.
     _vblink.measure_overhead(machine.Pin(29).value)
 _vblink.call("vclock", _factor, _vblink._overhead_us)

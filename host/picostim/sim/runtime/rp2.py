@@ -34,6 +34,7 @@ class DMA:
     def __init__(self):
         self._ch = _vblink.call("dma_new")
         self._wbuf = None
+        self._wlast = None
 
     def _sync(self):
         # A channel writing into a firmware buffer writes the chip's SRAM model; on rp2 the buffer IS that RAM.
@@ -46,8 +47,15 @@ class DMA:
             micropython.heap_unlock()
         try:
             b = self._wbuf
-            r = _vblink.call("dma_sync", self._ch, len(b) * _itemsize(b))
-            uctypes.bytearray_at(uctypes.addressof(b), len(b) * _itemsize(b))[:] = binascii.a2b_base64(r[1])
+            sz = _itemsize(b)
+            r = _vblink.call("dma_sync", self._ch, len(b) * sz)
+            uctypes.bytearray_at(uctypes.addressof(b), len(b) * sz)[:] = binascii.a2b_base64(r[1])
+            # model clock: the firmware reads each word the DMA wrote since the last look (a scan loop), at the
+            # profile's per-word cost (ring_word, measured on the emu engine)
+            if self._wlast is not None:
+                _vblink.charge(((r[0] - self._wlast) // sz % len(b)) * _vblink.cost_ns("ring_word"))
+            self._wlast = r[0]
+            _vblink._wall = _vblink._rt.ticks_us()     # (this copy is the link's plumbing, not firmware time)
             return r[0]
         finally:
             if hard:
@@ -110,6 +118,7 @@ class DMA:
         if write is not None:
             _addr(cfg, "write", write)
             self._wbuf = None if isinstance(write, int) else write
+            self._wlast = None
         if count is not None:
             cfg["count"] = count
         if ctrl is not None:
