@@ -99,6 +99,7 @@ SCAN_SPAN_US = 250    # inside a long phase a scan at least this often
 MIN_SCAN_GAP_US = 150  # scans closer than this merge (one callback is ~100 us on the chip)
 READY_US = 3          # a conversion's result is in the ring this long after its sample
 LATE_US = 500
+LEAD_US = 30           # a scan closer than this when arming is skipped (arming itself takes ~25 us)
 MAX_SLOTS = 30        # samples per pair (tables of 32 words)
 TABLE_WORDS = 32
 RING = 256            # ring entries (u16), 512 bytes aligned to 512
@@ -475,14 +476,16 @@ class Supervisor:
                 f[MID_FRAC] = t % c
             t = f[MID_FRAC] + offs[k]
             due = time.ticks_add(f[MID_US], (t + c - 1) // c)
-            if time.ticks_diff(due, now) >= 2:
+            if time.ticks_diff(due, now) >= LEAD_US:
                 break
         f[DUE_US] = due
         f[LOOK] = k
         j = f[NEXT_TIMER]
         f[NEXT_TIMER] = 1 - j
-        self.timers[j].init(mode=Timer.ONE_SHOT, period=time.ticks_diff(due, time.ticks_us()), tick_hz=1000000,
-                            callback=self._tick_cb, hard=True)
+        per = time.ticks_diff(due, time.ticks_us())
+        if per < 1:
+            per = 1                 # (a period <= 0 would arm the alarm ~71 minutes ahead on rp2)
+        self.timers[j].init(mode=Timer.ONE_SHOT, period=per, tick_hz=1000000, callback=self._tick_cb, hard=True)
 
     # --- main-loop side ---
     def arm(self):
