@@ -459,17 +459,19 @@ class Supervisor:
             self._arm_next()
 
     def _arm_next(self):
-        """Arm the next scan still ahead: the next in the pair's plan, else the first of the next pair. Exact tick
-        schedule: the pair's +phase start in MID_US (whole us) + MID_FRAC (ticks), each scan a fixed number of
-        ticks after it."""
+        """Arm the next scan: the next in the pair's plan, else the first of the next pair. Exact tick schedule:
+        the pair's +phase start in MID_US (whole us) + MID_FRAC (ticks), each scan a fixed number of ticks after
+        it. A scan already due runs at once (never skipped: it may hold the phase's last sample), unless the one
+        after it is due too (then that one judges both: no burst of scans after a long hold-off)."""
         f = self.f
         c = f[CLK]
         offs = self.scan_off
+        n = f[NLOOKS]
         now = time.ticks_us()
         k = f[LOOK]
         while True:
             k += 1
-            if k >= f[NLOOKS]:
+            if k >= n:
                 k = 0
                 t = f[MID_FRAC] + f[PER_FRAC]
                 f[MID_US] = time.ticks_add(f[MID_US], f[PER_INT] + t // c)
@@ -477,6 +479,9 @@ class Supervisor:
             t = f[MID_FRAC] + offs[k]
             due = time.ticks_add(f[MID_US], (t + c - 1) // c)
             if time.ticks_diff(due, now) >= LEAD_US:
+                break
+            t2 = f[MID_FRAC] + (offs[k + 1] if k + 1 < n else f[PER_INT] * c + f[PER_FRAC] + offs[0])
+            if time.ticks_diff(time.ticks_add(f[MID_US], (t2 + c - 1) // c), now) > 0:
                 break
         f[DUE_US] = due
         f[LOOK] = k
