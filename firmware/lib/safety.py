@@ -36,6 +36,7 @@
 #          main loop sees no scan for that long      -> kill output, latch (no unsupervised stimulation)
 # The hardware comparator on FAULT_N (1100 uA) backs up what the samples cannot see between them. The main loop
 # reads the ADC through machine.ADC only while not stimulating (selftest); the FIFO is off then.
+import sys
 import time
 import uctypes
 from array import array
@@ -123,62 +124,16 @@ TREQ_ADC = 36
 TREQ_UNPACED = 0x3F
 
 
-def _aligned(words, typecode, nbytes):
-    """A memoryview of `nbytes` bytes aligned to nbytes (a DMA ring) inside a new array of twice that."""
-    size = 4 if typecode == "I" else 2
-    a = array(typecode, bytes(2 * nbytes))
-    off = (-uctypes.addressof(a)) & (nbytes - 1)
-    return a, memoryview(a)[off // size:off // size + words]
-
-
-def sample_plan(ph_c, gap_c, clk, d):
-    """Sample instants of one pair, [(counts from the pair start, kind, adc channel is V)], for phase and gap in
-    PWM counts (clk sys clocks per us, divider d). Why there: see the top of this file."""
-    def c(us):
-        return (us * clk + d - 1) // d
-    out = []
-    for s in (0, ph_c + gap_c):
-        first = s + c(SETTLE_US)
-        last = s + ph_c - c(END_US)
-        if last < first:
-            last = first
-        pts = [last]
-        k = (last - first + c(SAMPLE_SPAN_US) - 1) // c(SAMPLE_SPAN_US)
-        for j in range(k):
-            pts.append(first + (last - first) * j // k)
-        v = last - c(V_BEFORE_US)
-        vok = v >= first
-        pts = [p for p in pts if p == last or not vok or abs(p - v) >= c(MIN_SEP_US)]
-        pts.sort()
-        for p in pts:
-            out.append((p, KIND_I_END if p == last else KIND_I))
-        if vok:
-            out.insert(len(out) - 1, (v, KIND_V))
-    return out[-MAX_SLOTS:]
-
-
-def scan_plan(samples, clk, d):
-    """Scan instants (counts from the pair start): after each phase's last sample, and inside long phases after
-    the sample that ends SCAN_SPAN_US since the previous scan; closer ones merge into the later."""
-    def c(us):
-        return (us * clk + d - 1) // d
-    scans = []
-    prev = None
-    for o, kind in samples:
-        t = o + c(READY_US)
-        if prev is None:
-            prev = o
-        if kind == KIND_I_END or t - prev >= c(SCAN_SPAN_US):
-            scans.append(t)
-            prev = t
-        if kind == KIND_I_END:
-            prev = None
-    out = []
-    for t in scans:
-        while out and t - out[-1] < c(MIN_SCAN_GAP_US):
-            out.pop()
-        out.append(t)
-    return out[-MAX_SCANS:]
+def _windows(a):
+    """In `a` (array 'H' of 2*RING entries, i.e. twice the ring's bytes): the ring, aligned to its 512 bytes (a DMA
+    write ring), and the two sampler tables (TABLE_WORDS 32-bit words each, aligned to their 128 bytes for a DMA
+    read ring) in the slack around it. Table words are written as pairs of u16 (values < 65536, high half 0)."""
+    nb = 2 * RING
+    off = (-uctypes.addressof(a)) & (nb - 1)
+    tb = 4 * TABLE_WORDS
+    t = off - 2 * tb if off >= 2 * tb else off + nb      # (below the ring if there is room, else above it)
+    m = memoryview(a)
+    return m[off // 2:(off + nb) // 2], m[t // 2:(t + tb) // 2], m[(t + tb) // 2:(t + 2 * tb) // 2]
 
 
 class Supervisor:
@@ -215,9 +170,9 @@ class Supervisor:
         self.s_ctr = R.pwm_reg(s, R.PWM_CTR)
         self.s_top = R.pwm_reg(s, R.PWM_TOP)
         # buffers made once (DMA rings must be aligned; no allocation on the IRQ paths)
-        self._ring_a, self.ring = _aligned(RING, "H", 2 * RING)
-        self._top_a, self.top_t = _aligned(TABLE_WORDS, "I", 4 * TABLE_WORDS)
-        self._cs_a, self.cs_t = _aligned(TABLE_WORDS, "I", 4 * TABLE_WORDS)
+        self._ring_a = None      # ring and tables: allocated at the first prime (a session), then kept
+        self.ring = self.top_t = self.cs_t = None
+        self.planned = None      # the plan the tables were built for
         self.kick_w = array("I", [0, 0, 0])     # sampler CTR, sampler TOP, MULTI_CHAN_TRIGGER mask
         self.slot_kind = bytearray(MAX_SLOTS)
         self.scan_off = array("i", [0] * MAX_SCANS)
@@ -259,123 +214,21 @@ class Supervisor:
         mem32[ADC_FCS] = 0
         mem32[R.PWM_EN + R.ALIAS_CLR] = self.s_mask
 
-    def _dma(self, i, read, write, count, trigger=False, **kw):
-        ch = rp2.DMA()
-        self.dmas[i] = ch
-        ctrl = ch.pack_ctrl(irq_quiet=True, **kw)
-        ch.config(read=read, write=write, count=count, ctrl=ctrl, trigger=trigger)
-        return ch
-
     def prime(self, p, cc_first):
         """Program the sampler for plan p while both slices are stopped (the engine enables them together after
         this returns). cc_first: the engine's DMA channel that writes the active CC word (gated trains), else None.
-        Returns the PWM EN bits to set with the output's."""
+        Returns the PWM EN bits to set with the output's. The code lives in sampler.py, loaded for this and
+        dropped again (main loop only; the heap is an RP2040's)."""
         self.halt()
-        c = p["clk_per_us"]
-        d = p["div"]
-        pc = p["phase_counts"]
-        gc = p["gap_counts"]
-        P = p["pair_counts"]
-        smp = sample_plan(pc, gc, c, d)
-        n = len(smp)
-        gated = not p["continuous"]
-        # 2^k table words: gated, one pass per pair (wrap at the pair start + n samples + the 0xFFFF ends);
-        # continuous, one cycle per pair (+ at least one pad wrap, which is the one before the first pair)
-        N = 2
-        while N < n + 2:
-            N *= 2
-        f = self.f
-        for k in range(n):
-            self.slot_kind[k] = smp[k][1]
-        top = self.top_t
-        cs = self.cs_t
-        offs = [o for o, _ in smp]
-        npad = N - 1 - n
-        room = P - offs[-1]              # pad wraps stay inside the pair
-        step = max(1, room // (npad + 1)) if npad > 0 else 0
-        if gated:
-            # wrap j of a pass: 0 = pair start, 1..n = samples, then pads; entry j = TOP for the period after wrap
-            # j+1 (TOP latches one wrap after it is written); the last two leave the slice idling at 0xFFFF
-            w = [0] + offs + [offs[-1] + step * (i + 1) for i in range(npad)]
-            for j in range(N):
-                top[j] = (w[j + 2] - w[j + 1] - 1) if j + 2 < N else 0xFFFF
-            cs[0] = self.cs_none
-            for j in range(1, N):
-                cs[j] = (self.cs_v if smp[j - 1][1] == KIND_V else self.cs_i) if j <= n else self.cs_none
-        else:
-            # one cycle = the pair: wraps at 0 (pair start), the samples, pads; the table starts one wrap before
-            # the pair start (the slice's first two periods are whole pairs), i.e. at the cycle's last pad
-            w = [0] + offs + [offs[-1] + step * (i + 1) for i in range(npad)] + [P]
-            for j in range(N):
-                top[j] = w[j + 1] - w[j] - 1
-            cs[0] = self.cs_none
-            cs[1] = self.cs_none
-            for j in range(2, N):
-                cs[j] = (self.cs_v if smp[j - 2][1] == KIND_V else self.cs_i) if j - 2 < n else self.cs_none
-        ring_bits = 0
-        while (1 << ring_bits) < 4 * N:
-            ring_bits += 1
-        # slice stopped with the output's divider
-        mem32[R.PWM_EN + R.ALIAS_CLR] = self.s_mask
-        mem32[self.s_csr] = 0
-        mem32[self.s_div] = d << 4
-        mem32[self.s_top] = 0xFFFF if gated else P - 1
-        mem32[self.s_ctr] = 0
-        # ADC FIFO emptied, then on with DREQ
-        mem32[ADC_FCS] = 0
-        while mem32[ADC_FCS] & (0xF << 16):
-            mem32[ADC_FIFO]
-        mem32[ADC_FCS] = 0xC00                        # clear OVER/UNDER
-        mem32[ADC_FCS] = ADC_FCS_RUN
-        rx = self._dma(0, ADC_FIFO, self.ring, 0x3FFFFFFF, size=1, inc_read=False, inc_write=True,
-                       ring_sel=True, ring_size=9, treq_sel=TREQ_ADC)
-        self.rx = rx
-        self.ring_base = rx.write
-        rx.active(1)
-        treq = R.DREQ_PWM_WRAP0 + SAMPLER_SLICE
-        cnt = N if gated else 0x3FFFFFFF
-        t_ch = self._dma(1, self.top_t, self.s_top, cnt, size=2, inc_read=True, inc_write=False,
-                         ring_size=ring_bits, treq_sel=treq)
-        c_ch = self._dma(2, self.cs_t, ADC_CS, cnt, size=2, inc_read=True, inc_write=False,
-                         ring_size=ring_bits, treq_sel=treq)
-        if gated:
-            # the lock: the output's active-CC transfer (start of the last idle period, lead_top+1 counts before
-            # the pair) chains CTR and TOP of the sampler and the trigger of "top" and "cs"
-            ll = p["top_segments"][-1][0] + 1
-            kw = self.kick_w
-            kw[0] = 0x10000 - ll
-            kw[1] = offs[0] - 1
-            kw[2] = (1 << t_ch.channel) | (1 << c_ch.channel)
-            nxt = cc_first.ctrl
-            nxt_chain = (nxt >> 11) & 0xF
-            mv = memoryview(kw)
-            kt = rp2.DMA()
-            kc = rp2.DMA()
-            self.dmas[4] = kt
-            self.dmas[3] = kc
-            tr = self._dma(5, mv[2:3], DMA_MULTI_TRIG, 1, size=2, inc_read=False, inc_write=False,
-                           treq_sel=TREQ_UNPACED, chain_to=nxt_chain)
-            kt.config(read=mv[1:2], write=self.s_top, count=1,
-                      ctrl=kt.pack_ctrl(size=2, inc_read=False, inc_write=False, treq_sel=TREQ_UNPACED,
-                                        chain_to=tr.channel, irq_quiet=True))
-            kc.config(read=mv[0:1], write=self.s_ctr, count=1,
-                      ctrl=kc.pack_ctrl(size=2, inc_read=False, inc_write=False, treq_sel=TREQ_UNPACED,
-                                        chain_to=kt.channel, irq_quiet=True))
-            cc_first.ctrl = (nxt & ~(0xF << 11)) | (kc.channel << 11)
-        else:
-            t_ch.active(1)
-            c_ch.active(1)
-        # scanner plan
-        scans = scan_plan(smp, c, d)
-        for k in range(len(scans)):
-            self.scan_off[k] = scans[k] * d
-        f[NLOOKS] = len(scans)
-        f[NSLOT] = n
-        f[CTR_POS] = smp[[k for k in range(n) if smp[k][1] == KIND_I_END][0]][0]
-        f[CTR_NEG] = smp[n - 1][0] - pc - gc
-        f[CC_A] = pc
-        self.primed = True
-        return self.s_mask
+        if self._ring_a is None:
+            # (built from a range: no temporary as large as the array, which would fragment the heap)
+            self._ring_a = array("H", range(2 * RING))
+            self.ring, self.top_t, self.cs_t = _windows(self._ring_a)
+        import sampler
+        try:
+            return sampler.prime(self, p, cc_first)
+        finally:
+            del sys.modules["sampler"]
 
     # --- hard-IRQ paths: no allocation, no floats ---
     def kill(self):

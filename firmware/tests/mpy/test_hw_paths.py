@@ -18,7 +18,8 @@ from engine import PulseEngine
 import time
 import safety
 from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES, LATE, DUE_US, LOOK, MISSED, PAIRS, \
-    I_RAW, V_RAW, V_OK, sample_plan, scan_plan, KIND_I, KIND_V, KIND_I_END
+    I_RAW, V_RAW, V_OK, KIND_I, KIND_V, KIND_I_END
+from sampler import sample_plan, scan_plan
 import pscodes as C
 
 pins = BOARD["pins"]
@@ -156,7 +157,8 @@ def wraps_from_tables(sup, gated, n, P):
     N = 2
     while N < n + 2:
         N *= 2
-    top, cs = sup.top_t, sup.cs_t
+    top = [sup.top_t[2 * j] | sup.top_t[2 * j + 1] << 16 for j in range(N)]
+    cs = [sup.cs_t[2 * j] | sup.cs_t[2 * j + 1] << 16 for j in range(N)]
     if gated:
         t = sup.kick_w[1] + 1                       # TOP the kick put in the shadow: latched at the pair start
         ws = [0, t]
