@@ -787,7 +787,7 @@ class App:
                     continue
                 last = s
                 if sup.tripped():
-                    stopped = "over-current trip"
+                    stopped = "supervisor stall" if sup.tripped() == TRIP_STALL else "over-current trip"
                     break
                 if sup.paused():
                     stopped = "no contact"
