@@ -463,7 +463,7 @@ class App:
                 "fault": self.fault, "charging": bool(self.charging_pin.value()), "contact": contact,
                 "i_ua": self._status_i_ua(stim, now), "i_age_ms": time.ticks_diff(now, self.seen_ms) if stim else 0,
                 "burst": self.burst_phase(), "samples": self.sup.f[5], "missed": self.sup.f[6], "late": self.sup.f[20],
-                "sample_ctr": [self.sup.f[14], self.sup.f[15]]})
+                "sample_ctr": [self.sup.f[14], self.sup.f[15]], "pairs": self.sup.f[13], "scan_us": self.sup.f[36]})
 
     def _status_i_ua(self, stim, now):
         if not stim:

@@ -84,7 +84,8 @@ NSLOT = 32
 V_OK = 33
 LOOK = 34         # index of the armed scan in the pair's scan plan
 NLOOKS = 35
-NFLAGS = 36
+BUSY_US = 36      # time spent in scans, us (from each scan's first statement; the IRQ entry before it is not seen)
+NFLAGS = 37
 
 TRIP_OVER_CURRENT = 1
 TRIP_FAULT_N = 2
@@ -310,6 +311,7 @@ class Supervisor:
         f[VPEND] = v
         if f[ARMED]:
             self._arm_next()
+        f[BUSY_US] += time.ticks_diff(time.ticks_us(), now)
 
     def _arm_next(self):
         """Arm the next scan: the next in the pair's plan, else the first of the next pair. Exact tick schedule:
