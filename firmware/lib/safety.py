@@ -41,6 +41,7 @@ import time
 import uctypes
 from array import array
 from machine import Pin, ADC, Timer, mem32
+from micropython import const
 import rp2
 
 import board as B
@@ -48,81 +49,64 @@ import rp2regs as R
 from pscodes import CONTACT_PROBE_UA, CONTACT_MIN_SETPOINT_UA
 
 # flag slots (array 'i'); indices read by the app and status are kept stable
-TRIPPED = 0       # 0 none, 1 over-current, 2 FAULT_N, 3 stall
-TRIP_RAW = 1
-TRIP_US = 2
-I_RAW = 3
-V_RAW = 4
-SAMPLES = 5       # I samples judged
-MISSED = 6        # samples lost to a lapped ring
-PAUSED = 7
-SET_RAW = 8
-ARMED = 9
-CC_A = 10
-PAUSE_I = 11
-PAUSE_V = 12
-PAIRS = 13        # pairs whose samples were all judged
-CTR_POS = 14      # planned counter of the +phase's last I sample (status sample_ctr)
-CTR_NEG = 15      # ... and of the -phase's
-MID_US = 16       # ticks_us of the +phase start of the pair being scanned (whole us; the rest in MID_FRAC)
-PER_US = 17
-NEG_US = 18
-RPOS = 19         # ring index of the next result to judge
-LATE = 20         # scans that came more than LATE_US after their deadline
-DUE_US = 21
-SLOT = 22         # plan slot of the result at RPOS
-MID_FRAC = 23
-PER_INT = 24
-PER_FRAC = 25
-VPEND = 26        # V of the phase being judged (-1: none yet)
-CLK = 27
-NEXT_TIMER = 28
-SCAN_US = 29      # ticks_us of the last scan
-PH_US = 30
-CAP_US = 31       # the ring holds this long: a longer gap between scans lost samples
-NSLOT = 32
-V_OK = 33
-LOOK = 34         # index of the armed scan in the pair's scan plan
-NLOOKS = 35
-BUSY_US = 36      # time spent in scans, us (from each scan's first statement; the IRQ entry before it is not seen)
-NFLAGS = 37
+TRIPPED = const(0)       # 0 none, 1 over-current, 2 FAULT_N, 3 stall
+TRIP_RAW = const(1)
+_TRIP_US = const(2)
+I_RAW = const(3)
+V_RAW = const(4)
+SAMPLES = const(5)       # results judged (I and V)
+MISSED = const(6)        # samples lost to a lapped ring
+PAUSED = const(7)
+SET_RAW = const(8)
+ARMED = const(9)
+CC_A = const(10)
+_PAUSE_I = const(11)
+_PAUSE_V = const(12)
+PAIRS = const(13)        # pairs whose samples were all judged
+CTR_POS = const(14)      # planned counter of the +phase's last I sample (status sample_ctr)
+CTR_NEG = const(15)      # ... and of the -phase's
+_MID_US = const(16)       # ticks_us of the +phase start of the pair being scanned (for quiet_now; to ~1 us)
+PER_US = const(17)
+_NEG_US = const(18)
+_RPOS = const(19)         # ring index of the next result to judge
+LATE = const(20)         # scans that came more than _LATE_US after their deadline
+DUE_US = const(21)
+_SLOT = const(22)         # plan slot of the result at _RPOS
+_CLK = const(27)
+_NEXT_TIMER = const(28)
+SCAN_US = const(29)      # ticks_us of the last scan
+_PH_US = const(30)
+CAP_US = const(31)       # the ring holds this long: a longer gap between scans lost samples
+NSLOT = const(32)
+V_OK = const(33)
+LOOK = const(34)         # index of the armed scan in the pair's scan plan
+NLOOKS = const(35)
+_BUSY_US = const(36)      # time spent in scans, us (from each scan's first statement; the IRQ entry before it is not seen)
+E_POS = const(37)     # plan slot of the +phase's last I sample (its V, if any, is the slot before)
+_E_NEG = const(38)     # ... of the -phase's
+VMASK = const(39)     # b0: the +phase has a V sample, b1: the -phase
+DUE_FRAC = const(40)  # sub-us part of the armed scan's exact instant, sys clock ticks
+_OFF0_US = const(41)   # the pair's first scan after the pair start, us (rounded down)
+_NFLAGS = const(42)
+_RING_MASK = const(255)
 
-TRIP_OVER_CURRENT = 1
-TRIP_FAULT_N = 2
-TRIP_STALL = 3
+TRIP_OVER_CURRENT = const(1)
+TRIP_FAULT_N = const(2)
+TRIP_STALL = const(3)
 
-SAMPLER_SLICE = 3
-SETTLE_US = 4         # I_SENSE settled (3 us after a bridge edge) plus margin
-END_US = 1            # last I sample this long before the phase ends
-V_BEFORE_US = 3       # the V sample this long before the last I sample (a conversion takes 2 us)
-MIN_SEP_US = 3        # samples closer than this are not planned (2 us conversions)
-SAMPLE_SPAN_US = 125  # I samples at most this far apart inside a phase
-SCAN_SPAN_US = 250    # inside a long phase a scan at least this often
-MIN_SCAN_GAP_US = 150  # scans closer than this merge (one callback is ~100 us on the chip)
-READY_US = 3          # a conversion's result is in the ring this long after its sample
-LATE_US = 500
-LEAD_US = 30           # a scan closer than this when arming is skipped (arming itself takes ~25 us)
-MAX_SLOTS = 30        # samples per pair (tables of 32 words)
-TABLE_WORDS = 32
-RING = 256            # ring entries (u16), 512 bytes aligned to 512
-MAX_SCANS = 12
-MIN_Z_RAW = 10        # below ~8 uA the impedance estimate is noise; do not decide contact from it
+SAMPLER_SLICE = const(3)
+_LATE_US = const(500)
+_LEAD_US = const(30)           # a scan closer than this when arming is skipped (arming itself takes ~25 us)
+MAX_SLOTS = const(30)        # samples per pair (tables of 32 words)
+RING = const(256)            # ring entries (u16), 512 bytes aligned to 512
+_MAX_SCANS = const(12)
+_TABLE_WORDS = const(32)   # words per sampler table (2^k used)
+_MIN_Z_RAW = const(10)        # below ~8 uA the impedance estimate is noise; do not decide contact from it
 
-KIND_I = 0
-KIND_V = 1
-KIND_I_END = 2        # the phase's last I sample: judged with the phase's V for Z
 
-ADC_BASE = 0x4004C000
-ADC_CS = ADC_BASE
-ADC_FCS = ADC_BASE + 8
-ADC_FIFO = ADC_BASE + 12
-ADC_CS_EN_START = 1 | 4
-ADC_FCS_RUN = 1 | 8 | (1 << 24)     # FIFO on, DREQ on, threshold 1
-ADC_FIRST_GPIO = 26
-DMA_BASE = 0x50000000
-DMA_MULTI_TRIG = DMA_BASE + 0x430
-TREQ_ADC = 36
-TREQ_UNPACED = 0x3F
+ADC_FCS = const(0x4004C008)
+_ADC_CS_EN_START = const(1 | 4)
+_ADC_FIRST_GPIO = const(26)
 
 
 def _windows(a):
@@ -131,7 +115,7 @@ def _windows(a):
     read ring) in the slack around it. Table words are written as pairs of u16 (values < 65536, high half 0)."""
     nb = 2 * RING
     off = (-uctypes.addressof(a)) & (nb - 1)
-    tb = 4 * TABLE_WORDS
+    tb = 4 * _TABLE_WORDS
     t = off - 2 * tb if off >= 2 * tb else off + nb      # (below the ring if there is room, else above it)
     m = memoryview(a)
     return m[off // 2:(off + nb) // 2], m[t // 2:(t + tb) // 2], m[(t + tb) // 2:(t + 2 * tb) // 2]
@@ -149,7 +133,7 @@ class Supervisor:
         for g in pins.values():
             if g is not None and g < 30 and (g >> 1) & 7 == SAMPLER_SLICE:
                 raise ValueError("pin %d is on the sampler's PWM slice %d" % (g, SAMPLER_SLICE))
-        self.f = array("i", [0] * NFLAGS)
+        self.f = array("i", [0] * _NFLAGS)
         self.adc_i = ADC(Pin(pins["I_SENSE"]))
         self.adc_v = ADC(Pin(pins["V_ELECTRODE"]))
         self.trip_ua = B.trip_limit_ua(board)
@@ -161,9 +145,9 @@ class Supervisor:
         self.zk = an["v_electrode_divider"] * an["r_sense_ohm"] * an["sense_gain"]
         self.z_max = lim["z_max_ohm"]
         self.settle_us = 5 * an.get("iset_rc_tau_us", 500)
-        self.cs_i = ADC_CS_EN_START | ((pins["I_SENSE"] - ADC_FIRST_GPIO) << 12)
-        self.cs_v = ADC_CS_EN_START | ((pins["V_ELECTRODE"] - ADC_FIRST_GPIO) << 12)
-        self.cs_none = 1 | ((pins["I_SENSE"] - ADC_FIRST_GPIO) << 12)   # ADC on, nothing started
+        self.cs_i = _ADC_CS_EN_START | ((pins["I_SENSE"] - _ADC_FIRST_GPIO) << 12)
+        self.cs_v = _ADC_CS_EN_START | ((pins["V_ELECTRODE"] - _ADC_FIRST_GPIO) << 12)
+        self.cs_none = 1 | ((pins["I_SENSE"] - _ADC_FIRST_GPIO) << 12)   # ADC on, nothing started
         s = SAMPLER_SLICE
         self.s_mask = 1 << s
         self.s_csr = R.pwm_reg(s, R.PWM_CSR)
@@ -175,8 +159,9 @@ class Supervisor:
         self.ring = self.top_t = self.cs_t = None
         self.planned = None      # the plan the tables were built for
         self.kick_w = array("I", [0, 0, 0])     # sampler CTR, sampler TOP, MULTI_CHAN_TRIGGER mask
-        self.slot_kind = bytearray(MAX_SLOTS)
-        self.scan_off = array("i", [0] * MAX_SCANS)
+        self.thr = array("H", range(MAX_SLOTS))      # per plan slot: a result above this trips (V slots: never)
+        self.scan_off = array("i", [0] * _MAX_SCANS)     # ticks after the pair start
+        self.scan_step = array("i", [0] * _MAX_SCANS)    # ticks from the scan before (scan 0: from the last one)
         self.dmas = [None] * 6
         self.rx = None
         self.ring_base = 0
@@ -199,6 +184,7 @@ class Supervisor:
         self.trip_raw = B.ua_to_adc_raw(self.board, self.trip_ua)
         self.min_set_raw = B.ua_to_adc_raw(self.board, CONTACT_MIN_SETPOINT_UA)
         self.probe_raw = B.ua_to_adc_raw(self.board, CONTACT_PROBE_UA)
+        self.planned = None          # (the per-slot limits are rebuilt at the next prime)
 
     # --- sampler hardware (main loop: called by the engine around enabling its slice) ---
     def halt(self):
@@ -247,101 +233,108 @@ class Supervisor:
         if self.f[TRIPPED] == 0:
             self.f[TRIPPED] = reason
             self.f[TRIP_RAW] = raw
-            self.f[TRIP_US] = time.ticks_us()
+            self.f[_TRIP_US] = time.ticks_us()
         self.kill()
 
     def _fault(self, _pin):
         self._trip(TRIP_FAULT_N, 0)
 
     def _scan(self, _t):
-        """Judge every result the DMA has put in the ring since the last scan, then arm the next scan."""
+        """Judge every result the DMA has put in the ring since the last scan, then arm the next scan. Over-current
+        first, in the tightest loop (every result against its slot's limit: the trip limit for I, none for V);
+        then contact and Z from each phase's last I sample (and its V), the latest of each polarity."""
         f = self.f
         if f[ARMED] == 0:
             return
         now = time.ticks_us()
-        if time.ticks_diff(now, f[DUE_US]) > LATE_US:
+        if time.ticks_diff(now, f[DUE_US]) > _LATE_US:
             f[LATE] += 1
-        w = ((self.rx.write - self.ring_base) >> 1) & (RING - 1)
+        w = ((self.rx.write - self.ring_base) >> 1) & _RING_MASK
+        q = f[_RPOS]
         if time.ticks_diff(now, f[SCAN_US]) > f[CAP_US]:
             # the ring may have lapped: results were lost unjudged (the scanner was held off too long)
-            f[MISSED] += (w - f[RPOS]) & (RING - 1)
+            f[MISSED] += (w - q) & _RING_MASK
             self._trip(TRIP_STALL, 0)
             return
         f[SCAN_US] = now
-        q = f[RPOS]
         ring = self.ring
-        kind = self.slot_kind
+        thr = self.thr
         n = f[NSLOT]
-        s = f[SLOT]
-        v = f[VPEND]
-        trip = self.trip_raw
+        s = f[_SLOT]
+        q0 = q
+        s0 = s
         while q != w:
-            x = ring[q] & 0xFFF
-            k = kind[s]
-            q = (q + 1) & (RING - 1)
+            if ring[q] > thr[s]:
+                self._trip(TRIP_OVER_CURRENT, ring[q])
+                return
+            q = (q + 1) & _RING_MASK
             s += 1
             if s == n:
                 s = 0
-                f[PAIRS] += 1
-            if k == KIND_V:
-                v = x
-                continue
-            if x > trip:
-                self._trip(TRIP_OVER_CURRENT, x)
-                return
-            f[SAMPLES] += 1
-            f[I_RAW] = x
-            if k == KIND_I_END:
-                f[V_OK] = 1 if v >= 0 else 0
-                f[V_RAW] = v if v >= 0 else 0
-            if f[PAUSED] == 0:
-                sp = f[SET_RAW]
-                lost = sp >= self.min_set_raw and 2 * x < sp
-                if not lost and k == KIND_I_END and v >= 0 and x >= MIN_Z_RAW and v * self.zk > self.z_max * x:
-                    lost = True
-                if lost:
-                    f[PAUSED] = 1
-                    f[PAUSE_I] = x
-                    f[PAUSE_V] = v if (v >= 0 and k == KIND_I_END) else 0
-                    self.amp.set_probe()
-            if k == KIND_I_END:
-                v = -1
-        f[RPOS] = q
-        f[SLOT] = s
-        f[VPEND] = v
+        new = (w - q0) & _RING_MASK
+        f[_RPOS] = w
+        f[_SLOT] = s
+        if new:
+            f[SAMPLES] += new
+            f[PAIRS] += (s0 + new) // n
+            # the latest phase end in the range (either polarity: an open contact shows in both)
+            jn = (f[_E_NEG] - s0) % n
+            jn = jn + ((new - 1 - jn) // n) * n if jn < new else -1
+            jp = (f[E_POS] - s0) % n
+            jp = jp + ((new - 1 - jp) // n) * n if jp < new else -1
+            if jn >= 0 or jp >= 0:
+                if jn > jp:
+                    j = jn
+                    vm = f[VMASK] & 2
+                else:
+                    j = jp
+                    vm = f[VMASK] & 1
+                x = ring[(q0 + j) & _RING_MASK]
+                v = ring[(q0 + j - 1) & _RING_MASK] if vm else -1
+                f[I_RAW] = x
+                f[V_OK] = 1 if vm else 0
+                f[V_RAW] = v if vm else 0
+                if f[PAUSED] == 0:
+                    sp = f[SET_RAW]
+                    if (sp >= self.min_set_raw and 2 * x < sp) or \
+                            (vm and x >= _MIN_Z_RAW and v * self.zk > self.z_max * x):
+                        f[PAUSED] = 1
+                        f[_PAUSE_I] = x
+                        f[_PAUSE_V] = v if vm else 0
+                        self.amp.set_probe()
         if f[ARMED]:
             self._arm_next()
-        f[BUSY_US] += time.ticks_diff(time.ticks_us(), now)
+        f[_BUSY_US] += time.ticks_diff(time.ticks_us(), now)
 
     def _arm_next(self):
-        """Arm the next scan: the next in the pair's plan, else the first of the next pair. Exact tick schedule:
-        the pair's +phase start in MID_US (whole us) + MID_FRAC (ticks), each scan a fixed number of ticks after
-        it. A scan already due runs at once (never skipped: it may hold the phase's last sample), unless the one
-        after it is due too (then that one judges both: no burst of scans after a long hold-off)."""
+        """Arm the next scan. Exact tick schedule: DUE_US (whole us) + DUE_FRAC (ticks) is the exact instant of
+        the armed scan; the next is scan_step[k] ticks after it (across the period end too), armed at the first
+        whole us at or after it. A scan already due runs at once (never skipped: it may hold a phase's last sample),
+        unless the one after it is due too (then that one judges both: no burst of scans after a long hold-off)."""
         f = self.f
-        c = f[CLK]
-        offs = self.scan_off
+        c = f[_CLK]
         n = f[NLOOKS]
+        step = self.scan_step
         now = time.ticks_us()
         k = f[LOOK]
         while True:
             k += 1
-            if k >= n:
+            if k == n:
                 k = 0
-                t = f[MID_FRAC] + f[PER_FRAC]
-                f[MID_US] = time.ticks_add(f[MID_US], f[PER_INT] + t // c)
-                f[MID_FRAC] = t % c
-            t = f[MID_FRAC] + offs[k]
-            due = time.ticks_add(f[MID_US], (t + c - 1) // c)
-            if time.ticks_diff(due, now) >= LEAD_US:
+            t = f[DUE_FRAC] + step[k]
+            f[DUE_US] = time.ticks_add(f[DUE_US], t // c)
+            f[DUE_FRAC] = t % c
+            due = f[DUE_US] + (1 if f[DUE_FRAC] else 0)
+            if k == 0:
+                f[_MID_US] = time.ticks_add(due, -f[_OFF0_US])
+            if time.ticks_diff(due, now) >= _LEAD_US:
                 break
-            t2 = f[MID_FRAC] + (offs[k + 1] if k + 1 < n else f[PER_INT] * c + f[PER_FRAC] + offs[0])
-            if time.ticks_diff(time.ticks_add(f[MID_US], (t2 + c - 1) // c), now) > 0:
+            k2 = k + 1 if k + 1 < n else 0
+            if time.ticks_diff(time.ticks_add(due, (step[k2] + c - 1) // c), now) > 0:
                 break
-        f[DUE_US] = due
         f[LOOK] = k
-        j = f[NEXT_TIMER]
-        f[NEXT_TIMER] = 1 - j
+        j = f[_NEXT_TIMER]
+        f[_NEXT_TIMER] = 1 - j
         per = time.ticks_diff(due, time.ticks_us())
         if per < 1:
             per = 1                 # (a period <= 0 would arm the alarm ~71 minutes ahead on rp2)
@@ -361,24 +354,30 @@ class Supervisor:
             return
         c = p["clk_per_us"]
         d = p["div"]
-        f[CLK] = c
-        f[PER_INT] = p["period_ticks"] // c
-        f[PER_FRAC] = p["period_ticks"] % c
+        f[_CLK] = c
         f[PER_US] = p["period_us"]
         neg = (p["phase_counts"] + p["gap_counts"]) * d
-        f[NEG_US] = (neg + c // 2) // c
-        f[PH_US] = p["phase_counts"] * d // c
+        f[_NEG_US] = (neg + c // 2) // c
+        f[_PH_US] = p["phase_counts"] * d // c
         n = f[NSLOT]
         f[CAP_US] = (RING - n) * p["period_us"] // n
-        f[RPOS] = 0
-        f[SLOT] = 0
-        f[VPEND] = -1
-        # the pair before the first one, its last scan: _arm_next steps on to the first scan still ahead
-        t = e.first_start_frac - f[PER_FRAC]
-        f[MID_US] = time.ticks_add(e.first_start_us, t // c - f[PER_INT])
-        f[MID_FRAC] = t % c
-        f[LOOK] = f[NLOOKS] - 1
-        f[NEXT_TIMER] = 0
+        f[_RPOS] = 0
+        f[_SLOT] = 0
+        # scan steps (ticks from the scan before), then the exact instant of the last scan of the pair before the
+        # first one: _arm_next steps on from there to the first scan still ahead
+        off = self.scan_off
+        ns = f[NLOOKS]
+        step = self.scan_step
+        for k in range(1, ns):
+            step[k] = off[k] - off[k - 1]
+        step[0] = p["period_ticks"] - off[ns - 1] + off[0]
+        f[_OFF0_US] = off[0] // c
+        t = e.first_start_frac + off[ns - 1] - p["period_ticks"]
+        f[DUE_US] = time.ticks_add(e.first_start_us, t // c)
+        f[DUE_FRAC] = t % c
+        f[_MID_US] = time.ticks_add(e.first_start_us, -f[PER_US])
+        f[LOOK] = ns - 1
+        f[_NEXT_TIMER] = 0
         self.t_armed_us = time.ticks_us()
         f[SCAN_US] = self.t_armed_us
         f[ARMED] = 1
@@ -406,11 +405,11 @@ class Supervisor:
         if f[ARMED] == 0 or f[PER_US] <= 0:
             return True
         per = f[PER_US]
-        lo = f[NEG_US] + f[PH_US] + 20             # after the -phase ends
+        lo = f[_NEG_US] + f[_PH_US] + 20             # after the -phase ends
         hi = per - 20 - self.settle_us             # settled before the next +phase starts
         if hi <= lo:
             return True
-        pos = time.ticks_diff(time.ticks_us(), f[MID_US]) % per     # from the +phase start
+        pos = time.ticks_diff(time.ticks_us(), f[_MID_US]) % per     # from the +phase start
         return lo <= pos <= hi
 
     def set_setpoint(self, ua):
@@ -439,7 +438,7 @@ class Supervisor:
         f = self.f
         i = f[I_RAW]
         v = f[V_RAW]
-        return i * 2 >= self.probe_raw and i >= MIN_Z_RAW // 2 and (f[V_OK] == 0 or v * self.zk <= self.z_max * i)
+        return i * 2 >= self.probe_raw and i >= _MIN_Z_RAW // 2 and (f[V_OK] == 0 or v * self.zk <= self.z_max * i)
 
     def clear_pause(self):
         self.f[PAUSED] = 0

@@ -5,9 +5,32 @@ from machine import mem32
 import rp2
 
 import rp2regs as R
-from safety import SETTLE_US, END_US, V_BEFORE_US, MIN_SEP_US, SAMPLE_SPAN_US, SCAN_SPAN_US, MIN_SCAN_GAP_US, \
-    READY_US, MAX_SLOTS, MAX_SCANS, KIND_I, KIND_V, KIND_I_END, NLOOKS, CTR_POS, CTR_NEG, NSLOT, CC_A, \
-    SAMPLER_SLICE, ADC_FCS, ADC_FIFO, ADC_FCS_RUN, ADC_CS, TREQ_ADC, TREQ_UNPACED, DMA_MULTI_TRIG
+from micropython import const
+
+from safety import MAX_SLOTS, NLOOKS, CTR_POS, CTR_NEG, NSLOT, CC_A, E_POS, VMASK, SAMPLER_SLICE, ADC_FCS
+
+MAX_SCANS = const(12)
+SETTLE_US = const(4)         # I_SENSE settled (3 us after a bridge edge) plus margin
+END_US = const(1)            # last I sample this long before the phase ends
+V_BEFORE_US = const(3)       # the V sample this long before the last I sample (a conversion takes 2 us)
+MIN_SEP_US = const(3)        # samples closer than this are not planned (2 us conversions)
+SAMPLE_SPAN_US = const(125)  # I samples at most this far apart inside a phase
+SCAN_SPAN_US = const(250)    # inside a long phase a scan at least this often
+MIN_SCAN_GAP_US = const(150)  # scans closer than this merge (one callback is ~100 us on the chip)
+READY_US = const(3)          # a conversion's result is in the ring this long after its sample
+KIND_I = const(0)
+KIND_V = const(1)
+KIND_I_END = const(2)        # the phase's last I sample: judged with the phase's V for Z
+ADC_BASE = const(0x4004C000)
+ADC_CS = const(ADC_BASE)
+ADC_FIFO = const(ADC_BASE + 12)
+ADC_FCS_RUN = const(1 | 8 | (1 << 24))     # FIFO on, DREQ on, threshold 1
+DMA_BASE = const(0x50000000)
+DMA_MULTI_TRIG = const(DMA_BASE + 0x430)
+TREQ_ADC = const(36)
+TREQ_UNPACED = const(0x3F)
+TABLE_WORDS = const(32)
+
 
 
 def sample_plan(ph_c, gap_c, clk, d):
@@ -80,8 +103,17 @@ def fill(p, sup):
     for j in range(2 * N):
         top[j] = 0
         cs[j] = 0
+    f = sup.f
+    f[VMASK] = 0
+    pol = 0
     for k in range(n):
-        sup.slot_kind[k] = smp[k][1]
+        kind = smp[k][1]
+        sup.thr[k] = 0xFFFF if kind == KIND_V else sup.trip_raw
+        if kind == KIND_I_END:
+            f[E_POS + pol] = k
+            if k and smp[k - 1][1] == KIND_V:
+                f[VMASK] |= 1 << pol
+            pol = 1
     offs = [o for o, _ in smp]
     npad = N - 1 - n
     step = max(1, (P - offs[-1]) // (npad + 1)) if npad > 0 else 0      # pad wraps stay inside the pair
@@ -103,7 +135,6 @@ def fill(p, sup):
     scans = scan_plan(smp, c, d)
     for k in range(len(scans)):
         sup.scan_off[k] = scans[k] * d
-    f = sup.f
     f[NLOOKS] = len(scans)
     ends = [o for o, k in smp if k == KIND_I_END]
     f[CTR_POS] = ends[0]

@@ -18,8 +18,9 @@ from engine import PulseEngine
 import time
 import safety
 from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES, LATE, DUE_US, LOOK, MISSED, PAIRS, \
-    I_RAW, V_RAW, V_OK, KIND_I, KIND_V, KIND_I_END
-from sampler import sample_plan, scan_plan
+    I_RAW, V_RAW, V_OK
+import sampler
+from sampler import sample_plan, scan_plan, KIND_I, KIND_V, KIND_I_END
 import pscodes as C
 
 pins = BOARD["pins"]
@@ -134,18 +135,18 @@ for ph in (20, 21, 27, 50, 100, 200, 250, 333, 500, 777, 1000):
             for s0 in (0, pc + gc):
                 mine = [(o, k) for o, k in smp if s0 <= o < s0 + pc]
                 ii = [o for o, k in mine if k != KIND_V]
-                if not ii or any(o < s0 + c(safety.SETTLE_US, d) - 1 for o, k in mine) or \
-                        ii[-1] != s0 + pc - c(safety.END_US, d) or mine[-1][1] != KIND_I_END or \
-                        any(b - a > c(safety.SAMPLE_SPAN_US, d) for a, b in zip(ii, ii[1:])) or \
+                if not ii or any(o < s0 + c(sampler.SETTLE_US, d) - 1 for o, k in mine) or \
+                        ii[-1] != s0 + pc - c(sampler.END_US, d) or mine[-1][1] != KIND_I_END or \
+                        any(b - a > c(sampler.SAMPLE_SPAN_US, d) for a, b in zip(ii, ii[1:])) or \
                         (ph >= 10 and not any(k == KIND_V for o, k in mine)):
                     plan_bad.append(("phase", ph, gap, s0, mine))
             if len([1 for o, k in smp if s0 <= o < s0 + pc]) == 0:
                 plan_bad.append(("empty", ph, gap))
             scans = scan_plan(smp, 125, d)
             ends = [o for o, k in smp if k == KIND_I_END]
-            if not scans or scans[-1] < ends[-1] + c(safety.READY_US, d) or \
-                    any(b - a < c(safety.MIN_SCAN_GAP_US, d) for a, b in zip(scans, scans[1:])) or \
-                    any(not any(0 <= t - o <= c(safety.SCAN_SPAN_US + safety.MIN_SCAN_GAP_US, d) for t in scans)
+            if not scans or scans[-1] < ends[-1] + c(sampler.READY_US, d) or \
+                    any(b - a < c(sampler.MIN_SCAN_GAP_US, d) for a, b in zip(scans, scans[1:])) or \
+                    any(not any(0 <= t - o <= c(sampler.SCAN_SPAN_US + sampler.MIN_SCAN_GAP_US, d) for t in scans)
                         for o in offs):
                 plan_bad.append(("scans", ph, gap, scans, ends))
 check("sample_plan_in_phase_spaced_and_scanned", not plan_bad, plan_bad[:2])
@@ -205,8 +206,8 @@ for (ph, gap, rate_mhz) in ((20, 0, 500000), (200, 50, 200000), (1000, 500, 5000
         tab_bad.append(("cycle", ph, gap, rate_mhz, tail, pl["pair_counts"]))
     treq = R.DREQ_PWM_WRAP0 + safety.SAMPLER_SLICE
     if (sup.dmas[1].ctrl >> 15) & 0x3F != treq or (sup.dmas[2].ctrl >> 15) & 0x3F != treq or \
-            (sup.dmas[0].ctrl >> 15) & 0x3F != safety.TREQ_ADC or sup.dmas[1].write != sup.s_top or \
-            sup.dmas[2].write != safety.ADC_CS or sup.dmas[0].read != safety.ADC_FIFO:
+            (sup.dmas[0].ctrl >> 15) & 0x3F != sampler.TREQ_ADC or sup.dmas[1].write != sup.s_top or \
+            sup.dmas[2].write != sampler.ADC_CS or sup.dmas[0].read != sampler.ADC_FIFO:
         tab_bad.append(("channels", ph, gap))
 check("sampler_tables_wrap_at_the_planned_instants", not tab_bad, tab_bad[:2])
 import uctypes
@@ -232,7 +233,7 @@ for (ph, gap, rate_mhz, minutes) in ((100, 50, 130700, 5.1), (1000, 500, 50000, 
     timer_ok = True
     pairs = int(minutes * 60e6 / p2["period_us"])
     for k in range(len(offs) * pairs):
-        due = sup.f[DUE_US]
+        due = sup.f[DUE_US] + (1 if sup.f[safety.DUE_FRAC] else 0)     # (armed at the first whole us at/after)
         timer_ok = machine.Timer.last is not None and machine.Timer.last.period == clock.ticks_diff(due, Clock.now)
         if not timer_ok:
             break
@@ -287,8 +288,7 @@ def scan_now():
 for _ in range(3):
     dma_writes(pair_vals(I400, V2K))
 err = scan_now()
-check("scan_judges_every_result_no_alloc", err is None and sup.f[SAMPLES] == 3 * kinds.count(KIND_I) +
-      3 * kinds.count(KIND_I_END) and sup.f[PAIRS] == 3 and sup.f[TRIPPED] == 0 and sup.f[PAUSED] == 0,
+check("scan_judges_every_result_no_alloc", err is None and sup.f[SAMPLES] == 3 * len(kinds) and sup.f[PAIRS] == 3 and sup.f[TRIPPED] == 0 and sup.f[PAUSED] == 0,
       (err, sup.f[SAMPLES], sup.f[PAIRS]))
 check("scan_keeps_i_and_v_of_the_phase", sup.f[I_RAW] == I400 and sup.f[V_RAW] == V2K and sup.f[V_OK] == 1)
 # half a pair now, the rest at the next scan: a scan never judges a result twice or skips one
@@ -297,8 +297,7 @@ scan_now()
 n1 = sup.f[SAMPLES]
 dma_writes(pair_vals(I400, V2K)[3:])
 scan_now()
-check("scan_resumes_where_it_stopped", sup.f[PAIRS] == 4 and sup.f[SAMPLES] == n1 + len([k for k in kinds[3:]
-                                                                                        if k != KIND_V]))
+check("scan_resumes_where_it_stopped", sup.f[PAIRS] == 4 and sup.f[SAMPLES] == n1 + len(kinds[3:]))
 # the ring wraps (256 entries) without losing the plan slot
 for _ in range(40):
     dma_writes(pair_vals(I400, V2K))
@@ -318,6 +317,24 @@ scan_now()
 check("high_z_paused", sup.f[PAUSED] == 1)
 sup.clear_pause()
 amp.set_ua(400)
+
+# a V result above the trip count (an open contact reads a high V) is not an over-current
+dma_writes(pair_vals(I400, 4095))
+scan_now()
+check("high_v_is_not_over_current", sup.f[TRIPPED] == 0)
+sup.clear_pause()
+amp.set_ua(400)
+# an over-current in a mid-phase I sample trips as well as one in the phase's last
+dma_writes([B.ua_to_adc_raw(BOARD, sup.trip_ua) + 3 if k == KIND_I else (V2K if k == KIND_V else I400) for k in kinds])
+err = scan_now()
+check("mid_phase_over_current_trips", err is None and sup.f[TRIPPED] == 1)
+sup.clear_trip()
+amp.set_ua(400)
+hv.value(1)
+eng.load(p3)
+eng.gate(True)
+sup.arm()
+wpos[0] = 0
 
 # over-current in any I slot -> trip: idle word, ISET 0, HV off, DMA channels disabled, bridge forced low at once
 over = B.ua_to_adc_raw(BOARD, sup.trip_ua) + 3
