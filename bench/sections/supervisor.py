@@ -75,7 +75,7 @@ def _board(engine, uf2, load="2k"):
     from picostim.sim import VirtualBoard
     with VirtualBoard(board="handheld-home", load=load, engine="emu", micropython=uf2, rig_port=None) as vb:
         vb.provision()
-        dev = Device(vb.port)
+        dev = Device(vb.port, timeout=15)       # (emulated time is paced to wall time; a loaded host is slower)
         try:
             dev.hello(timeout=60)
             yield vb, dev
@@ -210,6 +210,10 @@ def run(quick: bool = False) -> dict:
     t0 = time.monotonic()
     unix = engine_campaign("unix", uf2, n_oc, n_ct, hs)
     emu = engine_campaign("emu", uf2, n_oc, n_ct, hs) if uf2 else None
+    return report(unix, emu, uf2, hs, t0)
+
+
+def report(unix, emu, uf2, hs, t0):
     figs = []
     for key in list(COSTS) + ["irq_entry_max_us"]:
         u = unix["costs"].get(key)
