@@ -104,18 +104,25 @@ def _jsonable(o):
 # ---- virtual board ------------------------------------------------------------------------------------------------
 
 @contextmanager
-def provisioned_board(board="handheld-home", load="2k", clock="cpu", seed=0, flash_dir=None, heap_kb=None):
+def provisioned_board(board="handheld-home", load="2k", clock="cpu", seed=0, flash_dir=None, heap_kb=None,
+                      engine="unix", micropython=None):
     """A virtual board with the application image written to its flash (as a deploy leaves it), booted, and a
-    Device talking to the running app. Yields (vb, dev)."""
+    Device talking to the running app. Yields (vb, dev). engine="emu": the MicroPython image `micropython` in the
+    emulator, the application installed through the port as `picostim flash` does."""
     from picostim.device import Device
     from picostim.hil.bench import provision_flash
     from picostim.sim import VirtualBoard
     kw = {"heap_kb": heap_kb} if heap_kb else {}
+    if engine == "emu":
+        kw = {"engine": "emu", "micropython": micropython}
     vb = VirtualBoard(board=board, load=load, clock=clock, seed=seed, rig_port=None, flash_dir=flash_dir, **kw)
     vb.start()
     dev = None
     try:
-        provision_flash(vb.flash_dir, board)
+        if engine == "emu":
+            vb.provision(board)
+        else:
+            provision_flash(vb.flash_dir, board)
         vb.reset()
         wait_port(vb)
         dev = Device(vb.port)

@@ -37,7 +37,7 @@ SECTIONS = {
     "powerloss": ("Campaign: power loss during writes and deploy", 150),
     "faults": ("Campaign: random faults during stimulation", 50),
     "supervisor": ("Current supervisor on both engines: latencies, judged pairs, CPU load, calibration", 3000),
-    "engines": ("Engines side by side: unix port models vs emulated silicon (MicroPython image)", 180),
+    "engines": ("Engines side by side: unix port models vs emulated silicon (MicroPython image)", 300),
 }
 
 

@@ -301,6 +301,28 @@ def test_s8_start_ramps_at_least_300ms_per_level(dut, rig, measure, prof, levels
             high=0.25 * target + amp_tolerance(target))
 
 
+@pytest.mark.parametrize("rate_hz", [200, 250])
+def test_s8_ramp_moves_in_small_steps_whatever_the_loop_timing(dut, rig, measure, prof, levels_ua, rate_hz):
+    # 250 Hz: the pair period equals the main loop's ramp period (4 ms), so a loop that steps the ramp only in a
+    # quiet window it happens to be in can lock outside the window and apply the whole ramp at once later (S8).
+    # 200 Hz: the same lock on a board whose loop iteration takes ~1 ms (the emulated chip).
+    target = levels_ua[min(3, len(levels_ua)) - 1]
+    level_step = prof["limits"]["cap_ua"] / len(levels_ua)
+    t0 = rig.now_s()
+    dut.start(level=min(3, len(levels_ua)), phase_us=PHASE, gap_us=GAP, rate_hz=rate_hz)
+    steps = max(1, -(-target * len(levels_ua) // prof["limits"]["cap_ua"]))
+    cap = rig.capture(prof["limits"]["ramp_ms_per_level_step"] / 1000 * steps + 0.5, start_s=t0, keep_pieces=False)
+    amps = [min(abs(a) for a in p.amp_ua) for p in full_pulses(cap)]
+    measure("pulses", len(amps), "", low=10)
+    measure("final_amp", amps[-1] if amps else 0.0, "uA", low=target - amp_tolerance(target))
+    rises = [b - a for a, b in zip(amps, amps[1:])]
+    # a linear ramp of one level step per 300 ms moves ~1/60 of a step per 5 ms pair; a loop that steps only every
+    # ~20 ms (a missed quiet window, a GC) moves ~1/15. A quarter step is far from that and from the locked loop's
+    # whole-ramp jump (96 uA in one pair at 250 Hz on the unix engine, 80 uA steps; on emu at 200 Hz the locked
+    # ramp did not move at all in 1.5 s: no current pulses, final_amp fails)
+    measure("max_rise_per_pair", max(rises, default=0.0), "uA", high=0.25 * level_step)
+
+
 def test_s8_decrease_is_immediate(dut, rig, measure, levels_ua):
     support.start_running(dut, rig, len(levels_ua), phase_us=PHASE, gap_us=GAP, rate_hz=RATE)
     t0 = rig.now_s()

@@ -25,6 +25,7 @@ import pscodes as C
 import rp2regs as R
 
 LOOP_MS = 4              # loop period while something moves: ramps, pauses, button debounce, ramp-down
+QUIET_WAIT_MAX_MS = 6    # longest wait for a ramp step's quiet window (pair <= 2.5 ms + ISET settling 2.5 ms)
 QUIET_LOOP_MS = 40       # longest sleep while steady (running, idle): IRQs hold safety and note button edges
 WDT_FEED_MS = 100        # feed interval; the watchdog itself is <= 1 s (board profile)
 MAX_BYTES_PER_LOOP = 2048
@@ -403,11 +404,24 @@ class App:
                 self.sup.arm()
                 if self.burst_ramp_ms:
                     self.retarget(self.target_ua, now, self.burst_ramp_ms)
-        # S8 ramps; ramp steps only between pairs (time-based, so a skipped iteration is caught up next time)
-        if self.burst_is_on and (not self.amp.ramping() or sup.quiet_now()):
-            self.amp.tick(now)
+        # S8 ramps: a step every iteration, so each one is small, between pairs: the loop waits for the quiet
+        # window (<= ~6 ms; IRQs keep the supervisor running). Skipping the step outside the window instead let the
+        # loop lock to the pair period (4 ms loop at 250 Hz, or a slow iteration matching the period) and apply the
+        # whole ramp in one step when it finally got in (S8 broken: 96 uA in one pair).
+        if self.burst_is_on and self.amp.ramping():
+            self.wait_quiet()
+            self.amp.tick(time.ticks_ms())
         sup.set_setpoint(self.amp.applied_ua if self.burst_is_on else 0)
         self.state = C.ST_RAMPING if self.amp.ramping() else C.ST_RUNNING
+
+    def wait_quiet(self):
+        # sleep_ms, not a busy-wait: the virtual board's unix engine runs timer IRQs only at its sleeps and
+        # peripheral calls, so a sleep_us spin there hid the supervisor's looks (all late). A window narrower than
+        # the 1 ms step may be missed: the step then comes at the limit, as small as any other.
+        sup = self.sup
+        t0 = time.ticks_ms()
+        while not sup.quiet_now() and time.ticks_diff(time.ticks_ms(), t0) < QUIET_WAIT_MAX_MS:
+            time.sleep_ms(1)
 
     # ---------------------------------------------------------------- requests
     def handle_line(self, line, now):

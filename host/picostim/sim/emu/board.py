@@ -37,6 +37,7 @@ QUANTUM_NS = 2_000_000            # grant length while the analog side is quiet
 FINE_QUANTUM_NS = 20_000          # ...and while it can trip FAULT_N by itself (comparator timing to 20 us)
 OUT_BUFFER_MAX = 1 << 20
 PACE_MIN_NS = 500_000             # while paced to wall time, grant at least this much at a time
+HOLD_S = 0.05                     # after now_ns() the paced emulator waits this long (wall) for the caller's next act
 
 
 class EmuError(RuntimeError):
@@ -106,6 +107,9 @@ class EmuBoard:
         self._closing = False
         self._threads = []
         self._ff_target = 0
+        self._hold = 0.0                  # monotonic time until which the paced emulator starts no grant
+        self._in_flight = False           # a grant is running in the emulator
+        self._engine_thread = None
         self._waits = []
         self._reset_cause = PWRON_RESET
         self._powered = False
@@ -151,7 +155,7 @@ class EmuBoard:
         self.boot_count = 1
         self._wall0 = time.monotonic()
         self._emu0 = 0
-        self._spawn(self._engine, "engine")
+        self._engine_thread = self._spawn(self._engine, "engine")
         self._spawn(self._pty_io, "pty")
         self._spawn(self._stderr_drain, "stderr")
         if self._rig_port is not None:
@@ -200,6 +204,7 @@ class EmuBoard:
         t = threading.Thread(target=fn, name=f"emu-{name}", daemon=True)
         t.start()
         self._threads.append(t)
+        return t
 
     # ---------------------------------------------------------------------------------------------- emulator link
     def _send(self, obj):
@@ -232,6 +237,9 @@ class EmuBoard:
                     nxt = self.chip.next_event_ns()
                     if nxt is not None and nxt > now:
                         until = min(until, nxt)
+                    if self._ff_target <= now and time.monotonic() < self._hold:
+                        self._time_cond.wait(max(0.0, self._hold - time.monotonic()))
+                        continue
                     if self._ff_target <= now:
                         # Idle pacing: emulated time never runs ahead of wall time unless someone waits on it
                         # (the rig fast-forwards): device-side timeouts (mpremote mount's 1 s) then hold as on a Pico.
@@ -243,7 +251,13 @@ class EmuBoard:
                     else:
                         until = min(until, max(self._ff_target, now + 1000))
                     drives = self.chip.take_drives(until)
-                self._grant(until, drives)
+                    self._in_flight = True
+                try:
+                    self._grant(until, drives)
+                finally:
+                    with self._lock:
+                        self._in_flight = False
+                        self._time_cond.notify_all()
         except EmuError:
             pass
         except Exception as e:     # keep the reason where a user can see it
@@ -286,6 +300,7 @@ class EmuBoard:
                     self.resets.append((m["t"], cause))
                     self.boot_count += 1
                     self._powered = True
+                    self._time_cond.notify_all()
                 self._close_usb()
             elif k == "bootloader":
                 self.in_bootloader = True
@@ -340,6 +355,18 @@ class EmuBoard:
         with self._out_cond:
             if self._master is None:
                 return
+            if not self._out_buf:
+                # straight into the pty, as USB hands each IN packet to the host at once: left to the pty thread
+                # (up to its 20 ms select) a reply could still be here when the chip resets 20 ms later
+                # (`reset` command) and be lost with the port
+                try:
+                    data = data[os.write(self._master, data):]
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    return
+                if not data:
+                    return
             if len(self._out_buf) + len(data) <= OUT_BUFFER_MAX:
                 self._out_buf += data
             self._out_cond.notify_all()
@@ -382,13 +409,25 @@ class EmuBoard:
 
     # ---------------------------------------------------------------------------------------------- clock
     def now_ns(self) -> int:
-        return self.chip.now_ns
+        """The emulated present, at which the emulator stands still: a grant in flight is let finish, and (while
+        paced to wall time) no new one starts for HOLD_S or until someone waits on time. So a rig action that
+        follows (inject, a drive) lands at this very instant, as on the unix engine, not up to a grant (2 ms)
+        later: `t = rig.now_s(); rig.inject("fault_n")` measures the firmware, not the grant length."""
+        if threading.current_thread() is self._engine_thread:
+            return self.chip.now_ns
+        with self._lock:
+            self._hold = time.monotonic() + HOLD_S
+            deadline = time.monotonic() + 10.0
+            while self._in_flight and not self._closing and time.monotonic() < deadline:
+                self._time_cond.wait(0.05)
+            return self.chip.now_ns
 
     def wait_until(self, t_ns: int, timeout_s: float = 600.0):
         """Block until emulated time reaches t_ns, running the emulator as fast as it goes meanwhile."""
         deadline = time.monotonic() + timeout_s
         t_ns = int(t_ns)
         with self._lock:
+            self._hold = 0.0
             self._ff_target = max(self._ff_target, t_ns)
             self._waits.append(t_ns)
             self._time_cond.notify_all()
@@ -419,11 +458,26 @@ class EmuBoard:
         """Hard reset (a new chip, same flash). PWRON_RESET is a power cycle, WDT_RESET what the watchdog gives.
         The USB port goes away at once and comes back when the new chip's MicroPython enumerates."""
         self._close_usb()
+        n = len(self.resets)
         if cause == PWRON_RESET:
             self._send({"k": "power", "on": False})
             self._send({"k": "power", "on": True})
         else:
             self._send({"k": "reset", "cause": "wdt"})
+        self._await_reset(n)
+
+    def _await_reset(self, n, timeout_s=30.0):
+        # The emulator answers a reset once the new chip runs. Until then the old chip's state (its port, pin
+        # levels, time base) is what a caller would see: a reconnect could open the old port, a capture start
+        # before the reset. Wait for the answer (the engine thread reads it; no lock is held while waiting).
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while len(self.resets) <= n and not self._closing:
+                if self._proc.poll() is not None:
+                    raise EmuError(f"the emulator exited with {self._proc.returncode}")
+                if time.monotonic() > deadline:
+                    raise EmuError(f"the emulator did not answer a reset within {timeout_s} s")
+                self._time_cond.wait(0.05)
 
     def soft_reset(self):
         self._send({"k": "in", "b": base64.b64encode(b"\x03\x03\x04").decode()})
@@ -439,8 +493,12 @@ class EmuBoard:
 
     def power_restore(self):
         with self._lock:
+            was = self._powered
             self._powered = True
+            n = len(self.resets)
         self._send({"k": "power", "on": True})
+        if not was:
+            self._await_reset(n)
 
     def hang(self):
         self._send({"k": "hang"})

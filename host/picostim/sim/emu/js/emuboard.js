@@ -280,12 +280,37 @@ function doChipReset(reason, cause) {
   out({ k: 'reset', cause, t });
 }
 
-// ---- PWM: EN (0xA0) reads back the CSR.EN bits (rp2040js has a setter only)
+// ---- PWM: what a stopped slice does (RP2040 datasheet 4.5; pico-sdk pwm_set_wrap/pwm_set_chan_level: "if the
+// PWM is not running, the write is latched in immediately"), and EN (0xA0) reads back the CSR.EN bits (rp2040js has
+// a setter only). rp2040js instead (1) starts a stopped slice's counter when DIV is written (its prescaler setter
+// re-enables the timer), so wraps, DREQs and double-buffer latches happen while the slice is meant to be stopped:
+// the firmware's two DMA chains (CC and TOP) then get different numbers of wrap DREQs and run a period apart (low-rate
+// gating gave pairs at the pair period); (2) latches CC/TOP of a stopped slice only when it is enabled; (3) sets the
+// outputs only at a wrap or a compare match, so a slice enabled with a pair in CC began with its -phase alone.
 function patchPwm() {
   const proto = Object.getPrototypeOf(mcu.pwm.channels[0]);
   if (proto.__picostim) return;
+  const CSR = 0x00, DIV = 0x04, CC = 0x0c, TOP = 0x10, CSR_EN = 1, CSR_PH_CORRECT = 2;
   const desc = Object.getOwnPropertyDescriptor(proto, 'en');
-  Object.defineProperty(proto, 'en', { get() { return this.csr & 1 ? 1 : 0; }, set: desc.set, configurable: true });
+  // The outputs of a free-running slice follow counter < CC at every instant (set again on start/stop/latch/INV).
+  const refresh = function (ch) {
+    if (ch.csr & CSR_PH_CORRECT) return;
+    const c = ch.timer.counter;
+    ch.setA(c < ch.alarmA.target);
+    ch.setB(c < ch.alarmB.target);
+  };
+  Object.defineProperty(proto, 'en', {
+    get() { return this.csr & CSR_EN ? 1 : 0; },
+    set(v) { const was = this.csr & CSR_EN; desc.set.call(this, v); if (!!v !== !!was) refresh(this); },
+    configurable: true,
+  });
+  const origWrite = proto.writeRegister;
+  proto.writeRegister = function (offset, value) {
+    origWrite.call(this, offset, value);
+    if (offset === DIV) this.updateEnable();                  // (1) a stopped slice stays stopped
+    else if ((offset === CC || offset === TOP) && !(this.csr & CSR_EN)) { this.updateDoubleBuffered(); refresh(this); }  // (2)
+    else if (offset === CSR) refresh(this);                   // (3) EN, A_INV/B_INV take effect at once
+  };
   proto.__picostim = true;
 }
 
