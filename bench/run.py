@@ -38,6 +38,7 @@ SECTIONS = {
     "faults": ("Campaign: random faults during stimulation", 50),
     "lock_attack": ("Campaign: USB attacks on a locked unit (issue 14)", 240),
     "lock_attack_emu": ("Campaign: USB attacks on a locked unit, emu engine (MicroPython image)", 900),
+    "supervisor": ("Current supervisor on both engines: latencies, judged pairs, CPU load, calibration", 3000),
     "engines": ("Engines side by side: unix port models vs emulated silicon (MicroPython image)", 300),
     "unitcal": ("Units with tolerances: calibration before/after, the device's own view, the cap", 1500),
 }

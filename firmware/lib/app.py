@@ -16,7 +16,7 @@ import protocol as P
 from protocol import ProtoError
 from amplitude import Amplitude, AmplitudeError
 from engine import PulseEngine
-from safety import Supervisor, TRIP_OVER_CURRENT, TRIP_FAULT_N, I_RAW, V_RAW, V_OK, SAMPLES
+from safety import Supervisor, TRIP_OVER_CURRENT, TRIP_FAULT_N, TRIP_STALL, I_RAW, V_RAW, V_OK, SAMPLES
 from config import Settings, ConfigError
 from audit import Audit
 import calib
@@ -329,10 +329,14 @@ class App:
             self.seen_n = sup.f[SAMPLES]
             self.seen_ms = now
         # S4/S5 latched by the IRQ paths: report and hold
+        if sup.stalled():
+            sup.stall_trip()            # no scan for longer than the sample ring holds: no unsupervised output
         tr = sup.tripped()
         if tr and self.state != C.ST_FAULT:
             if tr == TRIP_OVER_CURRENT:
                 self.enter_fault(C.TRIP_OVER_CURRENT, B.adc_raw_to_ua(self.board, sup.f[1]), now)
+            elif tr == TRIP_STALL:
+                self.enter_fault(C.TRIP_SUPERVISOR_STALL, sup.measured_ua(), now)
             else:
                 self.enter_fault(C.TRIP_FAULT_N, sup.measured_ua(), now)
         # S10
@@ -512,7 +516,7 @@ class App:
                 "fault": self.fault, "charging": bool(self.charging_pin.value()), "contact": contact,
                 "i_ua": self._status_i_ua(stim, now), "i_age_ms": time.ticks_diff(now, self.seen_ms) if stim else 0,
                 "burst": self.burst_phase(), "samples": self.sup.f[5], "missed": self.sup.f[6], "late": self.sup.f[20],
-                "sample_ctr": [self.sup.f[14], self.sup.f[15]]})
+                "sample_ctr": [self.sup.f[14], self.sup.f[15]], "pairs": self.sup.f[13], "scan_us": self.sup.f[36]})
 
     def _status_i_ua(self, stim, now):
         if not stim:
@@ -860,7 +864,7 @@ class App:
                     continue
                 last = s
                 if sup.tripped():
-                    stopped = "over-current trip"
+                    stopped = "supervisor stall" if sup.tripped() == TRIP_STALL else "over-current trip"
                     break
                 if sup.paused():
                     stopped = "no contact"

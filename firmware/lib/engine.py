@@ -48,6 +48,7 @@ class PulseEngine:
         self.t_enable_us = 0
         self.first_start_us = 0    # ticks_us of the start of the first +phase after the last (re)start ...
         self.first_start_frac = 0  # ... plus this many sys clock ticks (less than one us)
+        self.sampler = None        # safety.Supervisor: programs its sampler slice before the output starts
         self.setup_idle()
 
     # --- idle (S13) ---
@@ -71,6 +72,8 @@ class PulseEngine:
         mem32[self.cc] = self.idle_word
 
     def _close_dma(self):
+        if self.sampler is not None:
+            self.sampler.halt()
         n = self.n_dma
         for i in range(n):
             self.dmas[i].ctrl = self.ctrl_off[i]
@@ -145,16 +148,22 @@ class PulseEngine:
             mem32[self.cc] = p["active_word"]
             lead_counts = 0
         else:
-            mem32[self.top] = p["top_pair"]
+            # periods 1 and 2 are idle and as long as the last idle period of the train (so the active word is
+            # written at the same distance before every pair, the first one too: the sampler locks there)
+            lead_top = p["top_segments"][-1][0]
+            mem32[self.top] = lead_top
             mem32[self.cc] = self.idle_word
             treq = R.DREQ_PWM_WRAP0 + self.slice
             self._chain(p["cc_segments"], self.cc, treq)
             self._chain(p["top_segments"], self.top, treq)
-            # periods 1 and 2 are idle (TOP = pair): the chains' first words are written at the wrap ending
-            # period 1 and latch at the wrap ending period 2, so the first pair is period 3
-            lead_counts = 2 * p["pair_counts"]
+            # the chains' first words are written at the wrap ending period 1 and latch at the wrap ending
+            # period 2, so the first pair is period 3
+            lead_counts = 2 * (lead_top + 1)
+        mask = self.mask
+        if self.sampler is not None:
+            mask |= self.sampler.prime(p, None if p["continuous"] else self.dmas[0])
         mem32[self.csr] = R.CSR_B_INV
-        mem32[self.en_set] = self.mask
+        mem32[self.en_set] = mask
         t = time.ticks_us()
         self.t_enable_us = t
         # exact in sys clock ticks (the supervisor's schedule carries the sub-us part)

@@ -79,6 +79,7 @@ ST_CHARGING = "charging"
 TRIP_OVER_CURRENT = "over_current"
 TRIP_FAULT_N = "fault_n"
 TRIP_WATCHDOG = "watchdog"
+TRIP_SUPERVISOR_STALL = "supervisor_stall"   # the sample scanner was held off longer than its ring holds
 PAUSE_NO_CONTACT = "no_contact"
 END_TIMEOUT = "session_timeout"
 END_STOP = "stop"

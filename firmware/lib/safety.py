@@ -1,184 +1,124 @@
 # Safety supervisor: the paths that must act without the main loop.
 #
-# Current sensing: I_SENSE sees |I| only while a phase drives, so hard machine.Timer callbacks take samples ("looks")
-# inside the phases of every pair, on a plan made at arm() (where and why: below). The engine starts the slice itself and knows to the sys clock tick when
-# the first +phase starts; from there the schedule is exact in ticks (the repetition period is a whole number of
-# ticks, not of microseconds). The rp2 Timer counts whole microseconds, so a periodic timer would drift against the
-# PWM; instead each callback arms the next sample as a one-shot at the deadline computed from the exact tick schedule
-# (whole us + a sub-us remainder carried in ticks, so the rounding never accumulates, for hours; ticks_add/ticks_diff
-# for the 30-bit wrap). Two Timer objects take turns (a callback arms the other one, never re-inits the alarm that is
-# firing). A callback that comes more than TOL_US after its deadline (an interrupt held off, e.g. by a flash write)
-# does not judge: its sample is discarded and the chain goes on at the next deadline still ahead.
+# Why the timing is in hardware. I_SENSE carries |I| only while a phase drives, so a current sample is worth
+# something only if it provably lies inside a phase. On the real MicroPython image a hard machine.Timer callback
+# starts 36 us (p50) to 64 us (max) after its deadline, and every register access from Python costs several us more:
+# a phase of 20 us cannot be hit from Python at all, and a 200 us one only with luck. So no Python decides *when* a
+# conversion happens; the chip does, and Python only reads results whose instants are known by construction:
 #
-# Why a sample fits any phase of 20-1000 us: a machine.ADC.read_u16 from Python costs ~20 us on an RP2040, so
-# bracketing two of them with counter reads (~58 us from the first counter read to the last) could never prove a
-# sample inside a phase shorter than ~120 us: every short-phase sample was discarded and S4/S7 never acted. Here the
-# conversions are started through the ADC registers instead (CS.START_ONCE with AINSEL, one mem32 write: the ADC
-# samples at once and has RESULT 2 us later, long before the next Python statement reads it), and only what must be
-# proven is bracketed:
-#   c0 = counter; START(I_SENSE); c1 = counter; i = RESULT       -> I valid iff SENSE_SETTLE_US <= c0 <= c1 in-phase
-# The I conversion lies between c0 and c1 (two register accesses, ~12 us), so I is proven in-phase for any phase of
-# at least SENSE_SETTLE_US + 12 us plus the callback's lateness. Where V fits, it is converted first and I last:
-#   c0; START(V); c1; v = RESULT; START(I); c2; i = RESULT      -> V valid iff c0, c1 in-phase, I iff c1, c2
-# (~30 us from c0 to c2), so the I conversion is always one register access before the closing counter read.
-# A phase too short for the V read gives a sample with I only (V_OK = 0): S4 is decided on I alone, and S7 by the
-# compliance test (current cannot reach the setpoint, or the probe current while paused); Z_max needs V.
+#   sampler   PWM slice SAMPLER_SLICE (no board pin uses it) counts with the output slice's divider. Its wraps come
+#             at the planned sample instants of a pair: its TOP is rewritten at every wrap from a table (DMA "top",
+#             paced by its own wrap DREQ, read ring), and at every wrap DMA "cs" (same DREQ, second table) writes
+#             the ADC's CS: START_ONCE with AINSEL (I_SENSE or V_ELECTRODE), or a word that starts nothing.
+#             The conversion samples at that wrap, a few sys clocks after the planned tick.
+#   lock      gated trains (the usual case: a pair, then idle periods): the output's own CC chain, at the wrap that
+#             loads the active word (the start of the last idle period, a known length before the pair), chains
+#             three unpaced channels: CTR and TOP of the sampler (so it wraps exactly at the pair start) and a
+#             MULTI_CHAN_TRIGGER that starts "top" and "cs" for one pass over their tables (2^k transfers, so the
+#             read ring is back at the table start for the next pair). Between pairs the sampler idles at TOP
+#             0xFFFF and no DMA runs. Continuous trains: the sampler is enabled together with the output slice and
+#             its table of periods adds up to one pair, so "top" and "cs" simply run forever.
+#   results   ADC FIFO -> DMA "rx" (DREQ_ADC) into a 256-entry ring (write ring, no CPU). Exactly `n` conversions
+#             per pair in a fixed order, so the k-th result since arming belongs to slot k mod n of the plan.
+#   scanning  one hard Timer callback per cluster of samples (after the last sample of each phase, and every
+#             SCAN_SPAN_US inside long phases) reads how far "rx" has written and judges the new results. Its
+#             lateness (IRQ entry, other IRQs, GC) delays the verdict but never changes what was measured.
 #
-# Where the looks are aimed, and why (S4 goal: output off <= 1 ms after the onset, for onsets anywhere):
-# an over-current that starts after a look's I conversion is seen only at the next look. Nothing flows between
-# pairs, so the only onsets the next pair cannot catch in time are those after the last look of the -phase. Hence:
-# * the last look of each phase is aimed as late as the bracket allows: its closing counter read LATE_SLACK_US
-#   before the phase ends (slack for a late interrupt; later than that the look is discarded, never misjudged).
-# * the pair's last look (-phase) ends with one more I conversion END_SLACK_US before the phase ends, unbracketed:
-#   I_SENSE carries current only inside a phase, so a reading can only be raised by it, never faked low; it only
-#   moves the last conversion to the very end (where it fits with the same V: phases >= 30 us I-only, >= 48 us
-#   with V; 38-47 us phases keep V instead). What stays uncovered is the -phase after its last conversion:
-#   ~END_SLACK_US per pair (LATE_SLACK_US + MEM_US, ~10 us, where the end conversion does not fit; ~20 us in a pair
-#   whose end conversion comes too late): an onset there is caught at the next pair, a period later. No sampling
-#   supervisor can close it (nothing flows after the phase to look at); the FAULT_N comparator backs it up, and
-#   the bench measures its width.
-# * looks are added so that no instant of a phase is more than LOOK_SPAN_US before the next I conversion: long
-#   phases get looks spread over them, and the -phase's first look comes early enough to catch an onset at the
-#   end of the +phase across the gap (gap <= 500 us). LOOK_SPAN_US + the ~50 us from the conversion to ISET 0
-#   and the bridge forced idle stays under the 1 ms goal with ~100 us to spare.
-# * when two looks would come closer than MIN_LOOK_GAP_US (short phases and gap) one callback cannot sample and
-#   re-arm for the next in time: the +phase look is dropped, because the -phase look also covers the whole +phase
-#   (it comes less than LOOK_SPAN_US after it), while the reverse would leave the -phase a period uncovered.
-# A trip forces the bridge inputs low at once (GPIO OUTOVER), not at the pair's end (the idle CC word latches only
-# at the wrap): "bridge idle" within the phase in progress; clear_trip hands the pins back to the PWM.
-# The aim constants only decide how many samples land in-phase (status: samples vs missed), never whether a sample
-# is believed: the counter brackets decide that, so a late interrupt can never be mistaken for "no current".
-#
-# Decisions are made in integer ADC counts inside the callback (no allocation, no floats):
-#   S4 over-current: i_raw > trip_raw        -> kill output, ISET 0, HV off, latch (main loop reports it)
-#   S7 contact lost: setpoint >= minimum and i < setpoint/2 (compliance) or Z > Z_max -> ISET to probe current
-#   S5 FAULT_N falling edge (hard pin IRQ)   -> kill output, latch
-# The hardware comparator on FAULT_N (1100 uA) backs up what a sample per pulse cannot catch inside one pulse.
-# The main loop reads the ADC through machine.ADC only while not stimulating (selftest), so it never races these
-# register-level conversions; the CS writes leave TS_EN clear (the temperature sensor is not used).
+# Where the samples are, per phase (why): the last I sample END_US before the phase ends (an over-current that
+# starts in the phase is seen in that phase), I samples at most SAMPLE_SPAN_US apart from SETTLE_US after the
+# edge (an onset at the phase start is seen within a span), and one V_ELECTRODE sample V_BEFORE_US before the
+# last I sample (Z = V/I of the same phase, for S7). A 20 us phase gets I at 4 us, V at 16 us and I at 19 us.
+# Decisions, in integer ADC counts in the scan (no allocation, no floats):
+#   S4 over-current: any I sample > trip_raw       -> kill output (HV off, bridge forced low, ISET 0), latch
+#   S7 contact lost: setpoint >= minimum and I < setpoint/2, or Z > Z_max   -> ISET to the probe current
+#   S5 FAULT_N falling edge (hard pin IRQ)          -> kill output, latch
+#   stall: the ring lapped before a scan read it (the scanner was held off longer than the ring holds), or the
+#          main loop sees no scan for that long      -> kill output, latch (no unsupervised stimulation)
+# The hardware comparator on FAULT_N (1100 uA) backs up what the samples cannot see between them. The main loop
+# reads the ADC through machine.ADC only while not stimulating (selftest); the FIFO is off then.
+import sys
 import time
+import uctypes
 from array import array
 from machine import Pin, ADC, Timer, mem32
+from micropython import const
+import rp2
 
 import board as B
 import rp2regs as R
 from pscodes import CONTACT_PROBE_UA, CONTACT_MIN_SETPOINT_UA
 
-# flag slots (array 'i')
-TRIPPED = 0       # 0 none, 1 over-current, 2 FAULT_N
-TRIP_RAW = 1
-TRIP_US = 2
-I_RAW = 3
-V_RAW = 4
-SAMPLES = 5
-MISSED = 6
-PAUSED = 7
-SET_RAW = 8
-ARMED = 9
-CC_A = 10
-PAUSE_I = 11
-PAUSE_V = 12
-CC_B = 13
-CTR_POS = 14      # slice counter at the last valid +phase sample (where in the phase the timer lands)
-CTR_NEG = 15      # ... and at the last valid -phase sample
-MID_US = 16       # ticks_us of the +phase start of the pair being looked at (whole us; the rest is in MID_FRAC)
-PER_US = 17       # repetition period, us (rounded; for quiet_now)
-NEG_US = 18       # -phase start after the +phase start, us (rounded; for quiet_now)
-TOL_US = 19       # a sample later than this after its deadline is discarded
-LATE = 20         # samples discarded for timing (an interrupt held off, e.g. by a flash write)
-DUE_US = 21       # ticks_us deadline of the armed sample
-DUE_NEG = 22      # 1: the armed look is in the -phase
-MID_FRAC = 23     # sub-us part of the +phase start at MID_US, in sys clock ticks (0..CLK-1)
-PER_INT = 24      # repetition period = PER_INT us + PER_FRAC ticks
-PER_FRAC = 25
-NEG_TICKS = 26    # -phase start after the +phase start, sys clock ticks (= phase + gap)
-CLK = 27          # sys clock ticks per us
-NEXT_TIMER = 28   # which of the two Timer objects arms the next sample
-AIM_US = 29       # the first look's deadline after the +phase start, us (negative: before the phase)
-PH_US = 30        # phase width, us (for quiet_now)
-SETTLE_CTS = 31   # slice counts into a phase before which I_SENSE is not trusted
-WITH_V = 32       # 1: the phase leaves room for the V_ELECTRODE conversion before the I_SENSE one
-V_OK = 33         # 1: V_RAW is from the last valid sample; 0: that sample had I only (V_RAW then reads 0)
-LOOK = 34         # index of the armed look in the pair's plan
-NLOOKS = 35       # looks per pair in the plan
-NFLAGS = 36
+# flag slots (array 'i'); indices read by the app and status are kept stable
+TRIPPED = const(0)       # 0 none, 1 over-current, 2 FAULT_N, 3 stall
+TRIP_RAW = const(1)
+_TRIP_US = const(2)
+I_RAW = const(3)
+V_RAW = const(4)
+SAMPLES = const(5)       # results judged (I and V)
+MISSED = const(6)        # samples lost to a lapped ring
+PAUSED = const(7)
+SET_RAW = const(8)
+ARMED = const(9)
+CC_A = const(10)
+_PAUSE_I = const(11)
+_PAUSE_V = const(12)
+PAIRS = const(13)        # pairs whose samples were all judged
+CTR_POS = const(14)      # planned counter of the +phase's last I sample (status sample_ctr)
+CTR_NEG = const(15)      # ... and of the -phase's
+_MID_US = const(16)       # ticks_us of the +phase start of the pair being scanned (for quiet_now; to ~1 us)
+PER_US = const(17)
+_NEG_US = const(18)
+_RPOS = const(19)         # ring index of the next result to judge
+LATE = const(20)         # scans that came more than _LATE_US after their deadline
+DUE_US = const(21)
+_SLOT = const(22)         # plan slot of the result at _RPOS
+_CLK = const(27)
+_NEXT_TIMER = const(28)
+SCAN_US = const(29)      # ticks_us of the last scan
+_PH_US = const(30)
+CAP_US = const(31)       # the ring holds this long: a longer gap between scans lost samples
+NSLOT = const(32)
+V_OK = const(33)
+LOOK = const(34)         # index of the armed scan in the pair's scan plan
+NLOOKS = const(35)
+_BUSY_US = const(36)      # time spent in scans, us (from each scan's first statement; the IRQ entry before it is not seen)
+E_POS = const(37)     # plan slot of the +phase's last I sample (its V, if any, is the slot before)
+_E_NEG = const(38)     # ... of the -phase's
+VMASK = const(39)     # b0: the +phase has a V sample, b1: the -phase
+DUE_FRAC = const(40)  # sub-us part of the armed scan's exact instant, sys clock ticks
+_OFF0_US = const(41)   # the pair's first scan after the pair start, us (rounded down)
+_NFLAGS = const(42)
+_RING_MASK = const(255)
 
-# a sample deadline closer than this when arming is skipped: arming reads the clock, Timer.init reads it again
-# (3 us each), so a closer alarm fires late and the sample would land past its window (counted missed for nothing)
-LEAD_US = 8
-# RP2040 figures (MicroPython at 125 MHz; the board profiles' mcu.vclock is calibrated to the same): they aim the
-# samples, the counter brackets judge them (see the top of this file).
-SENSE_SETTLE_US = 3   # I_SENSE (R_sense x gain 10) settled this long after a bridge edge
-# deadline -> first counter read: Timer.init takes the relative period from its own clock read, one ticks read
-# after ours (3); the engine's enable stamp is read one ticks read after the enable (3); alarm IRQ entry (3), the
-# lateness ticks read (3) and the counter access (6). On the virtual board the first read lands where aimed to
-# within 1 us (status sample_ctr).
-ENTRY_US = 18
-MEM_US = 6            # one mem32 access from Python
-WIN_I_US = 2 * MEM_US     # c0 -> c1: the I_SENSE START write and the closing counter read
-WIN_V_US = 5 * MEM_US     # c0 -> c2: V START, counter, V RESULT, I START, closing counter read
-# the look plan (see the top of this file)
-LATE_SLACK_US = 4     # a phase's last look closes its bracket this long before the phase ends (late-interrupt slack)
-LOOK_SPAN_US = 800    # from any instant of a phase to the next planned I conversion, at most
-END_SLACK_US = 2      # the -phase's end conversion (unbracketed, see _look) this long before the phase ends
-MIN_LOOK_GAP_US = 100     # deadlines closer than this cannot be chained (sample + re-arm ~50 us in the profile)
-MAX_LOOKS = 8         # per pair (phases <= 1000 us, gap <= 500 us need at most 4 with LOOK_SPAN_US 800)
+TRIP_OVER_CURRENT = const(1)
+TRIP_FAULT_N = const(2)
+TRIP_STALL = const(3)
 
-ADC_BASE = 0x4004C000     # RP2040 ADC: CS (EN b0, START_ONCE b2, AINSEL 14:12), RESULT +4 (12 bits)
-ADC_RESULT = ADC_BASE + 4
-ADC_CS_EN_START = 1 | 4
-ADC_FIRST_GPIO = 26
-
-TRIP_OVER_CURRENT = 1
-TRIP_FAULT_N = 2
-MIN_Z_RAW = 10    # below ~8 uA the impedance estimate is noise; do not decide contact from it
+SAMPLER_SLICE = const(3)
+_LATE_US = const(500)
+_LEAD_US = const(30)           # a scan closer than this when arming is skipped (arming itself takes ~25 us)
+MAX_SLOTS = const(30)        # samples per pair (tables of 32 words)
+RING = const(256)            # ring entries (u16), 512 bytes aligned to 512
+_MAX_SCANS = const(12)
+_TABLE_WORDS = const(32)   # words per sampler table (2^k used)
+_MIN_Z_RAW = const(10)        # below ~8 uA the impedance estimate is noise; do not decide contact from it
 
 
-def _look_at(s):
-    """(c0, with V) for a look whose I conversion is s us into its phase: c0 = its first counter read, us into the
-    phase; V is converted before I where that still starts after the settling time."""
-    first = SENSE_SETTLE_US + 1
-    if s - 4 * MEM_US >= first:
-        return s - 4 * MEM_US, 1
-    return max(first, s - MEM_US), 0
+ADC_FCS = const(0x4004C008)
+_ADC_CS_EN_START = const(1 | 4)
+_ADC_FIRST_GPIO = const(26)
 
 
-def look_plan(ph, gap):
-    """The looks of one pair in time order, [(c0 us into its phase, neg, with V, with the end conversion)], for phase
-    and gap widths in us (why there: see the top of this file)."""
-    first_s = SENSE_SETTLE_US + 1 + MEM_US            # earliest I conversion (an I-only look at the settled time)
-    last = max(first_s, ph - LATE_SLACK_US - MEM_US)  # the I conversion of a phase's last look, closed in-phase
-    looks = []
-    n = (last + LOOK_SPAN_US - 1) // LOOK_SPAN_US     # +phase: from its start, no instant over LOOK_SPAN_US from a look
-    for j in range(1, n + 1):
-        c0, v = _look_at(last * j // n)
-        looks.append((c0, 0, v, 0))
-    # the pair's last look: one more I conversion END_SLACK_US before the -phase ends, after the bracketed one,
-    # where that fits with the same V as without it
-    c0, v = _look_at(last)
-    end = 0
-    win = WIN_V_US if v else WIN_I_US
-    if ph - END_SLACK_US - 2 * MEM_US - win >= SENSE_SETTLE_US + 1:
-        c0, end = ph - END_SLACK_US - 2 * MEM_US - win, 1
-    s_end = c0 + win - MEM_US                         # its bracketed I conversion
-    # earlier -phase looks: an onset at the end of the +phase seen within LOOK_SPAN_US across the gap, then no
-    # instant over LOOK_SPAN_US from a look; each at least MIN_LOOK_GAP_US before the last one
-    q = LOOK_SPAN_US - gap - (ph - last)
-    if q < s_end:
-        q = max(first_s, min(q, c0 - MIN_LOOK_GAP_US + MEM_US))
-        m = (s_end - q + LOOK_SPAN_US - 1) // LOOK_SPAN_US
-        for j in range(m):
-            a, w = _look_at(q + (s_end - q) * j // m)
-            looks.append((a, 1, w, 0))
-    looks.append((c0, 1, v, end))
-    # looks too close after the one before: the earlier one goes (a +phase look: the -phase one covers it)
-    out = []
-    for lk in looks:
-        t = lk[0] + (ph + gap if lk[1] else 0)
-        while out and t - (out[-1][0] + (ph + gap if out[-1][1] else 0)) < MIN_LOOK_GAP_US:
-            out.pop()
-        out.append(lk)
-    return out[-MAX_LOOKS:]
+def _windows(a):
+    """In `a` (array 'H' of 2*RING entries, i.e. twice the ring's bytes): the ring, aligned to its 512 bytes (a DMA
+    write ring), and the two sampler tables (TABLE_WORDS 32-bit words each, aligned to their 128 bytes for a DMA
+    read ring) in the slack around it. Table words are written as pairs of u16 (values < 65536, high half 0)."""
+    nb = 2 * RING
+    off = (-uctypes.addressof(a)) & (nb - 1)
+    tb = 4 * _TABLE_WORDS
+    t = off - 2 * tb if off >= 2 * tb else off + nb      # (below the ring if there is room, else above it)
+    m = memoryview(a)
+    return m[off // 2:(off + nb) // 2], m[t // 2:(t + tb) // 2], m[(t + tb) // 2:(t + 2 * tb) // 2]
 
 
 class Supervisor:
@@ -190,7 +130,10 @@ class Supervisor:
         pins = board["pins"]
         an = board["analog"]
         lim = board["limits"]
-        self.f = array("i", [0] * NFLAGS)
+        for g in pins.values():
+            if g is not None and g < 30 and (g >> 1) & 7 == SAMPLER_SLICE:
+                raise ValueError("pin %d is on the sampler's PWM slice %d" % (g, SAMPLER_SLICE))
+        self.f = array("i", [0] * _NFLAGS)
         self.adc_i = ADC(Pin(pins["I_SENSE"]))
         self.adc_v = ADC(Pin(pins["V_ELECTRODE"]))
         self.trip_ua = B.trip_limit_ua(board)
@@ -202,37 +145,80 @@ class Supervisor:
         self.zk = an["v_electrode_divider"] * an["r_sense_ohm"] * an["sense_gain"]
         self.z_max = lim["z_max_ohm"]
         self.settle_us = 5 * an.get("iset_rc_tau_us", 500)
-        self.ctr = engine.ctr
-        self.adc_cs = ADC_BASE
-        self.adc_res = ADC_RESULT
-        self.cs_i = ADC_CS_EN_START | ((pins["I_SENSE"] - ADC_FIRST_GPIO) << 12)
-        self.cs_v = ADC_CS_EN_START | ((pins["V_ELECTRODE"] - ADC_FIRST_GPIO) << 12)
+        self.cs_i = _ADC_CS_EN_START | ((pins["I_SENSE"] - _ADC_FIRST_GPIO) << 12)
+        self.cs_v = _ADC_CS_EN_START | ((pins["V_ELECTRODE"] - _ADC_FIRST_GPIO) << 12)
+        self.cs_none = 1 | ((pins["I_SENSE"] - _ADC_FIRST_GPIO) << 12)   # ADC on, nothing started
+        s = SAMPLER_SLICE
+        self.s_mask = 1 << s
+        self.s_csr = R.pwm_reg(s, R.PWM_CSR)
+        self.s_div = R.pwm_reg(s, R.PWM_DIV)
+        self.s_ctr = R.pwm_reg(s, R.PWM_CTR)
+        self.s_top = R.pwm_reg(s, R.PWM_TOP)
+        # buffers made once (DMA rings must be aligned; no allocation on the IRQ paths)
+        self._ring_a = None      # ring and tables: allocated at the first prime (a session), then kept
+        self.ring = self.top_t = self.cs_t = None
+        self.planned = None      # the plan the tables were built for
+        self.kick_w = array("I", [0, 0, 0])     # sampler CTR, sampler TOP, MULTI_CHAN_TRIGGER mask
+        self.thr = array("H", range(MAX_SLOTS))      # per plan slot: a result above this trips (V slots: never)
+        self.scan_off = array("i", [0] * _MAX_SCANS)     # ticks after the pair start
+        self.scan_step = array("i", [0] * _MAX_SCANS)    # ticks from the scan before (scan 0: from the last one)
+        self.dmas = [None] * 6
+        self.rx = None
+        self.ring_base = 0
         self.t_armed_us = 0
-        # the pair's look plan (filled by arm): deadline after the +phase start (sys clock ticks), kind (b0 -phase,
-        # b1 with V), lateness tolerance (us)
-        self.look_off = array("i", [0] * MAX_LOOKS)
-        self.look_kind = array("i", [0] * MAX_LOOKS)   # b2: the end conversion (see _look)
-        self.look_tol = array("i", [0] * MAX_LOOKS)
+        self.primed = False
         # a trip forces both bridge inputs low at once (the idle CC word would only latch at the pair's end)
         self.bridge_ctrl_a = R.gpio_ctrl(pins["BRIDGE_A"])
         self.bridge_ctrl_b = R.gpio_ctrl(pins["BRIDGE_B"])
         self.bridge_forced_low = R.FUNCSEL_PWM | R.OUTOVER_LOW
-        # two one-shot timers that take turns, made once (no allocation when the chain re-arms in the callback)
         self.timers = (Timer(), Timer())
-        self._tick_cb = self._tick
+        self._tick_cb = self._scan
         self._fault_cb = self._fault
         self._mem32 = mem32
         self.fault_pin = Pin(pins["FAULT_N"], Pin.IN, Pin.PULL_UP)
         self.fault_pin.irq(handler=self._fault_cb, trigger=Pin.IRQ_FALLING, hard=True)
+        engine.sampler = self
 
-    # --- hard-IRQ paths: no allocation, no floats ---
     def recalibrate(self):
-        """Thresholds in raw counts again after the calibration record changed (calib.py, through board.py's
-        conversions): the over-current trip decides on calibrated current."""
+        """Raw thresholds again after the unit's calibration record changed (calib.py through board.ua_to_adc_raw):
+        the over-current trip decides on calibrated current."""
         self.trip_raw = B.ua_to_adc_raw(self.board, self.trip_ua)
         self.min_set_raw = B.ua_to_adc_raw(self.board, CONTACT_MIN_SETPOINT_UA)
         self.probe_raw = B.ua_to_adc_raw(self.board, CONTACT_PROBE_UA)
+        self.planned = None          # (the per-slot limits are rebuilt at the next prime)
 
+    # --- sampler hardware (main loop: called by the engine around enabling its slice) ---
+    def halt(self):
+        """Sampler off: its DMA channels stopped and released, FIFO off, slice stopped."""
+        self.primed = False
+        for i in range(6):
+            ch = self.dmas[i]
+            if ch is not None:
+                ch.ctrl = 0
+                ch.active(0)
+                ch.close()
+                self.dmas[i] = None
+        self.rx = None
+        mem32[ADC_FCS] = 0
+        mem32[R.PWM_EN + R.ALIAS_CLR] = self.s_mask
+
+    def prime(self, p, cc_first):
+        """Program the sampler for plan p while both slices are stopped (the engine enables them together after
+        this returns). cc_first: the engine's DMA channel that writes the active CC word (gated trains), else None.
+        Returns the PWM EN bits to set with the output's. The code lives in sampler.py, loaded for this and
+        dropped again (main loop only; the heap is an RP2040's)."""
+        self.halt()
+        if self._ring_a is None:
+            # (built from a range: no temporary as large as the array, which would fragment the heap)
+            self._ring_a = array("H", range(2 * RING))
+            self.ring, self.top_t, self.cs_t = _windows(self._ring_a)
+        import sampler
+        try:
+            return sampler.prime(self, p, cc_first)
+        finally:
+            del sys.modules["sampler"]
+
+    # --- hard-IRQ paths: no allocation, no floats ---
     def kill(self):
         # fastest first: no compliance supply = no current within the pulse; then the bridge inputs forced low (the
         # phase in progress ends now, electrodes tied); then no setpoint; then no further pairs
@@ -248,157 +234,153 @@ class Supervisor:
         if self.f[TRIPPED] == 0:
             self.f[TRIPPED] = reason
             self.f[TRIP_RAW] = raw
-            self.f[TRIP_US] = time.ticks_us()
+            self.f[_TRIP_US] = time.ticks_us()
         self.kill()
 
     def _fault(self, _pin):
         self._trip(TRIP_FAULT_N, 0)
 
-    def _tick(self, _t):
-        # one-shot deadline reached: look at the phase it was armed for (unless too late), then arm the next one
+    def _scan(self, _t):
+        """Judge every result the DMA has put in the ring since the last scan, then arm the next scan. Over-current
+        first, in the tightest loop (every result against its slot's limit: the trip limit for I, none for V);
+        then contact and Z from each phase's last I sample (and its V), the latest of each polarity."""
         f = self.f
         if f[ARMED] == 0:
             return
-        if time.ticks_diff(time.ticks_us(), f[DUE_US]) > f[TOL_US]:
+        now = time.ticks_us()
+        if time.ticks_diff(now, f[DUE_US]) > _LATE_US:
             f[LATE] += 1
-        elif f[DUE_NEG]:
-            # -phase: CTR in [CC_B, TOP] and no wrap between the counter reads
-            self._look(f[CC_B] + f[SETTLE_CTS], 0x10000, CTR_NEG)
-        else:
-            # +phase: CTR in [0, CC_A)
-            self._look(f[SETTLE_CTS], f[CC_A], CTR_POS)
-        if f[ARMED]:                     # (a trip disarms)
+        w = ((self.rx.write - self.ring_base) >> 1) & _RING_MASK
+        q = f[_RPOS]
+        if time.ticks_diff(now, f[SCAN_US]) > f[CAP_US]:
+            # the ring may have lapped: results were lost unjudged (the scanner was held off too long)
+            f[MISSED] += (w - q) & _RING_MASK
+            self._trip(TRIP_STALL, 0)
+            return
+        f[SCAN_US] = now
+        ring = self.ring
+        thr = self.thr
+        n = f[NSLOT]
+        s = f[_SLOT]
+        q0 = q
+        s0 = s
+        while q != w:
+            if ring[q] > thr[s]:
+                self._trip(TRIP_OVER_CURRENT, ring[q])
+                return
+            q = (q + 1) & _RING_MASK
+            s += 1
+            if s == n:
+                s = 0
+        new = (w - q0) & _RING_MASK
+        f[_RPOS] = w
+        f[_SLOT] = s
+        if new:
+            f[SAMPLES] += new
+            f[PAIRS] += (s0 + new) // n
+            # the latest phase end in the range (either polarity: an open contact shows in both)
+            jn = (f[_E_NEG] - s0) % n
+            jn = jn + ((new - 1 - jn) // n) * n if jn < new else -1
+            jp = (f[E_POS] - s0) % n
+            jp = jp + ((new - 1 - jp) // n) * n if jp < new else -1
+            if jn >= 0 or jp >= 0:
+                if jn > jp:
+                    j = jn
+                    vm = f[VMASK] & 2
+                else:
+                    j = jp
+                    vm = f[VMASK] & 1
+                x = ring[(q0 + j) & _RING_MASK]
+                v = ring[(q0 + j - 1) & _RING_MASK] if vm else -1
+                f[I_RAW] = x
+                f[V_OK] = 1 if vm else 0
+                f[V_RAW] = v if vm else 0
+                if f[PAUSED] == 0:
+                    sp = f[SET_RAW]
+                    if (sp >= self.min_set_raw and 2 * x < sp) or \
+                            (vm and x >= _MIN_Z_RAW and v * self.zk > self.z_max * x):
+                        f[PAUSED] = 1
+                        f[_PAUSE_I] = x
+                        f[_PAUSE_V] = v if vm else 0
+                        self.amp.set_probe()
+        if f[ARMED]:
             self._arm_next()
+        f[_BUSY_US] += time.ticks_diff(time.ticks_us(), now)
 
     def _arm_next(self):
-        """Arm the first look still ahead after the armed one (LOOK): the next in the pair's plan, else the plan of
-        the next pair. Exact tick schedule: the pair's +phase start in MID_US (whole us) + MID_FRAC (ticks), each
-        look's deadline a fixed number of ticks after it, rounded to the nearest us once."""
+        """Arm the next scan. Exact tick schedule: DUE_US (whole us) + DUE_FRAC (ticks) is the exact instant of
+        the armed scan; the next is scan_step[k] ticks after it (across the period end too), armed at the first
+        whole us at or after it. A scan already due runs at once (never skipped: it may hold a phase's last sample),
+        unless the one after it is due too (then that one judges both: no burst of scans after a long hold-off)."""
         f = self.f
-        c = f[CLK]
-        offs = self.look_off
+        c = f[_CLK]
+        n = f[NLOOKS]
+        step = self.scan_step
         now = time.ticks_us()
         k = f[LOOK]
         while True:
             k += 1
-            if k >= f[NLOOKS]:
+            if k == n:
                 k = 0
-                t = f[MID_FRAC] + f[PER_FRAC]
-                f[MID_US] = time.ticks_add(f[MID_US], f[PER_INT] + t // c)
-                f[MID_FRAC] = t % c
-            t = f[MID_FRAC] + offs[k]
-            due = time.ticks_add(f[MID_US], t // c + (1 if 2 * (t % c) >= c else 0))
-            if time.ticks_diff(due, now) >= LEAD_US:
-                self._arm_at(due, k)
-                return
-
-    def _arm_at(self, due, k):
-        f = self.f
-        f[DUE_US] = due
+            t = f[DUE_FRAC] + step[k]
+            f[DUE_US] = time.ticks_add(f[DUE_US], t // c)
+            f[DUE_FRAC] = t % c
+            due = f[DUE_US] + (1 if f[DUE_FRAC] else 0)
+            if k == 0:
+                f[_MID_US] = time.ticks_add(due, -f[_OFF0_US])
+            if time.ticks_diff(due, now) >= _LEAD_US:
+                break
+            k2 = k + 1 if k + 1 < n else 0
+            if time.ticks_diff(time.ticks_add(due, (step[k2] + c - 1) // c), now) > 0:
+                break
         f[LOOK] = k
-        kind = self.look_kind[k]
-        f[DUE_NEG] = kind & 1
-        f[WITH_V] = kind >> 1
-        f[TOL_US] = self.look_tol[k]
-        k = f[NEXT_TIMER]
-        f[NEXT_TIMER] = 1 - k
-        self.timers[k].init(mode=Timer.ONE_SHOT, period=time.ticks_diff(due, time.ticks_us()), tick_hz=1000000,
-                            callback=self._tick_cb, hard=True)
-
-    def _look(self, lo, hi, slot):
-        """One look at the phase whose settled counter range is [lo, hi): conversions started through the ADC
-        registers, each bracketed by counter reads, V (where planned) before I so I comes last (see the top of this
-        file)."""
-        f = self.f
-        m = self._mem32
-        ctr = self.ctr
-        c0 = m[ctr] & 0xFFFF
-        a = c0
-        v = -1                           # (not measured)
-        if f[WITH_V]:
-            m[self.adc_cs] = self.cs_v   # V_ELECTRODE sampled now
-            a = m[ctr] & 0xFFFF
-            if lo <= c0 <= a < hi:
-                v = m[self.adc_res] & 0xFFF  # (a 2 us conversion, done by now)
-        m[self.adc_cs] = self.cs_i       # I_SENSE sampled now
-        b = m[ctr] & 0xFFFF
-        if a < lo or b < a or b >= hi:
-            f[MISSED] += 1
-            return
-        i = m[self.adc_res] & 0xFFF
-        if self.look_kind[f[LOOK]] & 4:
-            # the end conversion, unbracketed: I_SENSE carries current only inside a phase, so a reading above the
-            # proven one was taken inside one (an over-current is one, whichever phase); one that lands past the
-            # phase end reads ~0 and changes nothing
-            m[self.adc_cs] = self.cs_i
-            e = m[self.adc_res] & 0xFFF
-            if e > i:
-                i = e
-        f[slot] = c0
-        self._judge(i, v)
-
-    def _judge(self, i, v):
-        # v < 0: no V_ELECTRODE in this sample (V_RAW/PAUSE_V then read 0 and V_OK 0, so readers of V_RAW never
-        # see a negative count)
-        f = self.f
-        f[I_RAW] = i
-        f[V_OK] = 1 if v >= 0 else 0
-        f[V_RAW] = v if v >= 0 else 0
-        f[SAMPLES] += 1
-        if i > self.trip_raw:
-            self._trip(TRIP_OVER_CURRENT, i)
-            return
-        if f[PAUSED]:
-            return
-        s = f[SET_RAW]
-        lost = s >= self.min_set_raw and 2 * i < s
-        if not lost and v >= 0 and i >= MIN_Z_RAW and v * self.zk > self.z_max * i:
-            lost = True
-        if lost:
-            f[PAUSED] = 1
-            f[PAUSE_I] = i
-            f[PAUSE_V] = v if v >= 0 else 0
-            self.amp.set_probe()
+        j = f[_NEXT_TIMER]
+        f[_NEXT_TIMER] = 1 - j
+        per = time.ticks_diff(due, time.ticks_us())
+        if per < 1:
+            per = 1                 # (a period <= 0 would arm the alarm ~71 minutes ahead on rp2)
+        self.timers[j].init(mode=Timer.ONE_SHOT, period=per, tick_hz=1000000, callback=self._tick_cb, hard=True)
 
     # --- main-loop side ---
     def arm(self):
-        """Start phase-locked looks for the engine's current schedule (after engine.gate(True)). Does not wait:
-        the first look still ahead of the first pair is armed."""
-        self.disarm()
+        """Start scanning for the engine's current schedule (after engine.gate(True), which primed the sampler).
+        Does not wait: the first scan still ahead is armed."""
+        self.timers[0].deinit()
+        self.timers[1].deinit()
+        f = self.f
+        f[ARMED] = 0
         e = self.engine
         p = e.plan
-        f = self.f
+        if not self.primed or p is None:
+            return
         c = p["clk_per_us"]
         d = p["div"]
-        f[CC_A] = p["phase_counts"]
-        f[CC_B] = p["cc_b"]
-        f[CLK] = c
-        f[PER_INT] = p["period_ticks"] // c
-        f[PER_FRAC] = p["period_ticks"] % c
-        f[NEG_TICKS] = (p["phase_counts"] + p["gap_counts"]) * d
+        f[_CLK] = c
         f[PER_US] = p["period_us"]
-        f[NEG_US] = (f[NEG_TICKS] + c // 2) // c
-        ph = p["phase_counts"] * d // c
-        f[PH_US] = ph
-        f[SETTLE_CTS] = (SENSE_SETTLE_US * c + d - 1) // d
-        looks = look_plan(ph, p["gap_counts"] * d // c)
-        n = len(looks)
-        for k in range(n):
-            at, neg, v, end = looks[k]
-            # deadline: ENTRY_US before the first counter read; tolerance: later than this the I bracket cannot
-            # close inside the phase any more
-            self.look_off[k] = (at - ENTRY_US) * c + (f[NEG_TICKS] if neg else 0)
-            self.look_kind[k] = neg | (v << 1) | (end << 2)
-            self.look_tol[k] = max(1, ph - at - (WIN_V_US if v else WIN_I_US) + ENTRY_US)
-        f[NLOOKS] = n
-        f[AIM_US] = self.look_off[0] // c
-        # the pair before the first one, its last look: _arm_next steps on to the first look still ahead
-        t = e.first_start_frac - f[PER_FRAC]
-        f[MID_US] = time.ticks_add(e.first_start_us, t // c - f[PER_INT])
-        f[MID_FRAC] = t % c
-        f[LOOK] = n - 1
-        f[NEXT_TIMER] = 0
+        neg = (p["phase_counts"] + p["gap_counts"]) * d
+        f[_NEG_US] = (neg + c // 2) // c
+        f[_PH_US] = p["phase_counts"] * d // c
+        n = f[NSLOT]
+        f[CAP_US] = (RING - n) * p["period_us"] // n
+        f[_RPOS] = 0
+        f[_SLOT] = 0
+        # scan steps (ticks from the scan before), then the exact instant of the last scan of the pair before the
+        # first one: _arm_next steps on from there to the first scan still ahead
+        off = self.scan_off
+        ns = f[NLOOKS]
+        step = self.scan_step
+        for k in range(1, ns):
+            step[k] = off[k] - off[k - 1]
+        step[0] = p["period_ticks"] - off[ns - 1] + off[0]
+        f[_OFF0_US] = off[0] // c
+        t = e.first_start_frac + off[ns - 1] - p["period_ticks"]
+        f[DUE_US] = time.ticks_add(e.first_start_us, t // c)
+        f[DUE_FRAC] = t % c
+        f[_MID_US] = time.ticks_add(e.first_start_us, -f[PER_US])
+        f[LOOK] = ns - 1
+        f[_NEXT_TIMER] = 0
         self.t_armed_us = time.ticks_us()
+        f[SCAN_US] = self.t_armed_us
         f[ARMED] = 1
         self._arm_next()
 
@@ -406,6 +388,15 @@ class Supervisor:
         self.f[ARMED] = 0
         self.timers[0].deinit()
         self.timers[1].deinit()
+
+    def stalled(self):
+        """The scanner has not run for longer than the ring holds while armed (held off, or its timer lost):
+        the main loop then fails safe."""
+        f = self.f
+        return f[ARMED] != 0 and time.ticks_diff(time.ticks_us(), f[SCAN_US]) > f[CAP_US] + f[PER_US]
+
+    def stall_trip(self):
+        self._trip(TRIP_STALL, 0)
 
     def quiet_now(self):
         """True when an ISET change now settles (5 RC time constants) before the next pulse and cannot land
@@ -415,11 +406,11 @@ class Supervisor:
         if f[ARMED] == 0 or f[PER_US] <= 0:
             return True
         per = f[PER_US]
-        lo = f[NEG_US] + f[PH_US] + 20             # after the -phase ends
+        lo = f[_NEG_US] + f[_PH_US] + 20             # after the -phase ends
         hi = per - 20 - self.settle_us             # settled before the next +phase starts
         if hi <= lo:
             return True
-        pos = time.ticks_diff(time.ticks_us(), f[MID_US]) % per     # from the +phase start
+        pos = time.ticks_diff(time.ticks_us(), f[_MID_US]) % per     # from the +phase start
         return lo <= pos <= hi
 
     def set_setpoint(self, ua):
@@ -448,7 +439,7 @@ class Supervisor:
         f = self.f
         i = f[I_RAW]
         v = f[V_RAW]
-        return i * 2 >= self.probe_raw and i >= MIN_Z_RAW // 2 and (f[V_OK] == 0 or v * self.zk <= self.z_max * i)
+        return i * 2 >= self.probe_raw and i >= _MIN_Z_RAW // 2 and (f[V_OK] == 0 or v * self.zk <= self.z_max * i)
 
     def clear_pause(self):
         self.f[PAUSED] = 0

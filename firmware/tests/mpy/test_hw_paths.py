@@ -1,6 +1,6 @@
 # Firmware modules that touch hardware, on the unix port with recording stand-ins for machine/rp2
-# (fakes/): the choke point refuses over-cap requests without writing, and the hard-IRQ paths (sample
-# callback, FAULT_N handler, engine kill) run under micropython.heap_lock(), i.e. they allocate nothing.
+# (fakes/): the choke point refuses over-cap requests without writing, the sampler's hardware plan puts every
+# conversion where it belongs, and the hard-IRQ paths (scan callback, FAULT_N handler, engine kill) run under micropython.heap_lock(), i.e. they allocate nothing.
 import json
 import micropython
 import machine
@@ -17,8 +17,10 @@ from amplitude import Amplitude, AmplitudeError
 from engine import PulseEngine
 import time
 import safety
-from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES, TOL_US, LATE, DUE_US, DUE_NEG, LOOK, \
-    SETTLE_CTS, MISSED, look_plan
+from safety import Supervisor, TRIPPED, PAUSED, ARMED, SET_RAW, SAMPLES, LATE, DUE_US, LOOK, MISSED, PAIRS, \
+    I_RAW, V_RAW, V_OK
+import sampler
+from sampler import sample_plan, scan_plan, KIND_I, KIND_V, KIND_I_END
 import pscodes as C
 
 pins = BOARD["pins"]
@@ -65,6 +67,7 @@ eng.load(p)
 eng.gate(True)
 ch = [d for d in rp2.made if not d.closed]
 check("dma_channels", len(ch) == len(p["cc_segments"]) + len(p["top_segments"]), len(ch))
+check("dma_channels_leave_room_for_the_sampler", len(ch) + 6 <= 12)
 treq_ok = all(((d.ctrl >> 15) & 0x3F) == R.DREQ_PWM_WRAP0 for d in ch)
 check("dma_paced_by_pwm_wrap", treq_ok)
 check("dma_cc_chain_loops", ((ch[0].ctrl >> 11) & 15) == ch[1].channel and ((ch[1].ctrl >> 11) & 15) == ch[0].channel)
@@ -92,13 +95,12 @@ class Clock:
 clock = Clock()
 safety.time = clock
 hv = machine.Pin(pins["HV_EN"], machine.Pin.OUT, value=1)
+eng.stop()
 sup = Supervisor(BOARD, eng, amp, hv)
-machine.preset([R.pwm_reg(0, R.PWM_CTR), machine.ADC_CS, machine.ADC_RESULT])
 amp.set_ua(400)
 sup.set_setpoint(400)
-i_pin, v_pin = pins["I_SENSE"], pins["V_ELECTRODE"]
-machine.ADC.values[i_pin] = B.ua_to_adc_raw(BOARD, 400) << 4
-machine.ADC.values[v_pin] = (400 * 2000 // 1000 * 4096 // 3300 // 5) << 4     # 2 kOhm load
+I400 = B.ua_to_adc_raw(BOARD, 400)
+V2K = 400 * 2000 // 1000 * 4096 // 3300 // 5     # 2 kOhm load
 
 
 def run_locked(fn, arg=None):
@@ -115,150 +117,268 @@ def run_locked(fn, arg=None):
     return err
 
 
-def tick_locked():
-    return run_locked(sup._tick)
+# the sample plan, for every phase/gap the spec allows (grid): every conversion inside its phase after the settling
+# time, the last I of each phase END_US before its end, I samples at most SAMPLE_SPAN_US apart, V before the last I
+# with a conversion's room on both sides; scans after each phase's last sample, never closer than one callback
+def c(us, d):
+    return (us * 125 + d - 1) // d
 
 
-# the look plan: for every phase/gap the spec allows (grid), each look's counter brackets fit inside its phase
-# (first read after the settling time, the closing one LATE_SLACK_US before the end at the latest), V wherever it
-# fits, no two looks closer than one callback can chain, and no instant of a pair more than LOOK_SPAN_US before an
-# I conversion, except the -phase's own tail after its last conversion (the residual window the bench measures):
-# END_SLACK_US where the end conversion fits with the same V, else LATE_SLACK_US + one register access
-M = safety.MEM_US
 plan_bad = []
-for ph in (20, 21, 25, 29, 30, 33, 34, 37, 38, 40, 47, 48, 50, 60, 80, 100, 150, 200, 300, 400, 500, 700, 800, 801,
-           900, 990, 1000):
-    for gap in (0, 10, 20, 50, 100, 200, 300, 400, 499, 500):
-        looks = look_plan(ph, gap)
-        conv, starts = [], []
-        for c0, neg, v, end in looks:
-            base = ph + gap if neg else 0
-            starts.append(base + c0)
-            win = safety.WIN_V_US if v else safety.WIN_I_US
-            conv.append(base + c0 + win - M)               # the bracketed I conversion
-            if end:
-                conv.append(base + c0 + win + 2 * M)       # ... and the end conversion after it
-            if c0 < safety.SENSE_SETTLE_US + 1 or c0 + win > max(ph - safety.LATE_SLACK_US,
-                                                                 safety.SENSE_SETTLE_US + 1 + safety.WIN_I_US):
-                plan_bad.append(("bracket", ph, gap, c0, v))
-            if not v and ph - safety.LATE_SLACK_US - safety.WIN_V_US >= safety.SENSE_SETTLE_US + 1:
-                plan_bad.append(("no_v", ph, gap, c0))
-        if not looks or len(looks) > safety.MAX_LOOKS or not looks[-1][1]:
-            plan_bad.append(("count", ph, gap, len(looks)))
-            continue
-        if any(b - a < safety.MIN_LOOK_GAP_US for a, b in zip(starts, starts[1:])):
-            plan_bad.append(("close", ph, gap, starts))
-        tail = 2 * ph + gap - conv[-1]
-        fits_end = ph >= (48 if looks[-1][2] else 30)
-        if tail > (safety.END_SLACK_US if fits_end else safety.LATE_SLACK_US + M):
-            plan_bad.append(("tail", ph, gap, tail))
-        for t in list(range(0, ph, 3)) + list(range(ph + gap, conv[-1], 3)):
-            nxt = [x for x in conv if x >= t]
-            if nxt[0] - t > safety.LOOK_SPAN_US:
-                plan_bad.append(("span", ph, gap, t, nxt[0] - t))
-                break
-check("look_plan_fits_phases_chains_and_covers", not plan_bad, plan_bad[:3])
+for ph in (20, 21, 27, 50, 100, 200, 250, 333, 500, 777, 1000):
+    for gap in (0, 1, 50, 100, 500):
+        for rate_mhz in (500000, 200000, 50000, 2000):
+            if (2 * ph + gap) * rate_mhz > 1000000000:
+                continue
+            pl = planner.plan(ph, gap, rate_mhz, 125000000)
+            d = pl["div"]
+            pc, gc = pl["phase_counts"], pl["gap_counts"]
+            smp = sample_plan(pc, gc, 125, d)
+            offs = [o for o, _ in smp]
+            if offs != sorted(offs) or len(smp) > safety.MAX_SLOTS or any(b - a < c(2, d) for a, b in zip(offs, offs[1:])):
+                plan_bad.append(("order/spacing", ph, gap, smp))
+                continue
+            for s0 in (0, pc + gc):
+                mine = [(o, k) for o, k in smp if s0 <= o < s0 + pc]
+                ii = [o for o, k in mine if k != KIND_V]
+                if not ii or any(o < s0 + c(sampler.SETTLE_US, d) - 1 for o, k in mine) or \
+                        ii[-1] != s0 + pc - c(sampler.END_US, d) or mine[-1][1] != KIND_I_END or \
+                        any(b - a > c(sampler.SAMPLE_SPAN_US, d) for a, b in zip(ii, ii[1:])) or \
+                        (ph >= 10 and not any(k == KIND_V for o, k in mine)):
+                    plan_bad.append(("phase", ph, gap, s0, mine))
+            if len([1 for o, k in smp if s0 <= o < s0 + pc]) == 0:
+                plan_bad.append(("empty", ph, gap))
+            scans = scan_plan(smp, 125, d)
+            ends = [o for o, k in smp if k == KIND_I_END]
+            if not scans or scans[-1] < ends[-1] + c(sampler.READY_US, d) or \
+                    any(b - a < c(sampler.MIN_SCAN_GAP_US, d) for a, b in zip(scans, scans[1:])) or \
+                    any(not any(0 <= t - o <= c(sampler.SCAN_SPAN_US + sampler.MIN_SCAN_GAP_US, d) for t in scans)
+                        for o in offs):
+                plan_bad.append(("scans", ph, gap, scans, ends))
+check("sample_plan_in_phase_spaced_and_scanned", not plan_bad, plan_bad[:2])
 
-# the look chain follows the exact tick schedule for hours: 130.7 Hz is 956389 ticks, not a whole number of us;
-# 1000 us phases with a 500 us gap take 4 looks per pair
-ctr_addr = R.pwm_reg(0, R.PWM_CTR)
+
+def wraps_from_tables(sup, gated, n, P):
+    """The sampler's wrap instants (counts from a pair start) and the CS word at each, as the hardware would
+    produce them from the tables: TOP latches one wrap after DMA writes it."""
+    N = 2
+    while N < n + 2:
+        N *= 2
+    top = [sup.top_t[2 * j] | sup.top_t[2 * j + 1] << 16 for j in range(N)]
+    cs = [sup.cs_t[2 * j] | sup.cs_t[2 * j + 1] << 16 for j in range(N)]
+    if gated:
+        t = sup.kick_w[1] + 1                       # TOP the kick put in the shadow: latched at the pair start
+        ws = [0, t]
+        for j in range(N - 2):
+            t += top[j] + 1
+            ws.append(t)
+        return ws, [cs[j] for j in range(N)], [top[N - 2], top[N - 1]]
+    # continuous: the table starts one wrap before a pair start; one cycle adds up to the pair
+    ws = [0]
+    t = 0
+    for j in range(N - 1):
+        t += top[j] + 1
+        ws.append(t)
+    return ws, [cs[(j + 1) % N] for j in range(N)], sum(top[j] + 1 for j in range(N))
+
+
+tab_bad = []
+for (ph, gap, rate_mhz) in ((20, 0, 500000), (200, 50, 200000), (1000, 500, 50000), (250, 50, 500), (300, 100, 50000),
+                            (200, 100, 30000), (1000, 0, 500000), (999, 1, 500000)):
+    if (2 * ph + gap) * rate_mhz > 1000000000:
+        continue
+    pl = planner.plan(ph, gap, rate_mhz, 125000000)
+    del machine.log[:]              # (the fake's write log: not needed here, and the heap is an RP2040's)
+    eng.load(pl)
+    eng.gate(True)
+    smp = sample_plan(pl["phase_counts"], pl["gap_counts"], 125, pl["div"])
+    n = len(smp)
+    gated = not pl["continuous"]
+    ws, words, tail = wraps_from_tables(sup, gated, n, pl["pair_counts"])
+    want = [sup.cs_v if k == KIND_V else sup.cs_i for o, k in smp]
+    if ws[1:n + 1] != [o for o, k in smp] or words[1:n + 1] != want or words[0] != sup.cs_none or \
+            any(w != sup.cs_none for w in words[n + 1:]) or any(b <= a for a, b in zip(ws, ws[1:])):
+        tab_bad.append(("wraps", ph, gap, rate_mhz, ws[:n + 2], [o for o, k in smp]))
+    if gated:
+        lead = pl["top_segments"][-1][0] + 1
+        ccA = eng.dmas[0]
+        kc = sup.dmas[3]
+        if tail != [0xFFFF, 0xFFFF] or sup.kick_w[0] != 0x10000 - lead or ws[-1] >= pl["pair_counts"] or \
+                (ccA.ctrl >> 11) & 15 != kc.channel or (sup.dmas[5].ctrl >> 11) & 15 != eng.dmas[1].channel or \
+                machine.mem32[R.pwm_reg(0, R.PWM_TOP)] != lead - 1 or eng.first_start_us != clock.ticks_add(
+                    eng.t_enable_us, 2 * lead * pl["div"] // 125):
+            tab_bad.append(("lock", ph, gap, rate_mhz, tail, list(sup.kick_w), lead))
+    elif tail != pl["pair_counts"]:
+        tab_bad.append(("cycle", ph, gap, rate_mhz, tail, pl["pair_counts"]))
+    treq = R.DREQ_PWM_WRAP0 + safety.SAMPLER_SLICE
+    if (sup.dmas[1].ctrl >> 15) & 0x3F != treq or (sup.dmas[2].ctrl >> 15) & 0x3F != treq or \
+            (sup.dmas[0].ctrl >> 15) & 0x3F != sampler.TREQ_ADC or sup.dmas[1].write != sup.s_top or \
+            sup.dmas[2].write != sampler.ADC_CS or sup.dmas[0].read != sampler.ADC_FIFO:
+        tab_bad.append(("channels", ph, gap))
+check("sampler_tables_wrap_at_the_planned_instants", not tab_bad, tab_bad[:2])
+import uctypes
+check("dma_rings_aligned", uctypes.addressof(sup.ring) % 512 == 0 and uctypes.addressof(sup.top_t) % 128 == 0
+      and uctypes.addressof(sup.cs_t) % 128 == 0)
+check("sampler_slice_enabled_with_the_output", machine.mem32[R.PWM_EN + R.ALIAS_SET] == 1 | (1 << safety.SAMPLER_SLICE))
+
+# the scan chain follows the exact tick schedule for minutes: 130.7 Hz is 956389 ticks, not a whole number of us
 for (ph, gap, rate_mhz, minutes) in ((100, 50, 130700, 5.1), (1000, 500, 50000, 1.0)):
     p2 = planner.plan(ph, gap, rate_mhz, 125000000)
-    eng.plan = p2
+    del machine.log[:]
+    eng.load(p2)
+    eng.gate(True)
     eng.first_start_us = clock.ticks_add(Clock.now, 1000)
     eng.first_start_frac = 17
     sup.arm()
-    machine.mem32[ctr_addr] = sup.f[SETTLE_CTS] + 1     # (the fake counter stands still inside the +phase)
-    # exact instants, sys clock ticks (long ints here): the first +phase start, then each look's deadline after its
-    # phase's start (ENTRY_US before its first counter read)
     start_ticks = (Clock.now + 1000) * 125 + 17
-    plan2 = look_plan(ph, gap)
-    offs = [(c0 - safety.ENTRY_US) * 125 + (p2["phase_counts"] + p2["gap_counts"]) * p2["div"] * neg
-            for c0, neg, v, end in plan2]
+    offs = [sup.scan_off[k] for k in range(sup.f[safety.NLOOKS])]
     worst = 0
     pair = 0
     expect_k = 0
     order_ok = True
-    pairs = int(minutes * 60e6 / p2["period_us"])   # 40000 x 7.65 ms at 130.7 Hz: the us clock wraps once
-    for k in range(len(plan2) * pairs):
-        due = sup.f[DUE_US]
-        t_armed = Clock.now
-        timer_ok = machine.Timer.last is not None and machine.Timer.last.period == clock.ticks_diff(due, t_armed)
+    timer_ok = True
+    pairs = int(minutes * 60e6 / p2["period_us"])
+    for k in range(len(offs) * pairs):
+        due = sup.f[DUE_US] + (1 if sup.f[safety.DUE_FRAC] else 0)     # (armed at the first whole us at/after)
+        timer_ok = machine.Timer.last is not None and machine.Timer.last.period == clock.ticks_diff(due, Clock.now)
         if not timer_ok:
             break
-        order_ok = order_ok and sup.f[LOOK] == expect_k and sup.f[DUE_NEG] == plan2[expect_k][1]
+        order_ok = order_ok and sup.f[LOOK] == expect_k
         exact = start_ticks + pair * p2["period_ticks"] + offs[expect_k]
-        want = ((exact + 62) // 125) & Clock.MASK   # the whole us nearest the exact instant
+        want = ((exact + 124) // 125) & Clock.MASK   # the first whole us at or after the exact instant
         worst = max(worst, abs(clock.ticks_diff(due, want)))
         expect_k += 1
-        if expect_k == len(plan2):
+        if expect_k == len(offs):
             expect_k = 0
             pair += 1
-        Clock.now = clock.ticks_add(due, 3)         # interrupt latency
-        if k == 0 and ph == 100:
-            err = tick_locked()                 # once under heap_lock: sample + re-arm allocate nothing
-            check("sample_no_alloc", err is None, repr(err))
-            check("sample_normal_no_trip", sup.f[TRIPPED] == 0 and sup.f[PAUSED] == 0 and sup.f[SAMPLES] == 1,
-                  (sup.f[TRIPPED], sup.f[PAUSED], sup.f[SAMPLES], sup.f[MISSED], sup.f[LATE]))
+        Clock.now = clock.ticks_add(due, 40)         # interrupt latency
+        sup.f[safety.SCAN_US] = Clock.now            # (nothing in the ring: a scan finds no result)
+        if k == 0:
+            err = run_locked(sup._scan)
+            check("scan_no_alloc_%d" % ph, err is None, repr(err))
         else:
-            sup._tick(None)
+            sup._scan(None)
     check("chain_rearms_from_the_callback_%d" % ph, timer_ok and machine.Timer.last.mode == machine.Timer.ONE_SHOT
           and machine.Timer.last.hard and machine.Timer.last.cb == sup._tick_cb)
-    check("chain_every_planned_look_in_order_%d" % ph, order_ok and pair == pairs and len(plan2) == (2, 4)[ph == 1000],
-          (pair, pairs, plan2))
+    check("chain_every_planned_scan_in_order_%d" % ph, order_ok and pair == pairs, (pair, pairs, offs))
     check("chain_deadlines_within_1us_of_the_exact_schedule_for_minutes_%d" % ph, worst <= 1,
           "worst %d us, %d pairs" % (worst, pair))
-    check("no_sample_late_on_schedule_%d" % ph, sup.f[LATE] == 0, sup.f[LATE])
+    check("no_scan_late_on_schedule_%d" % ph, sup.f[LATE] == 0, sup.f[LATE])
 
-# a sample off the schedule (half a second late, e.g. an interrupt held off) is discarded, not judged, and the chain
-# goes on at the next deadline still ahead
-machine.ADC.values[i_pin] = 0
-Clock.now = clock.ticks_add(sup.f[DUE_US], 500000)
-n0 = sup.f[SAMPLES]
-err = tick_locked()
-check("late_sample_no_alloc", err is None, repr(err))
-check("late_sample_discarded", sup.f[LATE] == 1 and sup.f[SAMPLES] == n0 and sup.f[PAUSED] == 0)
-check("late_chain_resumes_ahead", 0 < clock.ticks_diff(sup.f[DUE_US], Clock.now) <= p2["period_us"] + 1)
-sup.f[TOL_US] = 200000
+# results the DMA put in the ring are judged in plan order (200/50 us: I I V I per phase), under heap_lock
+p3 = planner.plan(200, 50, 200000, 125000000)
+eng.load(p3)
+eng.gate(True)
+sup.arm()
+kinds = [k for o, k in sample_plan(p3["phase_counts"], p3["gap_counts"], 125, p3["div"])]
 
-# a counter outside the settled +phase (still settling, or past the phase) makes the sample missed, not judged
-for ctr in (0, sup.f[SETTLE_CTS] - 1, p2["phase_counts"], p2["cc_b"]):
-    machine.mem32[ctr_addr] = ctr
-    sup.f[DUE_US] = Clock.now
-    sup.f[DUE_NEG] = 0
-    n0, m0 = sup.f[SAMPLES], sup.f[MISSED]
-    tick_locked()
-    check("out_of_phase_sample_missed_%d" % ctr, sup.f[SAMPLES] == n0 and sup.f[MISSED] == m0 + 1
-          and sup.f[PAUSED] == 0)
-machine.mem32[ctr_addr] = sup.f[SETTLE_CTS] + 1
+wpos = [0]
 
 
-def tick_pos_locked():
-    # a +phase sample due now
-    sup.f[DUE_US] = Clock.now
-    sup.f[DUE_NEG] = 0
-    return tick_locked()
+def dma_writes(vals):
+    for v in vals:
+        sup.ring[wpos[0] % safety.RING] = v
+        wpos[0] += 1
+    sup.rx.write = sup.ring_base + 2 * (wpos[0] % safety.RING)
+
+
+def pair_vals(i, v, i_end=None):
+    return [v if k == KIND_V else (i if k == KIND_I else (i if i_end is None else i_end)) for k in kinds]
+
+
+def scan_now():
+    Clock.now = clock.ticks_add(Clock.now, 1000)
+    return run_locked(sup._scan)
+
+
+for _ in range(3):
+    dma_writes(pair_vals(I400, V2K))
+err = scan_now()
+check("scan_judges_every_result_no_alloc", err is None and sup.f[SAMPLES] == 3 * len(kinds) and sup.f[PAIRS] == 3 and sup.f[TRIPPED] == 0 and sup.f[PAUSED] == 0,
+      (err, sup.f[SAMPLES], sup.f[PAIRS]))
+check("scan_keeps_i_and_v_of_the_phase", sup.f[I_RAW] == I400 and sup.f[V_RAW] == V2K and sup.f[V_OK] == 1)
+# half a pair now, the rest at the next scan: a scan never judges a result twice or skips one
+dma_writes(pair_vals(I400, V2K)[:3])
+scan_now()
+n1 = sup.f[SAMPLES]
+dma_writes(pair_vals(I400, V2K)[3:])
+scan_now()
+check("scan_resumes_where_it_stopped", sup.f[PAIRS] == 4 and sup.f[SAMPLES] == n1 + len(kinds[3:]))
+# the ring wraps (256 entries) without losing the plan slot
+for _ in range(40):
+    dma_writes(pair_vals(I400, V2K))
+    scan_now()
+check("ring_wraps_in_step", sup.f[PAIRS] == 44 and sup.f[PAUSED] == 0 and sup.f[TRIPPED] == 0 and sup.f[MISSED] == 0)
 
 # contact lost (open load: no current at 400 uA setpoint) -> probe current, paused
-machine.ADC.values[i_pin] = 0
-machine.ADC.values[v_pin] = 4000 << 4
-err = tick_pos_locked()
+dma_writes(pair_vals(0, 4000))
+err = scan_now()
 check("no_contact_no_alloc", err is None, repr(err))
 check("no_contact_paused_to_probe", sup.f[PAUSED] == 1 and amp.applied_ua == C.CONTACT_PROBE_UA)
-
-# over-current -> trip: idle word, ISET 0, HV off, DMA channels disabled
 sup.clear_pause()
-machine.ADC.values[i_pin] = (B.ua_to_adc_raw(BOARD, sup.trip_ua) + 3) << 4
-eng_ctrl_before = [d.ctrl for d in ch]
-err = tick_pos_locked()
+amp.set_ua(400)
+# Z above Z_max (V at the top of the range with the setpoint flowing): paused by the phase's V/I
+dma_writes(pair_vals(I400, 4000))
+scan_now()
+check("high_z_paused", sup.f[PAUSED] == 1)
+sup.clear_pause()
+amp.set_ua(400)
+
+# a V result above the trip count (an open contact reads a high V) is not an over-current
+dma_writes(pair_vals(I400, 4095))
+scan_now()
+check("high_v_is_not_over_current", sup.f[TRIPPED] == 0)
+sup.clear_pause()
+amp.set_ua(400)
+# an over-current in a mid-phase I sample trips as well as one in the phase's last
+dma_writes([B.ua_to_adc_raw(BOARD, sup.trip_ua) + 3 if k == KIND_I else (V2K if k == KIND_V else I400) for k in kinds])
+err = scan_now()
+check("mid_phase_over_current_trips", err is None and sup.f[TRIPPED] == 1)
+sup.clear_trip()
+amp.set_ua(400)
+hv.value(1)
+eng.load(p3)
+eng.gate(True)
+sup.arm()
+wpos[0] = 0
+
+# over-current in any I slot -> trip: idle word, ISET 0, HV off, DMA channels disabled, bridge forced low at once
+over = B.ua_to_adc_raw(BOARD, sup.trip_ua) + 3
+ch = [eng.dmas[i] for i in range(eng.n_dma)]
+dma_writes(pair_vals(I400, V2K, i_end=over))
+err = scan_now()
 check("trip_no_alloc", err is None, repr(err))
-check("trip_latched", sup.f[TRIPPED] == 1)
+check("trip_latched", sup.f[TRIPPED] == 1 and sup.f[safety.TRIP_RAW] == over)
 check("trip_idle_word", machine.mem32[cc_addr] == planner.IDLE_WORD)
 check("trip_iset_zero", amp.pwm.d == 0 and amp.applied_ua == 0)
 check("trip_hv_off", machine.Pin.levels[pins["HV_EN"]] == 0)
 check("trip_dma_disabled", all(d.ctrl & 1 == 0 for d in ch))
 bridge_ctrl = [R.gpio_ctrl(pins["BRIDGE_A"]), R.gpio_ctrl(pins["BRIDGE_B"])]
 check("trip_bridge_forced_low_at_once", all(machine.mem32[a] == R.FUNCSEL_PWM | R.OUTOVER_LOW for a in bridge_ctrl))
+
+# a scanner held off longer than the ring holds (results lost unjudged) fails safe: output off, latched as a stall
+sup.clear_trip()
+amp.set_ua(400)
+hv.value(1)
+eng.load(p3)
+eng.gate(True)
+sup.arm()
+wpos[0] = 0
+dma_writes(pair_vals(I400, V2K))
+Clock.now = clock.ticks_add(Clock.now, sup.f[safety.CAP_US] + 1)
+err = run_locked(sup._scan)
+check("stall_no_alloc", err is None, repr(err))
+check("stall_trip_output_off", sup.f[TRIPPED] == safety.TRIP_STALL and machine.Pin.levels[pins["HV_EN"]] == 0 and
+      machine.mem32[cc_addr] == planner.IDLE_WORD and sup.f[MISSED] == len(kinds),
+      (sup.f[TRIPPED], machine.Pin.levels[pins["HV_EN"]], sup.f[MISSED], len(kinds)))
+# ... and when the scanner does not run at all, the main loop sees it
+sup.clear_trip()
+eng.load(p3)
+eng.gate(True)
+sup.arm()
+check("not_stalled_when_scanning", not sup.stalled())
+Clock.now = clock.ticks_add(Clock.now, sup.f[safety.CAP_US] + sup.f[safety.PER_US] + 1)
+check("stalled_seen_by_the_main_loop", sup.stalled())
 
 # FAULT_N hard IRQ
 sup.clear_trip()
@@ -270,9 +390,11 @@ check("fault_n_trip", sup.f[TRIPPED] == 2 and machine.Pin.levels[pins["HV_EN"]] 
       and all(machine.mem32[a] == R.FUNCSEL_PWM | R.OUTOVER_LOW for a in bridge_ctrl))
 sup.clear_trip()
 
-# stop closes every channel and leaves the idle word
+# stop closes every channel (the sampler's too) and leaves the idle word, the FIFO off
+allch = [eng.dmas[i] for i in range(eng.n_dma)] + [d for d in sup.dmas if d is not None]
 eng.stop()
-check("stop_closes_dma", all(d.closed for d in ch))
+check("stop_closes_dma", all(d.closed for d in allch) and all(d is None for d in sup.dmas))
 check("stop_idle_word", machine.mem32[cc_addr] == planner.IDLE_WORD)
 check("stop_slice_disabled", machine.mem32[R.PWM_EN + R.ALIAS_CLR] & 1 == 1)
+check("stop_fifo_off", machine.mem32[safety.ADC_FCS] == 0)
 done()

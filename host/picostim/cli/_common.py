@@ -231,15 +231,15 @@ def device_session(port: str | None, board: str | None = None, timeout: float = 
 
 
 def supervisor_stall(before: dict, after: dict) -> str | None:
-    """Between two `status` replies the supervisor's in-phase samples stayed flat while its late (off schedule) or
-    missed (outside the phase) counters rose: nothing the device reports as measured current is real. Returns
+    """Between two `status` replies the supervisor's judged samples stayed flat while its late (scans held off) or
+    missed (samples lost unjudged) counters rose: nothing the device reports as measured current is real. Returns
     the operator's explanation, or None when sampling is healthy (or nothing was driven)."""
     def d(k):
         a, b = before.get(k), after.get(k)
         return (b - a) if isinstance(a, int) and isinstance(b, int) else 0
     if d("samples") > 0 or (d("late") <= 0 and d("missed") <= 0):
         return None
-    return (f"the safety supervisor took no current sample ({d('late')} late, {d('missed')} outside the phase, "
+    return (f"the safety supervisor took no current sample ({d('late')} late, {d('missed')} lost unjudged, "
             f"0 valid): the output current is NOT being measured. On the virtual board the virtual clock is "
             f"too slow for its sampling (use --clock model / PICOSTIM_SIM_CLOCK=model, or a less loaded host); "
             f"on hardware something holds interrupts off (flash writes, a long IRQ handler)")

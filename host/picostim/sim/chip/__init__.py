@@ -133,6 +133,9 @@ class Chip:
             pd = self.gpio.next_pending()
             if pd is not None and pd <= t:
                 cands.append((pd, 3, 0, None))
+            ad = self.adc.busy_until
+            if ad is not None and ad <= t:
+                cands.append((ad, 4, 0, None))
             if not cands:
                 break
             if len(cands) > 1:
@@ -157,8 +160,10 @@ class Chip:
                     self.dma.transfer(obj, te)
             elif prio == 2:
                 self._watchdog_fires(te)
-            else:
+            elif prio == 3:
                 self.gpio.apply_pending(te)
+            else:
+                self.adc.complete(te)
         self.now_ns = t
         if self.analog is not None:
             self.analog.on_advance(t_prev, t)
@@ -443,6 +448,16 @@ class Chip:
             return self.dma.get(c, name)
         self.dma.set(c, name, _int(name, value), self.now_ns)
         return None
+
+    def rpc_dma_sync(self, ch, nbytes):
+        """[write pointer, the channel's write window (nbytes, base64)]: a DMA write buffer as the chip's RAM holds
+        it (rp2.DMA's `write` getter brings the firmware's buffer up to date with it)."""
+        c = self._dma_ch(ch)
+        nbytes = _int("nbytes", nbytes)
+        if not 0 <= nbytes <= _WRITE_WINDOW:
+            raise ValueError("virtual board: DMA write buffer above %d bytes is not modelled" % _WRITE_WINDOW)
+        o = _WRITE_BASE + c.num * _WRITE_WINDOW
+        return [self.dma.get(c, "write"), base64.b64encode(bytes(self.ram[o:o + nbytes])).decode()]
 
     def rpc_dma_active(self, ch, value=None):
         c = self._dma_ch(ch)

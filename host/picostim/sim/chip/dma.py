@@ -2,8 +2,10 @@
 
 Pacing: a channel with TREQ_SEL = 24+s does one transfer at each wrap of PWM slice s after it is triggered
 (its DREQ credit starts at zero on trigger, so a channel triggered by a chain at wrap w transfers first at the
-wrap after w). TREQ_SEL = 0x3F (unpaced) runs all transfers at the trigger instant. Other DREQs (ADC, PIO, UART,
-DMA timers) are not modelled: such a channel stays busy and never transfers (noted in `Chip.notes`).
+wrap after w). TREQ_SEL = 0x3F (unpaced) runs all transfers at the trigger instant. DREQ_ADC (36) is a level: a
+channel paced by it transfers while the ADC FIFO holds at least FCS.THRESH results (at the instant a conversion
+completes, or at its trigger). Other DREQs (PIO, UART, DMA timers) are not modelled: such a channel stays busy and
+never transfers (noted in `Chip.notes`).
 A transfer reads/writes through the chip's bus at the wrap time, so a CC write lands in the PWM shadow and
 latches at the following wrap, exactly as on silicon.
 RAM buffers handed over by `rp2.DMA.config(read=buf)` are copied into the chip's SRAM model (one window per
@@ -93,8 +95,18 @@ class DmaBlock:
                     self.transfer(c, t)
             finally:
                 self._unpaced_depth -= 1
+        elif treq == regs.TREQ_ADC:
+            self.adc_dreq(t)
         elif not regs.TREQ_PWM_WRAP0 <= treq < regs.TREQ_PWM_WRAP0 + regs.PWM_NUM_SLICES:
             self.chip.note(f"DMA channel {c.num}: DREQ {treq} is not modelled; the channel never transfers")
+
+    def adc_dreq(self, t):
+        """DREQ_ADC may be asserted: channels paced by it transfer while it is (lowest channel first, as the
+        round-robin arbiter starts)."""
+        adc = self.chip.adc
+        for c in self.ch:
+            while c.busy and c.ctrl & regs.CTRL_EN and c.treq == regs.TREQ_ADC and adc.dreq():
+                self.transfer(c, t)
 
     def abort(self, c):
         c.busy = False

@@ -37,6 +37,9 @@ def init(sock, rt, mode, vclock):
     _call_ns = int(costs.get("default", 4) * 1000)
     _costs = {k: int(v * 1000) for k, v in costs.items()}
     _ticks_ns = int(vclock.get("ticks_cost_us", 2) * 1000)
+    global _irq_entry_ns, _irq_exit_ns
+    _irq_entry_ns = int(costs.get("irq_entry", 0) * 1000)
+    _irq_exit_ns = int(costs.get("irq_exit", 0) * 1000)
     _wall = rt.ticks_us()
     if mode == "cpu":
         _open_sched()
@@ -131,6 +134,8 @@ _gc_reserve = 24 * 1024
 _costs = {}
 _FREE = ("sync", "repl_wait", "repl_enter", "vclock", "fs_write", "power_dead", "kbd_intr", "heap")  # board plumbing
 _overhead_us = 0
+_irq_entry_ns = 0     # deadline / pin edge -> the callback's first statement (mcu.vclock.call_cost_us.irq_entry)
+_irq_exit_ns = 0      # the callback's return -> the interrupted code again
 _last_gap_us = 0
 _noise_us = 0
 _carry = 0
@@ -264,9 +269,14 @@ def _service():
 
 
 def _dispatch(cb, hard):
-    global _in_hard
+    global _in_hard, _local, _wall
     if hard:
         # Hard IRQ rules as on rp2: the heap is locked, so any allocation raises MemoryError.
+        # Time: IRQ entry before the first statement and the return after the last, as measured on the emu engine
+        # (mcu.vclock.call_cost_us irq_entry / irq_exit); the Python in between is charged per operation (calls,
+        # ticks reads, Timer.init, ring words read: see machine.Timer and rp2.DMA) under the model clock, and as
+        # host time under the cpu clock.
+        _local += _irq_entry_ns
         _in_hard = True
         err = None
         micropython.heap_lock()
@@ -278,6 +288,7 @@ def _dispatch(cb, hard):
             # a Ctrl-C (SIGINT -> KeyboardInterrupt) can land inside the callback: unlock before it propagates to
             # the main code, where the firmware handles it (on rp2 it is raised in the main thread, not the IRQ)
             micropython.heap_unlock()
+            _local += _irq_exit_ns
             _in_hard = False
         if err is not None:
             print("Uncaught exception in IRQ callback handler")
@@ -310,6 +321,12 @@ def now_ns():
         call("sync")
         return _now
     return t
+
+
+def cost_ns(op):
+    # the profile's RP2040 cost of an operation the shims run locally (no call); model clock only (the cpu clock
+    # charges the host time they take)
+    return _costs.get(op, 0) if _mode == "model" else 0
 
 
 def charge(ns):

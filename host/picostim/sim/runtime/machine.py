@@ -370,6 +370,7 @@ class Timer:
         self._deadline = (_vblink.now_ns() // 1000 + delta_us) * 1000    # the alarm pool counts whole us
         self._armed = True
         _vblink.add_timer(self)
+        _vblink.charge(_vblink.cost_ns("timer_init"))
 
     def deinit(self):
         global _alarms

@@ -1,6 +1,7 @@
 # `rp2` for the virtual board: rp2.DMA over _vblink (ports/rp2/rp2_dma.c semantics), PIO assembly via _pioasm.
 # PIO execution is not modelled (the stimulator firmware does not use PIO).
 import binascii
+import micropython
 import _vblink
 # peripheral access from a hard IRQ runs the RPC with the heap unlocked: the same helpers as machine.py
 from machine import _r2 as _call2, _r3 as _call3
@@ -15,6 +16,11 @@ _FIELDS = (("enable", 0, 1, 0), ("high_pri", 1, 1, 0), ("size", 2, 2, 0), ("inc_
 _DEFAULT_CTRL = (1 << 21) | (0x3F << 15) | (1 << 5) | (1 << 4) | (2 << 2) | 1
 
 
+def _itemsize(b):
+    # bytes per item of a buffer (array / memoryview typecode; bytes-like: 1)
+    return len(bytes(memoryview(b)[0:1])) if len(b) else 1
+
+
 def _addr(cfg, name, v):
     if isinstance(v, int):
         cfg[name] = v
@@ -27,6 +33,33 @@ def _addr(cfg, name, v):
 class DMA:
     def __init__(self):
         self._ch = _vblink.call("dma_new")
+        self._wbuf = None
+        self._wlast = None
+
+    def _sync(self):
+        # A channel writing into a firmware buffer writes the chip's SRAM model; on rp2 the buffer IS that RAM.
+        # Reading the channel's write pointer brings the buffer up to date first (what the firmware reads next
+        # is then what the DMA had written by then, as on the chip). Runs unlocked from a hard IRQ, like any
+        # peripheral access there.
+        import uctypes
+        hard = _vblink._in_hard
+        if hard:
+            micropython.heap_unlock()
+        try:
+            b = self._wbuf
+            sz = _itemsize(b)
+            r = _vblink.call("dma_sync", self._ch, len(b) * sz)
+            uctypes.bytearray_at(uctypes.addressof(b), len(b) * sz)[:] = binascii.a2b_base64(r[1])
+            # model clock: the firmware reads each word the DMA wrote since the last look (a scan loop), at the
+            # profile's per-word cost (ring_word, measured on the emu engine)
+            if self._wlast is not None:
+                _vblink.charge(((r[0] - self._wlast) // sz % len(b)) * _vblink.cost_ns("ring_word"))
+            self._wlast = r[0]
+            _vblink._wall = _vblink._rt.ticks_us()     # (this copy is the link's plumbing, not firmware time)
+            return r[0]
+        finally:
+            if hard:
+                micropython.heap_lock()
 
     def _check(self):
         if self._ch == _CLOSED:
@@ -50,6 +83,8 @@ class DMA:
 
     @property
     def write(self):
+        if self._wbuf is not None and self._ch != _CLOSED:
+            return self._sync()
         return _call3("dma_reg", self._check(), "write", None)
 
     @write.setter
@@ -82,6 +117,8 @@ class DMA:
             _addr(cfg, "read", read)
         if write is not None:
             _addr(cfg, "write", write)
+            self._wbuf = None if isinstance(write, int) else write
+            self._wlast = None
         if count is not None:
             cfg["count"] = count
         if ctrl is not None:
