@@ -119,7 +119,7 @@ class VirtualBoard:
         return super().__new__(cls)
 
     def __init__(self, board: str = "handheld-home", load="2k", flash_dir=None, clock: str = "cpu",
-                 speed: float = 1.0, seed: int = 0, heap_kb: int = 256, rig_port: int | None = 0,
+                 speed: float = 1.0, seed: int = 0, heap_kb: int = 320, rig_port: int | None = 0,
                  chip_factory=None, engine: str = "unix", micropython=None, uid: str | None = None,
                  unit_seed: int | None = None, ideal: bool = False, parts=None):
         if clock not in CLOCK_MODES:
