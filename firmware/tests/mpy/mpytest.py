@@ -63,3 +63,28 @@ def app_sandbox(prefix):
 
 def done():
     print("DONE", _fails[0])
+
+
+class Out:
+    """The app's output stream: collects what it writes; lines() parses the JSON lines and clears."""
+    def __init__(self):
+        self.buf = []
+
+    def write(self, s):
+        self.buf.append(s)
+
+    def lines(self):
+        import json
+        txt = "".join(self.buf)
+        self.buf = []
+        return [json.loads(x) for x in txt.split("\n") if x.strip()]
+
+
+def app_with_output(board):
+    """An App (after app_sandbox) writing to an Out, its audit trail at the sandbox's path: (app, out)."""
+    import app
+    import audit
+    out = Out()
+    a = app.App(board, out)
+    a.audit = audit.Audit(audit.AUDIT_PATH)
+    return a, out

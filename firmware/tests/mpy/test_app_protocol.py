@@ -3,7 +3,7 @@
 import json
 import os
 import machine
-from mpytest import check, done, app_sandbox
+from mpytest import check, done, app_sandbox, Out
 
 import config
 import audit
@@ -14,19 +14,6 @@ import time
 d, BOARD = app_sandbox("psapp")
 
 import app as A
-
-
-class Out:
-    def __init__(self):
-        self.buf = []
-
-    def write(self, s):
-        self.buf.append(s)
-
-    def lines(self):
-        txt = "".join(self.buf)
-        self.buf = []
-        return [json.loads(x) for x in txt.split("\n") if x.strip()]
 
 
 out = Out()

@@ -3,7 +3,7 @@
 # thresholds) and again after a reboot; a corrupt file is reported and not applied; clear removes it.
 import json
 import os
-from mpytest import check, done, app_sandbox
+from mpytest import check, done, app_sandbox, app_with_output, Out
 
 import audit
 import calib
@@ -15,22 +15,7 @@ d, BOARD = app_sandbox("pscal")
 import app as A
 
 
-class Out:
-    def __init__(self):
-        self.buf = []
-
-    def write(self, s):
-        self.buf.append(s)
-
-    def lines(self):
-        txt = "".join(self.buf)
-        self.buf = []
-        return [json.loads(x) for x in txt.split("\n") if x.strip()]
-
-
-out = Out()
-a = A.App(BOARD, out)
-a.audit = audit.Audit(audit.AUDIT_PATH)
+a, out = app_with_output(BOARD)
 
 
 def req(obj):

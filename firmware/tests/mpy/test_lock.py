@@ -4,7 +4,7 @@
 import json
 import os
 from binascii import hexlify, unhexlify
-from mpytest import check, done, app_sandbox
+from mpytest import check, done, app_sandbox, app_with_output, Out
 
 import audit
 import config
@@ -37,22 +37,7 @@ for bad in ('{"mac":"%s"}' % M, '{"a":1,"mac":"%s","b":2}' % M, '{"a":1,"mac":"%
     check("split_refuses_%s" % bad[-12:], lockcmd.split_mac(bad.encode()) is None, bad)
 
 
-class Out:
-    def __init__(self):
-        self.buf = []
-
-    def write(self, s):
-        self.buf.append(s)
-
-    def lines(self):
-        txt = "".join(self.buf)
-        self.buf = []
-        return [json.loads(x) for x in txt.split("\n") if x.strip()]
-
-
-out = Out()
-a = A.App(BOARD, out)
-a.audit = audit.Audit(audit.AUDIT_PATH)
+a, out = app_with_output(BOARD)
 KEY = bytes(range(32))
 KID = "k1test"
 

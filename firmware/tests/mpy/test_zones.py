@@ -5,7 +5,7 @@ import gc
 import json
 import machine
 import rp2
-from mpytest import check, raises, done, app_sandbox
+from mpytest import check, raises, done, app_sandbox, Out
 
 import pscodes as C
 
@@ -13,19 +13,6 @@ d, BOARD = app_sandbox("pszones")
 
 import app as A
 import audit
-
-
-class Out:
-    def __init__(self):
-        self.buf = []
-
-    def write(self, s):
-        self.buf.append(s)
-
-    def lines(self):
-        txt = "".join(self.buf)
-        self.buf = []
-        return [json.loads(x) for x in txt.split("\n") if x.strip()]
 
 
 # ---------------------------------------------------------------- the app: zone bound at the choke point

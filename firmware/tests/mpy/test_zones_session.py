@@ -4,7 +4,7 @@ import gc
 import json
 import machine
 import rp2
-from mpytest import check, raises, done, app_sandbox
+from mpytest import check, raises, done, app_sandbox, app_with_output, Out
 
 import pscodes as C
 
@@ -16,23 +16,8 @@ import zonectl
 import ui as U
 
 
-class Out:
-    def __init__(self):
-        self.buf = []
-
-    def write(self, s):
-        self.buf.append(s)
-
-    def lines(self):
-        txt = "".join(self.buf)
-        self.buf = []
-        return [json.loads(x) for x in txt.split("\n") if x.strip()]
-
-
 # ---------------------------------------------------------------- the app: zone bound at the choke point
-out = Out()
-a = A.App(BOARD, out)
-a.audit = audit.Audit(audit.AUDIT_PATH)
+a, out = app_with_output(BOARD)
 
 
 def req(obj):
