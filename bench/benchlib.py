@@ -251,3 +251,16 @@ def close_board(vb, timeout_s: float = 20.0) -> bool:
                 pass
         return False
     return True
+
+
+MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
+
+
+def mpremote_exec(port, code, timeout=180, resume=False):
+    """Run `code` on the board at `port` with stock mpremote (as a user would); its printed words, split.
+    resume: no soft reset first (the REPL still holds what main.py built)."""
+    r = subprocess.run([MPREMOTE, "connect", port, *(["resume"] if resume else []), "exec", code],
+                       capture_output=True, text=True, timeout=timeout)
+    if r.returncode:
+        raise RuntimeError((r.stderr or r.stdout).strip()[-300:])
+    return r.stdout.strip().split()

@@ -11,15 +11,11 @@ Needs $PICOSTIM_MICROPYTHON_UF2; without it the section says "skipped: no MicroP
 from __future__ import annotations
 
 import os
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from benchlib import Figure
+from benchlib import Figure, mpremote_exec
 
-MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
 WORKLOADS = {
     "heap_free_after_boot_b": "import gc; gc.collect(); print(gc.mem_free())",
@@ -49,10 +45,7 @@ WORKLOADS = {
 
 
 def _exec(port, code):
-    r = subprocess.run([MPREMOTE, "connect", port, "exec", code], capture_output=True, text=True, timeout=120)
-    if r.returncode:
-        raise RuntimeError(r.stderr.strip()[-300:])
-    return r.stdout.strip().split()
+    return mpremote_exec(port, code, timeout=120)
 
 
 def _engine(engine, uf2):
@@ -110,12 +103,7 @@ JUDGE_WINDOW_S = 1.0
 
 
 def _resume_exec(port, code):
-    # `resume`: no soft reset first, so the REPL still holds the app main.py built
-    r = subprocess.run([MPREMOTE, "connect", port, "resume", "exec", code], capture_output=True, text=True,
-                       timeout=300)
-    if r.returncode:
-        raise RuntimeError((r.stderr or r.stdout).strip()[-300:])
-    return r.stdout.strip().split()
+    return mpremote_exec(port, code, timeout=300, resume=True)
 
 
 def _app_figures(engine, uf2, n_oc, n_ct):

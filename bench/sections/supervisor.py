@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchlib import Figure, board_profile, dist, provisioned_board, trip_limit_ua, wait_virtual
+from benchlib import Figure, board_profile, dist, mpremote_exec, provisioned_board, trip_limit_ua, wait_virtual
 from sections.latency import _iset_ua, contact_onset_ns, output_off_ns, phase_peaks
 
 WAVES = {"20/0 us @ 500 Hz": (20, 0, 500.0), "200/50 us @ 200 Hz": (200, 50, 200.0),
@@ -29,7 +27,6 @@ WAVES = {"20/0 us @ 500 Hz": (20, 0, 500.0), "200/50 us @ 200 Hz": (200, 50, 200
 MAIN = ("20/0 us @ 500 Hz", "200/50 us @ 200 Hz", "1000/500 us @ 50 Hz")
 SETTLE_S = 0.35
 LEAD_NS = 1_000_000
-MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
 COSTS = {   # per-operation workloads (same code on both engines), us per operation
     "mem32_read_us": "import time\nfrom machine import mem32\ndef f(n):\n    x = 0\n    for i in range(n):\n"
@@ -59,10 +56,7 @@ COSTS = {   # per-operation workloads (same code on both engines), us per operat
 
 
 def _mpremote(port, code):
-    r = subprocess.run([MPREMOTE, "connect", port, "exec", code], capture_output=True, text=True, timeout=180)
-    if r.returncode:
-        raise RuntimeError(r.stderr.strip()[-300:])
-    return [float(x) for x in r.stdout.split()]
+    return [float(x) for x in mpremote_exec(port, code)]
 
 
 @contextmanager
