@@ -330,6 +330,12 @@ class Station:
                     p.wait()
                     raise StepFailed(f"HIL subset did not finish within {HIL_TIMEOUT_S:.0f} s")
                 finally:
+                    # pytest's own workers can outlive it after a Ctrl-C and start the output again after the unit
+                    # was made idle: nothing of its process group may run on
+                    try:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
                     with self._lock:
                         self._procs.discard(p)
                 self._check()
