@@ -180,13 +180,24 @@ def _session(dev):
     return dev.start(level=1, phase_us=PHASE_US, gap_us=GAP_US, rate_hz=RATE_HZ, program=None)
 
 
-def measure_levels(dev, rig, levels) -> list:
-    """Every level of the unit's table, measured at the electrodes (one session, lowest level first)."""
+class CalibrationCancelled(Exception):
+    """calibrate()'s `cancelled()` said stop: no record was written by this call after that point."""
+
+
+def _points(dev, rig, uas, cancelled=None) -> list:
     out = []
+    for ua in uas:
+        if cancelled is not None and cancelled():
+            raise CalibrationCancelled("calibration cancelled")
+        out.append(measure_point(dev, rig, ua))
+    return out
+
+
+def measure_levels(dev, rig, levels, cancelled=None) -> list:
+    """Every level of the unit's table, measured at the electrodes (one session, lowest level first)."""
     _session(dev)
     try:
-        for ua in levels:
-            out.append(measure_point(dev, rig, ua))
+        out = _points(dev, rig, levels, cancelled)
     finally:
         _stop(dev)
     return out
@@ -207,12 +218,13 @@ def setpoints(cap_bound: int) -> list[int]:
 
 
 def calibrate(dev, rig, operator: str = "unknown", *, reference: str | None = REFERENCE_LOAD,
-              progress=None) -> Result:
+              progress=None, cancelled=None) -> Result:
     """Calibrate the unit `dev` (picostim.device.Device, application running) with the rig `rig` (VirtualRig or
     RigClient). Writes the record only when the fit is plausible; raises CalibrationError when it cannot measure.
     A locked unit (issue 14) needs a Device with a signer: it signs calib_set itself. Returns the Result (before/after
     tables); `passed` says whether every level is within +-1 % + 2 uA and the device's own reading within
-    +-2 % + 2 uA of the rig."""
+    +-2 % + 2 uA of the rig. `cancelled()`, asked before each point measured with a record in force, ends the run with CalibrationCancelled (the
+    output stopped, the reference load put back)."""
     say = progress or (lambda msg: None)
     res = Result()
     prev_load = None
@@ -229,14 +241,14 @@ def calibrate(dev, rig, operator: str = "unknown", *, reference: str | None = RE
         info = dev.request("calib_get")
         levels = list(dev.levels_get())
         say("before: every level as the unit is")
-        res.before = measure_levels(dev, rig, levels)
+        res.before = measure_levels(dev, rig, levels, cancelled)
         _set(dev, {"clear": True, "operator": operator, "utc": utc_now()})
         bound = int(dev.request("calib_get")["cap_bound_ua"])
         pts = setpoints(bound)
         say(f"raw: {len(pts)} setpoints {pts} uA, no record in force")
         _session(dev)
         try:
-            res.raw = [measure_point(dev, rig, ua) for ua in pts]
+            res.raw = _points(dev, rig, pts)   # not cancelled here: the unit has no record in force
         finally:
             _stop(dev)
         nominal = [p.applied_ua for p in res.raw]      # identity record: applied = the commanded nominal current
@@ -265,7 +277,7 @@ def calibrate(dev, rig, operator: str = "unknown", *, reference: str | None = RE
         res.record = reply.get("calibration")
         res.cap_bound_ua = int(dev.request("calib_get")["cap_bound_ua"])
         say("after: every level with the new record")
-        res.after = measure_levels(dev, rig, levels)
+        res.after = measure_levels(dev, rig, levels, cancelled)
         bad = [p for p in res.after if not p.ok()]
         dbad = [p for p in res.after if not p.device_ok()]
         res.passed = not bad and not dbad

@@ -41,6 +41,7 @@ DEFAULT_EXPECT_OHM = 2000       # the fixture's known resistor (the virtual rig'
 HIL_MARKER = "production"
 HIL_TIMEOUT_S = 600.0           # the whole subset
 HIL_TEST_TIMEOUT_S = 240        # one test (pytest-timeout), as `picostim hil`
+IDLE_RETRY_S = 30.0             # making a unit idle is retried this long
 
 
 class Cancelled(Exception):
@@ -71,15 +72,32 @@ class StationConfig:
     signer: object = None          # picostim.auth.Signer (--key-file): lock each unit as the last step (issue 14)
 
 
+def _kill_group(pgid: int, wait_s: float = 10.0) -> None:
+    """SIGKILL a process group and wait until none of it is left (a killed process still holds its ports until it
+    has exited; a unit is made idle only after that)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.01)
+
+
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def calibrate(port: str, rig: str | None, operator: str = "unknown") -> tuple[dict | None, dict | None, str]:
+def calibrate(port: str, rig: str | None, operator: str = "unknown",
+              cancelled=None) -> tuple[dict | None, dict | None, str]:
     """Calibration step (the unit's serial port, its rig's address): returns (before, after, status), before/after
     as {"points": [...], "summary": {...}, ...} (picostim.calibration.Result). A unit that cannot be calibrated or
     stays out of limits raises StepFailed (the record still gets the tables, via the exception's `tables`)."""
-    from .calibration import CalibrationError, calibrate as run
+    from .calibration import CalibrationCancelled, CalibrationError, calibrate as run
     from .device import Device
     from .sim.rigproto import RigClient
     if not rig:
@@ -87,7 +105,9 @@ def calibrate(port: str, rig: str | None, operator: str = "unknown") -> tuple[di
     with Device(port, timeout=10) as dev, RigClient(rig) as rc:
         dev.ensure_app()
         try:
-            res = run(dev, rc, operator=operator)
+            res = run(dev, rc, operator=operator, cancelled=cancelled)
+        except CalibrationCancelled:
+            raise Cancelled() from None
         except CalibrationError as e:
             raise StepFailed(str(e)) from None
     d = res.to_dict()
@@ -114,6 +134,7 @@ class Station:
         self.progress = progress or (lambda i, stage, detail="": None)
         self._cancel = threading.Event()
         self._procs: set = set()
+        self.idle_after: dict[int, str] = {}     # unit index -> output state read back at its end
         self._lock = threading.Lock()
 
     def cancel(self) -> None:
@@ -138,17 +159,23 @@ class Station:
         outcomes: list[dict | None] = [None] * len(units)
         threads = [threading.Thread(target=self._unit_thread, args=(i, u, outcomes), daemon=True,
                                     name=f"station-unit-{i}") for i, u in enumerate(units)]
-        for t in threads:
-            t.start()
-        interrupted = False
-        while any(t.is_alive() for t in threads):
-            try:
+        # Ctrl-C only marks the run cancelled: raised as KeyboardInterrupt anywhere in this loop (even between two
+        # joins) it would end the process with the unit threads (daemons) mid-step and a unit's output left on
+        sigint = threading.Event()
+        in_main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGINT, lambda *_: sigint.set()) if in_main else None
+        try:
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
                 for t in threads:
                     t.join(0.1)
-            except KeyboardInterrupt:
-                interrupted = True
-                self.cancel()
-        if interrupted:
+                if sigint.is_set() and not self.cancelled:
+                    self.cancel()
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, old)
+        if sigint.is_set():
             raise KeyboardInterrupt
         return [o or {"result": "ABORTED"} for o in outcomes]
 
@@ -187,7 +214,9 @@ class Station:
                 self._steps(i, tgt.port, rig, rec)
             finally:
                 rec["rig_after"] = self._rig_defaults(rig)
-                rec["idle_after"] = self._make_idle(tgt.port)
+                rec["idle_after"] = self.idle_after[i] = self._make_idle(tgt.port)
+                if rec["idle_after"] != "idle":
+                    self.progress(i, "NOT IDLE", f"output state after the run: {rec['idle_after']}")
         self._check()          # an interrupted unit is not recorded: its run is incomplete
         if rec["result"] == "PASS" and rec["idle_after"] != "idle":
             rec["result"], rec["reason"] = "FAIL", f"idle check: output state after the tests {rec['idle_after']}"
@@ -264,7 +293,8 @@ class Station:
 
     def _step_calibrate(self, i, port, rig, rec, step):
         try:
-            before, after, status = calibrate(port, rig, operator=self.cfg.operator)
+            before, after, status = calibrate(port, rig, operator=self.cfg.operator,
+                                              cancelled=lambda: self.cancelled)
         except StepFailed as e:
             before, after = getattr(e, "tables", (None, None))
             rec["calibration"] = {"before": before, "after": after, "status": f"failed: {e}"}
@@ -332,10 +362,7 @@ class Station:
                 finally:
                     # pytest's own workers can outlive it after a Ctrl-C and start the output again after the unit
                     # was made idle: nothing of its process group may run on
-                    try:
-                        os.killpg(p.pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+                    _kill_group(p.pid)
                     with self._lock:
                         self._procs.discard(p)
                 self._check()
@@ -381,14 +408,21 @@ class Station:
             return f"unknown ({type(e).__name__}: {e})"
 
     def _make_idle(self, port: str) -> str:
-        """Stop the output whatever happened (the application restarted if it was interrupted); never raises."""
+        """Stop the output whatever happened (the application restarted if it was interrupted); never raises.
+        Retried until IDLE_RETRY_S: the port can still be held for a moment by an interrupted HIL process, or the
+        unit be rebooting after a fault injection."""
         from .device import Device
-        try:
-            with Device(port, timeout=5) as dev:
-                dev.ensure_app(timeout=15)
-                dev.request("telemetry", on=False)
-                dev.stop()
-                st = dev.status()
-            return str(st.get("state"))
-        except Exception as e:  # noqa: BLE001
-            return f"unknown ({type(e).__name__}: {e})"
+        deadline = time.monotonic() + IDLE_RETRY_S
+        while True:
+            try:
+                with Device(port, timeout=5) as dev:
+                    dev.ensure_app(timeout=15)
+                    dev.request("telemetry", on=False)
+                    dev.stop()
+                    st = dev.status()
+                if st.get("state") == "idle" or time.monotonic() >= deadline:
+                    return str(st.get("state"))
+            except Exception as e:  # noqa: BLE001
+                if time.monotonic() >= deadline:
+                    return f"unknown ({type(e).__name__}: {e})"
+            time.sleep(0.2)

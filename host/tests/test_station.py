@@ -193,6 +193,8 @@ def test_ctrl_c_mid_station_leaves_units_idle_and_records_whole(tmp_path):
         for vb in vbs:                            # every unit idle, measured at its electrodes
             with Device(vb.port, timeout=10) as dev:
                 st = dev.hello(timeout=15) and dev.status()
+            if st["state"] != "idle":
+                print(out, st, sep="\n")
             assert st["state"] == "idle", st
             cap = vb.rig.capture(0.3)
             assert cap.max_abs_ua < 1.0 and not cap.active_pulses()

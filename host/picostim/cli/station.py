@@ -133,7 +133,15 @@ def station(board, bundle_file, ports, all_ports, rigs, db, operator, station_id
         try:
             outcomes = st.run(units)
         except KeyboardInterrupt:
-            click.echo("interrupted: every unit stopped and left idle; units not finished have no record", err=True)
+            not_idle = {i: v for i, v in st.idle_after.items() if v != "idle"}
+            if not_idle:
+                for i, v in sorted(not_idle.items()):
+                    click.echo(f"unit {i + 1} {specs[i]}: NOT confirmed idle: {v}", err=True)
+                click.echo("interrupted: units above may still be stimulating; units not finished have no record",
+                           err=True)
+            else:
+                click.echo("interrupted: every unit stopped and left idle; units not finished have no record",
+                           err=True)
             sys.exit(130)
     recorded = [o for o in outcomes if o.get("result") in ("PASS", "FAIL")]
     if as_json:
