@@ -136,6 +136,45 @@ def test_stopped_pwm_slice_stays_stopped_and_latches_cc_at_once(emu):
     assert (hi, lo) == (1, 0), f"pin A {hi}/{lo} after CC 500/0 on a stopped slice at count 0 (expected 1/0)"
 
 
+ADC_DREQ = """
+import rp2, time, array
+from machine import ADC, Pin, mem32
+CS = 0x4004C000
+FCS = CS + 8
+FIFO = CS + 12
+ADC(Pin(26))
+mem32[FCS] = 1 | 8 | (1 << 24)             # FIFO on, DREQ on, threshold 1
+for _ in range(3):
+    mem32[CS] = 1 | 4                      # START_ONCE, channel 0: the FIFO fills, DREQ_ADC asserted
+    time.sleep_us(20)
+mem32[FCS] = 0                             # FIFO and its DREQ off
+while mem32[FCS] & (0xF << 16):
+    mem32[FIFO]
+mem32[FCS] = 0xC00                         # clear OVER/UNDER
+dst = array.array('H', [0])
+d = rp2.DMA()
+d.config(read=FIFO, write=dst, count=1000, ctrl=d.pack_ctrl(size=1, inc_read=False, inc_write=False, treq_sel=36),
+         trigger=True)
+time.sleep_ms(2)
+idle, under = 1000 - d.count, (mem32[FCS] >> 10) & 1
+mem32[FCS] = 1 | 8 | (1 << 24)
+mem32[CS] = 1 | 4                          # one conversion: one transfer
+time.sleep_ms(2)
+one = 1000 - d.count
+d.close()
+print(idle, under, one)
+"""
+
+
+def test_adc_dreq_follows_the_fifo(emu):
+    # on the chip DREQ_ADC is asserted while DREQ_EN is set and the FIFO holds data; rp2040js left it asserted after
+    # DREQ_EN was cleared, and a channel started on it later read the empty FIFO 2^30 times at one emulated instant
+    # (the firmware's second `start` after a stop then stood still for minutes)
+    idle, under, one = map(int, ex(emu, ADC_DREQ).split())
+    assert (idle, under) == (0, 0), f"{idle} transfers from an empty FIFO (UNDER {under}) with no DREQ"
+    assert one == 1, f"{one} transfers for one conversion"
+
+
 def test_uart_tx_raises_no_interrupt_storm(emu):
     out = ex(emu, "from machine import UART; import time\n"
                   "u = UART(0, 115200); u.write(b'x' * 200); time.sleep_ms(50)\n"

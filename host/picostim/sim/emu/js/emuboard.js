@@ -364,6 +364,22 @@ function patchAdc() {
     set(ch) { this.cs = (this.cs & ~(7 << AINSEL_SHIFT)) | ((ch & 7) << AINSEL_SHIFT); },
     configurable: true,
   });
+  // DREQ_ADC follows the FIFO as on the chip: asserted while DREQ_EN is set and the FIFO holds at least THRESH
+  // results (and one). rp2040js updates it only on a push or a CPU read with DREQ_EN set, so a DREQ left asserted
+  // when the firmware cleared DREQ_EN stayed asserted over an empty FIFO: a DMA channel started on it later ran
+  // its whole count (2^30 reads of the empty FIFO) at one emulated instant, and the emulator stood still for minutes.
+  const FCS = 0x08, FCS_DREQ_EN = 1 << 3;
+  adc.updateDMA = function () {
+    const thres = (this.fcs >> 24) & 0xf;
+    const n = this.fifo.itemCount;
+    if (this.fcs & FCS_DREQ_EN && n > 0 && n >= thres) this.rp2040.dma.setDREQ(this.dreq);
+    else this.rp2040.dma.clearDREQ(this.dreq);
+  };
+  const origW = adc.writeUint32.bind(adc);
+  adc.writeUint32 = (offset, value) => {
+    origW(offset, value);
+    if (offset === FCS) adc.updateDMA();
+  };
   adc.sampleAlarm = clock.createAlarm(() => { adcPending = adc.conv; });
   adc.onADCRead = (channel) => {
     adc.currentChannel = channel;
