@@ -29,6 +29,8 @@ import rp2regs as R
 LOOP_MS = 4              # loop period while something moves: ramps, pauses, button debounce, ramp-down
 QUIET_WAIT_MAX_MS = 6    # longest wait for a ramp step's quiet window (pair <= 2.5 ms + ISET settling 2.5 ms)
 QUIET_LOOP_MS = 40       # longest sleep while steady (running, idle): IRQs hold safety and note button edges
+BURST_PREPARE_MS = 150   # a burst's chains and sampler are set up this long before its on edge (~60 ms on the chip)
+BURST_RESYNC_MS = 100    # an edge handled later than this (loop held up) starts the burst clock again from now
 WDT_FEED_MS = 100        # feed interval; the watchdog itself is <= 1 s (board profile)
 MAX_BYTES_PER_LOOP = 2048
 READ_BUDGET_US = 2000    # request reading per loop iteration: half the loop period
@@ -398,23 +400,29 @@ class App:
                 w = self.steps[self.step_i]
                 self._apply_wave(w, self._plan(w), now)
                 self.emit(C.EV_STEP, {"program": self.program, "step": self.step_i})
-        # bursts: whole chains started/stopped at the edges
+        # bursts: whole chains started/stopped at the edges, on the burst clock (edges are scheduled instants, so
+        # a late loop does not stretch every window after it); the on edge is prepared ahead and fired so that the
+        # first pair starts at the edge
         if self.burst_on_ms:
             bt = time.ticks_diff(now, self.burst_t0)
             if self.burst_is_on and bt >= self.burst_on_ms:
                 self.burst_is_on = False
-                self.burst_t0 = now
+                self.burst_t0 = self._burst_edge(now, self.burst_on_ms)
                 self.sup.disarm()
                 self.engine.gate(False)
                 if self.burst_ramp_ms:
                     self.amp.set_ua(0)
-            elif not self.burst_is_on and bt >= self.burst_off_ms:
-                self.burst_is_on = True
-                self.burst_t0 = now
-                self.engine.gate(True)
-                self.sup.arm()
-                if self.burst_ramp_ms:
-                    self.retarget(self.target_ua, now, self.burst_ramp_ms)
+            elif not self.burst_is_on:
+                if bt >= self.burst_off_ms - BURST_PREPARE_MS:
+                    self.engine.prepare()
+                    bt = time.ticks_diff(time.ticks_ms(), self.burst_t0)
+                if bt >= self.burst_off_ms - self.engine.lead_us() // 1000:
+                    self.burst_is_on = True
+                    self.burst_t0 = self._burst_edge(now, self.burst_off_ms)
+                    self.engine.gate(True)          # fires what prepare() set up (or does both, if it could not)
+                    self.sup.arm()
+                    if self.burst_ramp_ms:
+                        self.retarget(self.target_ua, now, self.burst_ramp_ms)
         # S8 ramps: a step every iteration, so each one is small, between pairs: the loop waits for the quiet
         # window (<= ~6 ms; IRQs keep the supervisor running). Skipping the step outside the window instead let the
         # loop lock to the pair period (4 ms loop at 250 Hz, or a slow iteration matching the period) and apply the
@@ -424,6 +432,12 @@ class App:
             self.amp.tick(time.ticks_ms())
         sup.set_setpoint(self.amp.applied_ua if self.burst_is_on else 0)
         self.state = C.ST_RAMPING if self.amp.ramping() else C.ST_RUNNING
+
+    def _burst_edge(self, now, window_ms):
+        """The instant the burst window that began at burst_t0 ends: scheduled, or now when the loop was held up
+        for longer than BURST_RESYNC_MS."""
+        t = time.ticks_add(self.burst_t0, window_ms)
+        return now if time.ticks_diff(now, t) > BURST_RESYNC_MS else t
 
     def wait_quiet(self):
         # sleep_ms, not a busy-wait: the virtual board's unix engine runs timer IRQs only at its sleeps and
@@ -1062,7 +1076,12 @@ class App:
                 end = time.ticks_add(self.step_t0, self.steps[self.step_i]["duration_ms"])
                 wait = min(wait, time.ticks_diff(end, now))
             if self.burst_on_ms:
-                edge = self.burst_on_ms if self.burst_is_on else self.burst_off_ms
+                if self.burst_is_on:
+                    edge = self.burst_on_ms
+                elif self.engine.fire_mask:
+                    edge = self.burst_off_ms - self.engine.lead_us() // 1000
+                else:
+                    edge = self.burst_off_ms - BURST_PREPARE_MS
                 wait = min(wait, time.ticks_diff(time.ticks_add(self.burst_t0, edge), now))
         return wait if wait > 1 else 1
 

@@ -45,6 +45,8 @@ class PulseEngine:
         self.bufs = []
         self.plan = None
         self.gated_on = False
+        self.fire_mask = 0         # slices prepare() left ready for fire(); 0 = nothing prepared
+        self.lead_counts = 0
         self.t_enable_us = 0
         self.first_start_us = 0    # ticks_us of the start of the first +phase after the last (re)start ...
         self.first_start_frac = 0  # ... plus this many sys clock ticks (less than one us)
@@ -85,6 +87,7 @@ class PulseEngine:
             self.dmas[i] = None
         self.n_dma = 0
         self.bufs = []
+        self.fire_mask = 0         # whatever was prepared is gone
 
     def stop(self):
         """Back to idle: chains stopped, idle word, slice stopped once the idle word has latched."""
@@ -129,23 +132,39 @@ class PulseEngine:
             chans[i].config(read=buf, write=write_addr, count=count, ctrl=ctrl, trigger=(i == 0))
 
     def gate(self, on):
-        """Start (on) or stop (off) pulses with the loaded waveform; used for start/stop and burst edges."""
-        p = self.plan
-        if p is None:
+        """Start (on) or stop (off) pulses with the loaded waveform; used for start/stop."""
+        if self.plan is None:
             return
         if not on:
             self.stop()
             return
-        if self.gated_on:
+        self.prepare()
+        self.fire()
+
+    def lead_us(self):
+        """From fire() to the first pair's start, in us (gated trains lead with two idle periods)."""
+        p = self.plan
+        if p is None or p["continuous"]:
+            return 0
+        return 2 * (p["top_segments"][-1][0] + 1) * p["div"] // p["clk_per_us"]
+
+    def prepare(self):
+        """The slow half of gate(True) (DMA chains, the sampler's tables and channels: tens of ms of Python on the
+        chip), done with both slices stopped so nothing runs until fire(). A burst edge prepares ahead of time and
+        fires on time."""
+        p = self.plan
+        if p is None or self.gated_on or self.fire_mask:
             return
         self._close_dma()
         mem32[self.en_clr] = self.mask
         mem32[self.div] = p["div"] << 4
         mem32[self.ctr] = 0
         if p["continuous"]:
-            # stopped slice: CC/TOP latch immediately, the first period is a whole pair
+            # stopped slice: TOP latches immediately, the first period is a whole pair; CC stays the idle word
+            # until fire() (a stopped slice's pins follow counter < CC: the active word here would hold the
+            # +phase on, at the present amplitude, for as long as the sampler takes to prime)
             mem32[self.top] = p["top_pair"]
-            mem32[self.cc] = p["active_word"]
+            mem32[self.cc] = self.idle_word
             lead_counts = 0
         else:
             # periods 1 and 2 are idle and as long as the last idle period of the train (so the active word is
@@ -162,7 +181,20 @@ class PulseEngine:
         mask = self.mask
         if self.sampler is not None:
             mask |= self.sampler.prime(p, None if p["continuous"] else self.dmas[0])
+        self.lead_counts = lead_counts
+        self.fire_mask = mask
+
+    def fire(self):
+        """Enable the prepared slices together: the first pair starts lead_us() later."""
+        mask = self.fire_mask
+        p = self.plan
+        if not mask or p is None:
+            return
+        lead_counts = self.lead_counts
+        self.fire_mask = 0
         mem32[self.csr] = R.CSR_B_INV
+        if p["continuous"]:
+            mem32[self.cc] = p["active_word"]      # the +phase starts here, one statement before the counter
         mem32[self.en_set] = mask
         t = time.ticks_us()
         self.t_enable_us = t

@@ -16,6 +16,9 @@ import pscodes as C
 
 d, BOARD = app_sandbox("psoom")
 
+HOG_SLOTS = 4000
+hog = [None] * HOG_SLOTS      # the harness's own 32 KB block first, before compiling app.py fragments the heap
+
 import app as A
 
 OUT_PATH = d + "/out.txt"
@@ -39,8 +42,6 @@ class FileOut:
         return [json.loads(x) for x in txt.split("\n") if x.strip()]
 
 
-HOG_SLOTS = 4000
-hog = [None] * HOG_SLOTS      # the harness's own 32 KB block first, before the app's objects fragment the heap
 out = FileOut()
 a = A.App(BOARD, out)
 a.audit = audit.Audit(audit.AUDIT_PATH)
