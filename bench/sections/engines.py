@@ -28,6 +28,10 @@ WORKLOADS = {
                      "        x = mem32[0x40054028]\ndef g(n):\n    for i in range(n):\n        pass\n"
                      "t0 = time.ticks_us(); f(2000); a = time.ticks_diff(time.ticks_us(), t0)\n"
                      "t0 = time.ticks_us(); g(2000); b = time.ticks_diff(time.ticks_us(), t0)\nprint((a - b) / 2000)",
+    "mem32_write_us": "import time\nfrom machine import mem32\ndef f(n):\n    for i in range(n):\n"
+                      "        mem32[0x40050044] = 0\ndef g(n):\n    for i in range(n):\n        pass\n"
+                      "t0 = time.ticks_us(); f(2000); a = time.ticks_diff(time.ticks_us(), t0)\n"
+                      "t0 = time.ticks_us(); g(2000); b = time.ticks_diff(time.ticks_us(), t0)\nprint((a - b) / 2000)",
     "adc_read_us": "import time\nfrom machine import ADC, Pin\nadc = ADC(Pin(28))\ndef f(n):\n    for i in range(n):\n"
                    "        adc.read_u16()\nt0 = time.ticks_us(); f(500)\nprint(time.ticks_diff(time.ticks_us(), t0) / 500)",
     "timer_init_us": "import time\nfrom machine import Timer\nt = Timer()\ncb = lambda x: None\nt0 = time.ticks_us()\n"
@@ -48,7 +52,8 @@ def _exec(port, code):
     return mpremote_exec(port, code, timeout=120)
 
 
-def _engine(engine, uf2):
+def calibration_workloads(engine, uf2):
+    """The WORKLOADS on a bare board of `engine` (also the supervisor section's per-operation costs)."""
     from picostim.sim import VirtualBoard
     t0 = time.monotonic()
     kw = {"engine": "emu", "micropython": uf2} if engine == "emu" else {"clock": "model"}
@@ -172,8 +177,8 @@ def run(quick: bool = False) -> dict:
     from benchlib import dist
     from sections import latency as L
     n_oc, n_ct = (2, 1) if quick else (5, 3)
-    unix = _engine("unix", uf2)
-    emu = _engine("emu", uf2)
+    unix = calibration_workloads("unix", uf2)
+    emu = calibration_workloads("emu", uf2)
     app = {eng: _app_figures(eng, uf2, n_oc, n_ct) for eng in ("unix", "emu")}
     figs = []
 

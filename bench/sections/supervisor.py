@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchlib import Figure, board_profile, dist, mpremote_exec, provisioned_board, trip_limit_ua, wait_virtual
+from benchlib import Figure, board_profile, dist, provisioned_board, trip_limit_ua, wait_virtual
 from sections.latency import _iset_ua, contact_onset_ns, output_off_ns, phase_peaks
 
 WAVES = {"20/0 us @ 500 Hz": (20, 0, 500.0), "200/50 us @ 200 Hz": (200, 50, 200.0),
@@ -28,70 +28,26 @@ MAIN = ("20/0 us @ 500 Hz", "200/50 us @ 200 Hz", "1000/500 us @ 50 Hz")
 SETTLE_S = 0.35
 LEAD_NS = 1_000_000
 
-COSTS = {   # per-operation workloads (same code on both engines), us per operation
-    "mem32_read_us": "import time\nfrom machine import mem32\ndef f(n):\n    x = 0\n    for i in range(n):\n"
-                     "        x = mem32[0x40054028]\ndef g(n):\n    for i in range(n):\n        pass\n"
-                     "t0 = time.ticks_us(); f(500); a = time.ticks_diff(time.ticks_us(), t0)\n"
-                     "t0 = time.ticks_us(); g(500); b = time.ticks_diff(time.ticks_us(), t0)\nprint((a - b) / 500)",
-    "mem32_write_us": "import time\nfrom machine import mem32\ndef f(n):\n    for i in range(n):\n"
-                      "        mem32[0x40050044] = 0\ndef g(n):\n    for i in range(n):\n        pass\n"
-                      "t0 = time.ticks_us(); f(500); a = time.ticks_diff(time.ticks_us(), t0)\n"
-                      "t0 = time.ticks_us(); g(500); b = time.ticks_diff(time.ticks_us(), t0)\nprint((a - b) / 500)",
-    "adc_read_us": "import time\nfrom machine import ADC, Pin\nadc = ADC(Pin(28))\ndef f(n):\n    for i in range(n):\n"
-                   "        adc.read_u16()\nt0 = time.ticks_us(); f(200)\nprint(time.ticks_diff(time.ticks_us(), t0) / 200)",
-    "timer_init_us": "import time\nfrom machine import Timer\nt = Timer()\ncb = lambda x: None\nt0 = time.ticks_us()\n"
-                     "for i in range(100):\n    t.init(mode=Timer.ONE_SHOT, period=100000, callback=cb)\n"
-                     "print(time.ticks_diff(time.ticks_us(), t0) / 100)\nt.deinit()",
-    "python_stretch_us": "import time\ndef work(n):\n    s = 0\n    for i in range(n):\n        s += i\n    return s\n"
-                         "t0 = time.ticks_us()\nwork(2000)\nprint(time.ticks_diff(time.ticks_us(), t0) / 2000)",
-    "irq_entry_us": "import time, array\nfrom machine import Timer\nN = 40\nlat = array.array('i', [0] * N)\n"
-                    "st = [0, 0]\ntm = Timer()\ndef cb(t):\n    now = time.ticks_us()\n    i = st[0]\n"
-                    "    if i < N:\n        lat[i] = time.ticks_diff(now, st[1])\n        st[0] = i + 1\n"
-                    "        st[1] = time.ticks_add(time.ticks_us(), 1000)\n"
-                    "        tm.init(mode=Timer.ONE_SHOT, period=1000, tick_hz=1000000, callback=cb_ref, hard=True)\n"
-                    "cb_ref = cb\nst[1] = time.ticks_add(time.ticks_us(), 1000)\n"
-                    "tm.init(mode=Timer.ONE_SHOT, period=1000, tick_hz=1000000, callback=cb_ref, hard=True)\n"
-                    "while st[0] < N:\n    time.sleep_ms(5)\ns = sorted(lat)\nprint(s[N // 2], s[N - 1])",
-}
-
-
-def _mpremote(port, code):
-    return [float(x) for x in mpremote_exec(port, code)]
+# per-operation costs (issue 11 point 4): the engines section's workloads, under the names used here
+COSTS = {"irq_entry_us": "irq_entry_p50_us", "mem32_read_us": "mem32_read_us", "mem32_write_us": "mem32_write_us",
+         "adc_read_us": "adc_read_us", "timer_init_us": "timer_init_us", "python_stretch_us": "ref_loop_us"}
 
 
 @contextmanager
 def _board(engine, uf2, load="2k"):
-    if engine == "unix":
-        with provisioned_board(load=load, clock="model") as (vb, dev):
-            yield vb, dev
-        return
-    from picostim.device import Device
-    from picostim.sim import VirtualBoard
-    with VirtualBoard(board="handheld-home", load=load, engine="emu", micropython=uf2, rig_port=None) as vb:
-        vb.provision()
-        dev = Device(vb.port, timeout=15)       # (emulated time is paced to wall time; a loaded host is slower)
-        try:
-            dev.hello(timeout=60)
-            yield vb, dev
-        finally:
-            dev.close()
+    with provisioned_board(load=load, clock="model", engine=engine, micropython=uf2) as (vb, dev):
+        if engine == "emu":
+            dev.timeout = 15        # (emulated time is paced to wall time; a loaded host is slower)
+        yield vb, dev
 
 
 def _costs(engine, uf2):
-    from picostim.sim import VirtualBoard
-    kw = {"engine": "emu", "micropython": uf2} if engine == "emu" else {"clock": "model"}
-    out = {}
-    with VirtualBoard(board="handheld-home", rig_port=None, **kw) as vb:
-        time.sleep(0.3)
-        for k, code in COSTS.items():
-            try:
-                v = _mpremote(vb.port, code)
-                out[k] = v[0]
-                if k == "irq_entry_us":
-                    out["irq_entry_max_us"] = v[1]
-            except Exception as e:  # noqa: BLE001 — reported, not hidden
-                out[k] = None
-                out.setdefault("errors", {})[k] = str(e)[-200:]
+    from sections.engines import calibration_workloads
+    c = calibration_workloads(engine, uf2)
+    out = {k: c.get(src) for k, src in COSTS.items()}
+    out["irq_entry_max_us"] = c.get("irq_entry_max_us")
+    if c.get("errors"):
+        out["errors"] = c["errors"]
     return out
 
 

@@ -853,12 +853,12 @@ class App:
         S4/S7 armed as in any session); Z = sum(V) / sum(I) over SELFTEST_LOOKS samples. Leaves the output idle."""
         sup = self.sup
         f = sup.f
-        ua = min(C.SELFTEST_PROBE_UA, self.amp.cap_ua // 4)
-        plan = planner.plan(200, 50, 500000, self.sys_hz)      # 200 us phases at 500 Hz: room for the V read, 56 looks in ~112 ms
+        ua = min(C.SELFTEST_PROBE_UA, self.amp.cap_ua // 2)
+        plan = planner.plan(200, 50, 500000, self.sys_hz)      # 200 us phases at 500 Hz: room for the V read, a look per pair
         si = sv = n = 0
         stopped = None
         applied = 0
-        max_ms = self.lim["wdt_timeout_ms"] // 4     # the loop is held meanwhile: well inside the watchdog period
+        max_ms = 2 * C.SELFTEST_LOOKS * 2           # twice the looks' time at 500 Hz (the watchdog fed meanwhile)
         try:
             sup.clear_pause()
             applied = self.amp.set_ua(ua)
@@ -873,6 +873,8 @@ class App:
             t0 = time.ticks_ms()
             while n < C.SELFTEST_LOOKS and time.ticks_diff(time.ticks_ms(), t0) < max_ms:
                 time.sleep_ms(1)
+                if self.wdt is not None:
+                    self.wdt.feed()             # (this loop is the main loop's work now, bounded by max_ms)
                 s = f[SAMPLES]
                 if s == last:
                     continue

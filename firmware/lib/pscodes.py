@@ -61,10 +61,10 @@ CONTACT_PROBE_UA = 20    # amplitude kept while paused for no_contact, to detect
 CONTACT_MIN_SETPOINT_UA = 40  # below this the compliance check (measured < setpoint/2) is not decided
 DEBOUNCE_MS = 30
 # selftest output-path probe (a known resistor on the electrodes): a few pairs at a small current, HV on only then
-SELFTEST_PROBE_UA = 100       # at most cap/4 on the device
+SELFTEST_PROBE_UA = 200       # at most cap/2 on the device (V at 500 ohm ~25 ADC counts)
 SELFTEST_TOL_PCT = 10         # default tolerance of measured_ohm against expect_ohm
 SELFTEST_Z_MIN_OHM = 100      # without expect_ohm the load must lie in [this, the board's z_max_ohm]
-SELFTEST_LOOKS = 56           # in-phase I+V samples averaged (noise ~1 % at 500 ohm, where V is ~12 ADC counts)
+SELFTEST_LOOKS = 112          # in-phase I+V samples averaged (ADC noise ~2.8 LSB rms: ~1 % of Z at 500 ohm)
 AUDIT_MAX_ENTRIES = 32
 OPERATOR_MAX_LEN = 32
 

@@ -267,6 +267,20 @@ for (ph, gap, rate_mhz, minutes) in ((100, 50, 130700, 5.1), (1000, 500, 50000, 
 
 # results the DMA put in the ring are judged in plan order (200/50 us: I I V I per phase), under heap_lock
 p3 = planner.plan(200, 50, 200000, 125000000)
+
+
+def rearm(clear_trip=True):
+    """After a trip: cleared, 400 uA, HV on, p3 loaded and running, the supervisor armed, the ring written from 0."""
+    if clear_trip:
+        sup.clear_trip()
+    amp.set_ua(400)
+    hv.value(1)
+    eng.load(p3)
+    eng.gate(True)
+    sup.arm()
+    wpos[0] = 0
+
+
 eng.load(p3)
 eng.gate(True)
 sup.arm()
@@ -334,13 +348,7 @@ amp.set_ua(400)
 dma_writes([B.ua_to_adc_raw(BOARD, sup.trip_ua) + 3 if k == KIND_I else (V2K if k == KIND_V else I400) for k in kinds])
 err = scan_now()
 check("mid_phase_over_current_trips", err is None and sup.f[TRIPPED] == 1)
-sup.clear_trip()
-amp.set_ua(400)
-hv.value(1)
-eng.load(p3)
-eng.gate(True)
-sup.arm()
-wpos[0] = 0
+rearm()
 
 # over-current in any I slot -> trip: idle word, ISET 0, HV off, DMA channels disabled, bridge forced low at once
 over = B.ua_to_adc_raw(BOARD, sup.trip_ua) + 3
@@ -357,13 +365,7 @@ bridge_ctrl = [R.gpio_ctrl(pins["BRIDGE_A"]), R.gpio_ctrl(pins["BRIDGE_B"])]
 check("trip_bridge_forced_low_at_once", all(machine.mem32[a] == R.FUNCSEL_PWM | R.OUTOVER_LOW for a in bridge_ctrl))
 
 # a scanner held off longer than the ring holds (results lost unjudged) fails safe: output off, latched as a stall
-sup.clear_trip()
-amp.set_ua(400)
-hv.value(1)
-eng.load(p3)
-eng.gate(True)
-sup.arm()
-wpos[0] = 0
+rearm()
 dma_writes(pair_vals(I400, V2K))
 Clock.now = clock.ticks_add(Clock.now, sup.f[safety.CAP_US] + 1)
 err = run_locked(sup._scan)
