@@ -182,10 +182,11 @@ def iset_level(ua, i_fs_ua, top, gain_p100k, offset_dua):
     if ua <= 0:
         return 0
     cal_dua = ua * gain_p100k // 10000 + offset_dua
-    if cal_dua <= 0:
-        return 0
     den = i_fs_ua * 10
-    lvl = (cal_dua * (top + 1) + den // 2) // den
+    lvl = (cal_dua * (top + 1) + den // 2) // den if cal_dua > 0 else 0
+    if lvl == 0 and iset_level_to_ua(1, i_fs_ua, top, gain_p100k, offset_dua) - ua < ua:
+        # level 0 is off (0 uA, not the offset): the lowest step when what it delivers is nearer the request
+        return 1
     return min(lvl, top + 1)
 
 
