@@ -43,6 +43,9 @@ class Figure:
             op, v = self.goal
             self.passed = {"<=": self.measured <= v, ">=": self.measured >= v, "==": self.measured == v,
                            "<": self.measured < v, ">": self.measured > v}[op]
+        elif self.passed is None and self.goal is not None and isinstance(self.measured, bool) \
+                and self.goal[0] == "==":
+            self.passed = self.measured == self.goal[1]
         elif self.passed is None and self.goal is not None:
             self.passed = False       # a goal with nothing measurable is not met
 
