@@ -547,7 +547,8 @@ async function main() {
         break;
       }
       case 'dbg':
-        out({ k: 'dbg', stats, pc: mcu.core.PC >>> 0, waiting: mcu.core.waiting, hung, poweredOn, usbUp, ns: clock.nanos });
+        out({ k: 'dbg', stats, pc: mcu.core.PC >>> 0, waiting: mcu.core.waiting, hung, poweredOn, usbUp, ns: clock.nanos,
+                 hostIn: hostIn.length, pendingOut, adcPending: !!adcPending });
         break;
       case 'flash': {    // tests: a slice of the flash chip
         out({ k: 'flashed', b: Buffer.from(flash.subarray(msg.off, msg.off + msg.n)).toString('base64') });
