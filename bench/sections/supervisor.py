@@ -18,6 +18,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from picostim.device import ProtocolTimeout
 from benchlib import Figure, board_profile, dist, provisioned_board, trip_limit_ua, wait_virtual
 from sections.latency import _iset_ua, contact_onset_ns, output_off_ns, phase_peaks
 
@@ -63,7 +64,7 @@ def _recover(vb, dev):
 
 def _start(vb, dev, wave):
     ph, gap, rate = wave
-    dev.start(level=1, duration_s=600, phase_us=ph, gap_us=gap, rate_hz=rate)
+    _nudged(vb, dev, "start", level=1, duration_s=600, phase_us=ph, gap_us=gap, rate_hz=rate)
     wait_virtual(vb, SETTLE_S)
 
 
@@ -117,16 +118,49 @@ def steady(vb, dev, wave, seconds=1.0):
             "late": s1.get("late", 0) - s0.get("late", 0), "missed": s1.get("missed", 0) - s0.get("missed", 0)}
 
 
+def _nudged(vb, dev, cmd, **args):
+    """dev.request(cmd); on emu a reply can sit in the emulated USB path until the host sends again (seen after
+    trip/contact trials and ~40 s of output: the reply surfaces with the next input), so a second request nudges it
+    out. Counted and published."""
+    try:
+        return dev.request(cmd, **args)
+    except ProtocolTimeout:
+        if getattr(vb, "engine", "unix") != "emu":
+            raise
+        NUDGES[0] += 1
+        rid = dev._next_id - 1
+        dev.t.write(b'{"id": 0, "cmd": "hello"}\n')      # (its reply, id 0, is skipped by wait_reply)
+        return dev.wait_reply(rid, cmd, 15)
+
+
+NUDGES = [0]
+
+
 def healthy(vb, dev, wave, load, seconds):
+    """A session on `load` for `seconds`: no pause and no trip, judged by the rig at the electrodes (pulses at the
+    level's amplitude through the last period window) and by the device's own state and events."""
     vb.rig.set_load(load)
     dev.poll_events(0.1)                # (events of earlier trials: not this run's)
     _start(vb, dev, wave)
+    t0 = vb.now_ns()
     wait_virtual(vb, seconds)
-    st = dev.status()
+    win = max(0.3, 3.0 / wave[2])
+    cap = vb.rig.capture(win, start_s=vb.now_ns() / 1e9 - win, keep_pieces=False, trace_bins=10)
+    amp = max((abs(a) for p in cap.pulses if p.active for a in p.amp_ua), default=0.0)
+    level_ua = board_profile()["levels_ua"][0]
+    st = _nudged(vb, dev, "status")
     evs = [e for e in dev.poll_events(0.2) if e.get("ev") in ("pause", "trip")]
     _recover(vb, dev)
     vb.rig.set_load("2k")
-    return {"state": st.get("state"), "events": evs[:3], "ok": st.get("state") == "running" and not evs}
+    rig_ok = amp >= 0.9 * min(level_ua, _compliance_ua(load)) and bool(cap.active_pulses())
+    return {"state": st.get("state"), "events": evs[:3], "rig_amp_ua": round(amp, 1), "ran_s": (vb.now_ns() - t0) / 1e9,
+            "ok": rig_ok and st.get("state") == "running" and not evs}
+
+
+def _compliance_ua(load):
+    an = board_profile()["analog"]
+    ohm = {"500": 500, "2k": 2000, "10k": 10000}[load]
+    return (an["v_comp_v"] - an["compliance_headroom_v"]) / ohm * 1e6
 
 
 def engine_campaign(engine, uf2, n_oc, n_ct, healthy_s, rnd_seed=11):
@@ -152,6 +186,7 @@ def engine_campaign(engine, uf2, n_oc, n_ct, healthy_s, rnd_seed=11):
                     r["healthy"][load] = healthy(vb, dev, wave, load, healthy_s)
         except Exception as e:  # noqa: BLE001 - reported with the figures, not hidden
             r["errors"].append(f"{type(e).__name__}: {str(e)[:300]}")
+    out["nudges"] = NUDGES[0]
     return out
 
 
@@ -227,6 +262,10 @@ def report(unix, emu, uf2, hs, t0):
                                goal=(">=", 1.0), note=", ".join(f"{k} {v:.2f}" for k, v in ratios)))
             figs.append(Figure(f"[{name}] unix/emu latency ratio, highest", "", round(hi, 2) if hi else None,
                                goal=("<=", 1.5)))
+    if emu:
+        figs.append(Figure("emu: status replies held in the emulated USB path (nudged out by a second request)", "",
+                           emu.get("nudges", 0), note="a harness/emulator defect under study, not the firmware's: "
+                           "the device had answered; README 'HIL suite on emu'"))
     return {"figures": figs, "setup": "handheld-home, 2 kOhm (healthy runs: 500/2k/10k), level 1; unix = model clock; "
             f"emu = {Path(uf2).name if uf2 else 'skipped: no MicroPython image'} in rp2040js 1.4.1; onsets uniform "
             "over one period (seeded); over-current = source gain to 1.15 x the trip point",
