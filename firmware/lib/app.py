@@ -416,7 +416,7 @@ class App:
                 if bt >= self.burst_off_ms - BURST_PREPARE_MS:
                     self.engine.prepare()
                     bt = time.ticks_diff(time.ticks_ms(), self.burst_t0)
-                if bt >= self.burst_off_ms - self.engine.lead_us() // 1000:
+                if bt >= self._burst_fire_ms():
                     self.burst_is_on = True
                     self.burst_t0 = self._burst_edge(now, self.burst_off_ms)
                     self.engine.gate(True)          # fires what prepare() set up (or does both, if it could not)
@@ -432,6 +432,11 @@ class App:
             self.amp.tick(time.ticks_ms())
         sup.set_setpoint(self.amp.applied_ua if self.burst_is_on else 0)
         self.state = C.ST_RAMPING if self.amp.ramping() else C.ST_RUNNING
+
+    def _burst_fire_ms(self):
+        """Into the burst-off window, the instant the prepared burst is fired: its first pair then starts at the
+        window's end (gated trains lead with two idle periods)."""
+        return self.burst_off_ms - self.engine.lead_us() // 1000
 
     def _burst_edge(self, now, window_ms):
         """The instant the burst window that began at burst_t0 ends: scheduled, or now when the loop was held up
@@ -1081,7 +1086,7 @@ class App:
                 if self.burst_is_on:
                     edge = self.burst_on_ms
                 elif self.engine.fire_mask:
-                    edge = self.burst_off_ms - self.engine.lead_us() // 1000
+                    edge = self._burst_fire_ms()
                 else:
                     edge = self.burst_off_ms - BURST_PREPARE_MS
                 wait = min(wait, time.ticks_diff(time.ticks_add(self.burst_t0, edge), now))

@@ -356,7 +356,7 @@ class Station:
                         os.killpg(p.pid, signal.SIGINT)
                     rc = p.wait(HIL_TIMEOUT_S)
                 except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
+                    _kill_group(p.pid)
                     p.wait()
                     raise StepFailed(f"HIL subset did not finish within {HIL_TIMEOUT_S:.0f} s")
                 finally:
