@@ -7,7 +7,8 @@ program's), measured by the rig at the electrodes:
 * supervisor CPU load: time inside the scans (the firmware's own clock) + the measured IRQ entry per scan;
 * a healthy 500 ohm / 2 kohm / 10 kohm load for 60 s: no pause, no trip;
 * the unix engine's per-operation costs against emu (IRQ entry, mem32 read/write, ADC read, Timer.init, a stretch of
-  plain Python), and per waveform the ratio unix/emu of every latency figure (goal: 1.0 <= ratio <= 1.5).
+  plain Python), per waveform the ratio unix/emu of every latency figure (goal: 1.0 <= ratio <= 1.5), and the scans'
+  CPU time per pair on both (the model charges a scan's Python from the board profile: ring_scan + ring_word).
 Definitions of onset and "output off" as in latency.py (the same functions). Without $PICOSTIM_MICROPYTHON_UF2 the
 emu half says "skipped: no MicroPython image"."""
 from __future__ import annotations
@@ -262,6 +263,13 @@ def report(unix, emu, uf2, hs, t0):
                                goal=(">=", 1.0), note=", ".join(f"{k} {v:.2f}" for k, v in ratios)))
             figs.append(Figure(f"[{name}] unix/emu latency ratio, highest", "", round(hi, 2) if hi else None,
                                goal=("<=", 1.5)))
+            su, se = unix["waves"][name].get("steady"), emu["waves"][name].get("steady")
+            if su and se and su["pairs_judged"] and se["pairs_judged"]:
+                pu, pe = su["scan_us"] / su["pairs_judged"], se["scan_us"] / se["pairs_judged"]
+                figs.append(Figure(f"[{name}] scan CPU time per judged pair (unix model clock)", "us", round(pu, 1),
+                                   baseline=round(pe, 1), baseline_label="emu",
+                                   note=f"unix/emu {pu / pe:.2f}; the model charges each scan's Python as "
+                                        "mcu.vclock ring_scan + ring_word per result (fitted to emu)"))
     if emu:
         figs.append(Figure("emu: status replies held in the emulated USB path (nudged out by a second request)", "",
                            emu.get("nudges", 0), note="a harness/emulator defect under study, not the firmware's: "

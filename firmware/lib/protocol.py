@@ -61,6 +61,69 @@ def _valid_id(v):
         (isinstance(v, str) and len(v) <= 64)
 
 
+# _separators_ok states: what may come next outside a string
+_VALUE = 0          # a value
+_AFTER = 1          # ',' or the closer (a value just ended)
+_KEY = 2            # a member's key (after ',' in an object)
+_COLON = 3          # ':' (a key just ended)
+_KEY_OR_END = 4     # a key or '}' (right after '{')
+_VALUE_OR_END = 5   # a value or ']' (right after '[')
+
+
+def _separators_ok(t):
+    """MicroPython's json.loads reads ',' and ':' as white space ({"cmd" "x"}, [1 2], {"a":1,} and [1,,2] all
+    load), so a line a JSON parser would refuse could act. Check the separators as JSON has them; json.loads has
+    already checked the rest (strings, numbers, nesting)."""
+    stack = []
+    st = _VALUE
+    i = 0
+    n = len(t)
+    while i < n:
+        c = t[i]
+        if c in " \t\r\n":
+            i += 1
+            continue
+        if c == '"':
+            if st == _KEY or st == _KEY_OR_END:
+                st = _COLON
+            elif st == _VALUE or st == _VALUE_OR_END:
+                st = _AFTER
+            else:
+                return False
+            i += 1
+            while i < n and t[i] != '"':
+                i += 2 if t[i] == "\\" else 1
+        elif c == "{" or c == "[":
+            if st != _VALUE and st != _VALUE_OR_END:
+                return False
+            stack.append(c)
+            st = _KEY_OR_END if c == "{" else _VALUE_OR_END
+        elif c == "}" or c == "]":
+            if not stack or stack.pop() != ("{" if c == "}" else "["):
+                return False
+            if st != _AFTER and st != (_KEY_OR_END if c == "}" else _VALUE_OR_END):
+                return False
+            st = _AFTER
+        elif c == ":":
+            if st != _COLON:
+                return False
+            st = _VALUE
+        elif c == ",":
+            if st != _AFTER or not stack:
+                return False
+            st = _KEY if stack[-1] == "{" else _VALUE
+        else:
+            # a number, true, false or null: one run of characters
+            if st != _VALUE and st != _VALUE_OR_END:
+                return False
+            while i < n and t[i] not in ' \t\r\n,:[]{}"':
+                i += 1
+            st = _AFTER
+            continue
+        i += 1
+    return st == _AFTER and not stack
+
+
 def parse(line):
     """bytes -> (id, cmd, request dict). Raises ProtoError (with the id when one could be read)."""
     try:
@@ -73,6 +136,8 @@ def parse(line):
         raise          # not the line's fault: the caller reports it as internal
     except Exception:  # ValueError, or RuntimeError/MemoryError for deep nesting (no RecursionError on MicroPython)
         raise ProtoError(E_BAD_JSON, "line is not JSON")
+    if not _separators_ok(text):
+        raise ProtoError(E_BAD_JSON, "line is not JSON (a ',' or ':' missing or out of place)")
     if not isinstance(req, dict):
         raise ProtoError(E_BAD_REQUEST, "request must be a JSON object")
     rid = req.get("id")

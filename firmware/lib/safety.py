@@ -242,8 +242,10 @@ class Supervisor:
 
     def _scan(self, _t):
         """Judge every result the DMA has put in the ring since the last scan, then arm the next scan. Over-current
-        first, in the tightest loop (every result against its slot's limit: the trip limit for I, none for V);
-        then contact and Z from each phase's last I sample (and its V), the latest of each polarity."""
+        first, in the tightest loop (every result against its slot's limit: the trip limit for I, none for V); the
+        loop always runs to the end, so a trip latches the largest over-limit current of the range (the fault
+        record's figure) and a scan's cost does not depend on where in the range the fault is. Then contact and Z
+        from each phase's last I sample (and its V), the latest of each polarity."""
         f = self.f
         if f[ARMED] == 0:
             return
@@ -264,14 +266,18 @@ class Supervisor:
         s = f[_SLOT]
         q0 = q
         s0 = s
+        over = 0
         while q != w:
-            if ring[q] > thr[s]:
-                self._trip(TRIP_OVER_CURRENT, ring[q])
-                return
+            x = ring[q]
+            if x > thr[s] and x > over:
+                over = x
             q = (q + 1) & _RING_MASK
             s += 1
             if s == n:
                 s = 0
+        if over:
+            self._trip(TRIP_OVER_CURRENT, over)
+            return
         new = (w - q0) & _RING_MASK
         f[_RPOS] = w
         f[_SLOT] = s

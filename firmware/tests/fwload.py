@@ -17,3 +17,5 @@ def load(name):
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(LIB))
+        if str(LIB) not in sys.path:
+            sys.path.append(str(LIB))     # (for the imports these modules make later, e.g. board.load_zones)

@@ -228,15 +228,62 @@ def test_parse_garbage_gives_coded_error(line):
     assert isinstance(cmd, str) and isinstance(req, dict)
 
 
-@given(json_obj)
-def test_parse_any_json(obj):
-    line = json.dumps(obj).encode()
+@given(json_obj, st.sampled_from([(",", ":"), (", ", ": "), (" ,", " : ")]), st.sampled_from([None, 0, 2]))
+def test_parse_any_json(obj, seps, indent):
+    line = json.dumps(obj, separators=seps, indent=indent).replace("\n", " ").encode()
     try:
         rid, cmd, req = protocol.parse(line)
     except protocol.ProtoError as e:
-        assert e.code in (codes.E_BAD_REQUEST, codes.E_BAD_JSON)
+        assert e.code == codes.E_BAD_REQUEST, e       # JSON, however spaced, is never refused as "not JSON"
         return
     assert req is obj or req == obj
+
+
+def _token_starts(text):
+    """Indices outside strings where a structural character or a string starts (a token boundary)."""
+    out, in_str, esc = [], False, False
+    for i, c in enumerate(text):
+        if in_str:
+            if esc:
+                esc = False
+            elif c == "\\":
+                esc = True
+            elif c == '"':
+                in_str = False
+            continue
+        if c in '{}[],:"':
+            out.append(i)
+        in_str = c == '"'
+    return out
+
+
+def _cpython_loads(text):
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
+
+
+@settings(max_examples=400)
+@given(json_obj.filter(lambda o: isinstance(o, (list, dict))), st.data())
+def test_separator_check_agrees_with_a_strict_parser(obj, data):
+    """MicroPython's json.loads takes ',' and ':' as white space; the firmware's check must refuse exactly what a
+    strict parser refuses when a separator is dropped, doubled or put between two tokens."""
+    text = json.dumps(obj)
+    assert protocol._separators_ok(text)
+    where = _token_starts(text)
+    i = data.draw(st.sampled_from(where))
+    how = data.draw(st.sampled_from(["drop", "double", "insert ,", "insert :"]))
+    if how == "drop":
+        if text[i] not in ",:":
+            return
+        mut = text[:i] + text[i + 1:]
+    elif how == "double":
+        mut = text[:i] + text[i] + text[i:]
+    else:
+        mut = text[:i] + how[-1] + text[i:]
+    assert protocol._separators_ok(mut) == _cpython_loads(mut), mut
 
 
 @settings(max_examples=100)

@@ -518,6 +518,15 @@ def test_s12_power_cut_mid_write_leaves_old_or_new(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- protocol
+def _is_json_object(b):
+    """A line a strict JSON parser reads as an object: a request, not garbage (hypothesis can write
+    b'{"cmd":"hello"}')."""
+    try:
+        return isinstance(json.loads(b.replace(b"\n", b" ").replace(b"\r", b" ")), dict)
+    except ValueError:
+        return False
+
+
 def test_protocol_garbage_changes_nothing(tmp_path):
     from hypothesis import given, settings, strategies as st, HealthCheck
     with board_running(tmp_path) as (vb, dev):
@@ -528,7 +537,8 @@ def test_protocol_garbage_changes_nothing(tmp_path):
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
         @given(st.one_of(
             st.binary(min_size=1, max_size=200).filter(lambda b: b"\x03" not in b and b"\x04" not in b
-                                                       and b"\x01" not in b and b"\x02" not in b),
+                                                       and b"\x01" not in b and b"\x02" not in b
+                                                       and not _is_json_object(b)),
             st.builds(lambda n: b"x" * n, st.integers(1025, 5000)),
             st.sampled_from([b'{"id":1,"cmd":"set_level","level":"5"}', b'{"id":2,"cmd":"start","level":99}',
                              b'{"id":3,"cmd":"levels_set","levels_ua":[1,2,"x",4,5]}', b'{"id":4,"cmd":"nope"}',

@@ -60,7 +60,10 @@ check("store_missing_is_none", store.read(d + "/nothing.bin") is None)
 
 # protocol
 for line in (b"\xff\xfe", b"{", b"[]", b"{\"id\":1}", b"{\"id\":[1],\"cmd\":\"x\"}", b"null", b"1e999",
-             b"{\"cmd\":5}", b"[" * 200 + b"]" * 200):
+             b"{\"cmd\":5}", b"[" * 200 + b"]" * 200,
+             # MicroPython's json.loads takes these (',' and ':' read as white space); the firmware must not
+             b'{"cmd" "hello"}', b'{"id":1 "cmd":"hello"}', b'{"cmd":"hello",}', b'{,"cmd":"hello"}',
+             b'{"cmd"::"hello"}', b'{"cmd":"hello","l":[1 2]}', b'{"cmd":"hello","l":[1,,2]}'):
     try:
         protocol.parse(line)
         check("parse_garbage_%r" % line[:8], False, "accepted")

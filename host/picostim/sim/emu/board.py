@@ -36,7 +36,8 @@ QUANTUM_NS = 2_000_000            # grant length while the analog side is quiet
 FINE_QUANTUM_NS = 20_000          # ...and while it can trip FAULT_N by itself (comparator timing to 20 us)
 OUT_BUFFER_MAX = 1 << 20
 PACE_MIN_NS = 500_000             # while paced to wall time, grant at least this much at a time
-HOLD_S = 0.05                     # after now_ns() the paced emulator waits this long (wall) for the caller's next act
+HOLD_S = 0.4                      # after now_ns() the paced emulator waits up to this long (wall) for the caller's
+                                  # next act (input to the port ends the wait; so does waiting on time)
 
 
 class EmuError(RuntimeError):
@@ -404,6 +405,7 @@ class EmuBoard:
                     time.sleep(0.005)
                 if data:
                     self._send({"k": "in", "b": base64.b64encode(data).decode()})
+                    self._end_hold()
             if w:
                 with self._out_cond:
                     if self._master is master and self._out_buf:
@@ -418,7 +420,7 @@ class EmuBoard:
     # ---------------------------------------------------------------------------------------------- clock
     def now_ns(self) -> int:
         """The emulated present, at which the emulator stands still: a grant in flight is let finish, and (while
-        paced to wall time) no new one starts for HOLD_S or until someone waits on time. So a rig action that
+        paced to wall time) no new one starts until input reaches the port, someone waits on time, or HOLD_S. So a rig action that
         follows (inject, a drive) lands at this very instant, as on the unix engine, not up to a grant (2 ms)
         later: `t = rig.now_s(); rig.inject("fault_n")` measures the firmware, not the grant length."""
         if threading.current_thread() is self._engine_thread:
@@ -429,6 +431,14 @@ class EmuBoard:
             while self._in_flight and not self._closing and time.monotonic() < deadline:
                 self._time_cond.wait(0.05)
             return self.chip.now_ns
+
+    def _end_hold(self):
+        # the caller's next act after now_ns() came (input on the port): time moves on with it in the device,
+        # delivered at the instant the caller read, however long the host took to send it
+        with self._lock:
+            if self._hold:
+                self._hold = 0.0
+                self._time_cond.notify_all()
 
     def wait_until(self, t_ns: int, timeout_s: float = 600.0):
         """Block until emulated time reaches t_ns, running the emulator as fast as it goes meanwhile."""

@@ -50,10 +50,15 @@ class DMA:
             sz = _itemsize(b)
             r = _vblink.call("dma_sync", self._ch, len(b) * sz)
             uctypes.bytearray_at(uctypes.addressof(b), len(b) * sz)[:] = binascii.a2b_base64(r[1])
-            # model clock: the firmware reads each word the DMA wrote since the last look (a scan loop), at the
-            # profile's per-word cost (ring_word, measured on the emu engine)
+            # model clock: a hard IRQ that looks at the ring is a scan; it judges each word the DMA wrote since
+            # the last look (ring_word each) and then runs its decisions (ring_scan: the Python of a scan that
+            # judged new words, less its peripheral calls, which are charged as they come). Both measured on the
+            # emu engine (bench supervisor: scan CPU time and latencies side by side), and charged here, before the
+            # decisions, so no verdict becomes visible earlier than on the chip.
             if self._wlast is not None:
-                _vblink.charge(((r[0] - self._wlast) // sz % len(b)) * _vblink.cost_ns("ring_word"))
+                words = (r[0] - self._wlast) // sz % len(b)
+                _vblink.charge(words * _vblink.cost_ns("ring_word")
+                               + (_vblink.cost_ns("ring_scan") if hard and words else 0))
             self._wlast = r[0]
             _vblink._wall = _vblink._rt.ticks_us()     # (this copy is the link's plumbing, not firmware time)
             return r[0]
