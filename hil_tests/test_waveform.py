@@ -6,10 +6,10 @@ tick, widths/gap/period within one tick of the request, net charge per pulse, an
 import pytest
 
 import support
+from picostim import boards
 from support import amp_tolerance, full_pulses, pulse_numbers
 
-LOADS = ["500", "2k", "10k"]
-LOAD_OHM = {"500": 500.0, "2k": 2000.0, "10k": 10000.0}
+LOADS = list(boards.LOAD_OHM)
 PHASE, GAP, RATE = 200, 100, 100
 
 
@@ -54,8 +54,7 @@ def test_amplitude_and_timing_per_load_and_level(dut, rig, measure, prof, levels
     support.attach_trace(measure, cap, t_span_s=0.012, requested_ua=levels_ua[level - 1])
     # a current source delivers the level up to its compliance voltage: a board whose compliance cannot drive its
     # top level into 10 kOhm (pico-devkit: 5 V - 1.5 V headroom = 3.5 V, 350 uA) must deliver exactly that limit
-    an = prof["analog"]
-    limit_ua = (an["v_comp_v"] - an["compliance_headroom_v"]) / LOAD_OHM[load] * 1e6
+    limit_ua = boards.compliance_limit_ua(prof, load)
     measure("compliance_limit", limit_ua, "uA")
     _check_pulses(measure, cap, prof, PHASE, GAP, RATE, min(levels_ua[level - 1], limit_ua), min_pulses=4,
                   edge=support.edge_ns(rig, prof))

@@ -125,13 +125,12 @@ def _nudged(vb, dev, cmd, **args):
     out. Counted and published."""
     try:
         return dev.request(cmd, **args)
-    except ProtocolTimeout:
-        if getattr(vb, "engine", "unix") != "emu":
+    except ProtocolTimeout as e:
+        if getattr(vb, "engine", "unix") != "emu" or e.rid is None:
             raise
         NUDGES[0] += 1
-        rid = dev._next_id - 1
-        dev.t.write(b'{"id": 0, "cmd": "hello"}\n')      # (its reply, id 0, is skipped by wait_reply)
-        return dev.wait_reply(rid, cmd, 15)
+        dev.send_raw(b'{"id": 0, "cmd": "hello"}\n')      # (its reply, id 0, is skipped by wait_reply)
+        return dev.wait_reply(e.rid, cmd, 15)
 
 
 NUDGES = [0]
@@ -159,9 +158,8 @@ def healthy(vb, dev, wave, load, seconds):
 
 
 def _compliance_ua(load):
-    an = board_profile()["analog"]
-    ohm = {"500": 500, "2k": 2000, "10k": 10000}[load]
-    return (an["v_comp_v"] - an["compliance_headroom_v"]) / ohm * 1e6
+    from picostim.boards import compliance_limit_ua
+    return compliance_limit_ua(board_profile(), load)
 
 
 def engine_campaign(engine, uf2, n_oc, n_ct, healthy_s, rnd_seed=11):

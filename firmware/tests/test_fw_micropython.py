@@ -35,10 +35,12 @@ def compiled_lib(tmp_path_factory):
 
 def _heap_kb(script) -> int:
     # The RP2040's GC heap is ~192 KB of 4-byte words; this unix port is 64-bit, where the same objects take up to
-    # twice the bytes. test_levels_oom keeps the chip's byte count (the harshest case: it must still boot and
-    # answer); the other tests get 256 KB, still fewer words than the chip has. The chip's own figures (heap free
-    # after boot, peak) are measured on the emu engine (bench `engines`).
-    return 192 if script.stem == "test_levels_oom" else 256
+    # twice the bytes. test_levels_oom runs nearly at the chip's byte count (the harshest case: it must still boot
+    # and answer): 208 KB. At 192 KB the app left this port under 1 KB spare, so the harness's own reads failed
+    # or not by the length of the temp directory's name (4 of 12 runs with pytest's paths). The other tests get
+    # 256 KB, still fewer words than the chip has. The chip's own figures (heap free after boot, peak) are measured
+    # on the emu engine (bench `engines`).
+    return 208 if script.stem == "test_levels_oom" else 256
 
 
 @pytest.mark.parametrize("script", MPY_TESTS, ids=[p.stem for p in MPY_TESTS])

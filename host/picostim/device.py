@@ -34,7 +34,11 @@ class DeviceError(Exception):
 
 
 class ProtocolTimeout(TransportError):
-    pass
+    """No reply in time. `rid`: the id of the request whose reply did not come (wait_reply(rid) may still get it)."""
+
+    def __init__(self, msg, rid=None):
+        super().__init__(msg)
+        self.rid = rid
 
 
 class NoMicroPython(TransportError):
@@ -163,7 +167,7 @@ class Device:
                 hint = ""
                 if any(">>>" in n or "raw REPL" in n for n in self.noise):
                     hint = " (the board is at the REPL: the application is not running; try Device.ensure_app())"
-                raise ProtocolTimeout(f"{self.port}: no reply to {cmd!r} within {timeout:.1f} s{hint}")
+                raise ProtocolTimeout(f"{self.port}: no reply to {cmd!r} within {timeout:.1f} s{hint}", rid)
             if "ev" in obj:
                 self._events.append(obj)
                 continue
