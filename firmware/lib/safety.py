@@ -279,12 +279,9 @@ class Supervisor:
             self._trip(TRIP_OVER_CURRENT, over)
             return
         new = (w - q0) & _RING_MASK
-        f[_RPOS] = w
-        f[_SLOT] = s
         if new:
-            f[SAMPLES] += new
-            f[PAIRS] += (s0 + new) // n
-            # the latest phase end in the range (either polarity: an open contact shows in both)
+            # the latest phase end in the range (either polarity: an open contact shows in both); the verdict
+            # first, the bookkeeping after it (on the chip each statement here costs microseconds)
             jn = (f[_E_NEG] - s0) % n
             jn = jn + ((new - 1 - jn) // n) * n if jn < new else -1
             jp = (f[E_POS] - s0) % n
@@ -298,17 +295,21 @@ class Supervisor:
                     vm = f[VMASK] & 1
                 x = ring[(q0 + j) & _RING_MASK]
                 v = ring[(q0 + j - 1) & _RING_MASK] if vm else -1
-                f[I_RAW] = x
-                f[V_OK] = 1 if vm else 0
-                f[V_RAW] = v if vm else 0
                 if f[PAUSED] == 0:
                     sp = f[SET_RAW]
                     if (sp >= self.min_set_raw and 2 * x < sp) or \
                             (vm and x >= _MIN_Z_RAW and v * self.zk > self.z_max * x):
+                        self.amp.set_probe()
                         f[PAUSED] = 1
                         f[_PAUSE_I] = x
                         f[_PAUSE_V] = v if vm else 0
-                        self.amp.set_probe()
+                f[I_RAW] = x
+                f[V_OK] = 1 if vm else 0
+                f[V_RAW] = v if vm else 0
+            f[SAMPLES] += new
+            f[PAIRS] += (s0 + new) // n
+        f[_RPOS] = w
+        f[_SLOT] = s
         if f[ARMED]:
             self._arm_next()
         f[_BUSY_US] += time.ticks_diff(time.ticks_us(), now)

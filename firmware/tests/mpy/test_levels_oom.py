@@ -159,7 +159,7 @@ def stored_default_level():
 
 
 cfg_bad, cfg_ok, cfg_err = [], 0, 0
-for step in range(150):
+for step in range(300):
     old_lv = stored_default_level()
     want_lv = 2 if old_lv == 1 else 1
     line = json.dumps({"id": 5000 + step, "cmd": "config_set", "config": {"default_level": want_lv}}).encode()
