@@ -19,7 +19,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from picostim.device import ProtocolTimeout
 from benchlib import Figure, board_profile, dist, provisioned_board, trip_limit_ua, wait_virtual
 from sections.latency import _iset_ua, contact_onset_ns, output_off_ns, phase_peaks
 
@@ -65,7 +64,7 @@ def _recover(vb, dev):
 
 def _start(vb, dev, wave):
     ph, gap, rate = wave
-    _nudged(vb, dev, "start", level=1, duration_s=600, phase_us=ph, gap_us=gap, rate_hz=rate)
+    dev.request("start", level=1, duration_s=600, phase_us=ph, gap_us=gap, rate_hz=rate)
     wait_virtual(vb, SETTLE_S)
 
 
@@ -122,23 +121,6 @@ def steady(vb, dev, wave, pairs=200):
             "late": s1.get("late", 0) - s0.get("late", 0), "missed": s1.get("missed", 0) - s0.get("missed", 0)}
 
 
-def _nudged(vb, dev, cmd, **args):
-    """dev.request(cmd); on emu a reply can sit in the emulated USB path until the host sends again (seen after
-    trip/contact trials and ~40 s of output: the reply surfaces with the next input), so a second request nudges it
-    out. Counted and published."""
-    try:
-        return dev.request(cmd, **args)
-    except ProtocolTimeout as e:
-        if getattr(vb, "engine", "unix") != "emu" or e.rid is None:
-            raise
-        NUDGES[0] += 1
-        dev.send_raw(b'{"id": 0, "cmd": "hello"}\n')      # (its reply, id 0, is skipped by wait_reply)
-        return dev.wait_reply(e.rid, cmd, 15)
-
-
-NUDGES = [0]
-
-
 def healthy(vb, dev, wave, load, seconds):
     """A session on `load` for `seconds`: no pause and no trip, judged by the rig at the electrodes (pulses at the
     level's amplitude through the last period window) and by the device's own state and events."""
@@ -151,7 +133,7 @@ def healthy(vb, dev, wave, load, seconds):
     cap = vb.rig.capture(win, start_s=vb.now_ns() / 1e9 - win, keep_pieces=False, trace_bins=10)
     amp = max((abs(a) for p in cap.pulses if p.active for a in p.amp_ua), default=0.0)
     level_ua = board_profile()["levels_ua"][0]
-    st = _nudged(vb, dev, "status")
+    st = dev.status()
     evs = [e for e in dev.poll_events(0.2) if e.get("ev") in ("pause", "trip")]
     _recover(vb, dev)
     vb.rig.set_load("2k")
@@ -188,7 +170,6 @@ def engine_campaign(engine, uf2, n_oc, n_ct, healthy_s, rnd_seed=11):
                     r["healthy"][load] = healthy(vb, dev, wave, load, healthy_s)
         except Exception as e:  # noqa: BLE001 - reported with the figures, not hidden
             r["errors"].append(f"{type(e).__name__}: {str(e)[:300]}")
-    out["nudges"] = NUDGES[0]
     return out
 
 
@@ -271,10 +252,6 @@ def report(unix, emu, uf2, hs, t0):
                                    baseline=round(pe, 1), baseline_label="emu",
                                    note=f"unix/emu {pu / pe:.2f}; the model charges each scan's Python as "
                                         "mcu.vclock ring_scan + ring_word per result (fitted to emu)"))
-    if emu:
-        figs.append(Figure("emu: status replies held in the emulated USB path (nudged out by a second request)", "",
-                           emu.get("nudges", 0), note="a harness/emulator defect under study, not the firmware's: "
-                           "the device had answered; README 'HIL suite on emu'"))
     return {"figures": figs, "setup": "handheld-home, 2 kOhm (healthy runs: 500/2k/10k), level 1; unix = model clock; "
             f"emu = {Path(uf2).name if uf2 else 'skipped: no MicroPython image'} in rp2040js 1.4.1; onsets uniform "
             "over one period (seeded); over-current = source gain to 1.15 x the trip point",

@@ -234,3 +234,18 @@ def test_a_rig_action_lands_at_the_instant_now_ns_returned(emu):
         assert falls, "FAULT_N never fell"
         lags.append(falls[0] - t)
     assert max(lags) <= 1000, f"FAULT_N fell {max(lags)} ns after the instant now_ns() returned"
+
+
+def test_time_moves_on_at_once_after_a_fast_forward(emu):
+    # A wait on emulated time runs the emulator ahead of wall time; then pacing restarts from there at once. Before,
+    # the engine could go on sleeping on the pacing line from before the wait until wall time caught up (~20 s
+    # after a 25 s wait) and a reply the host asked for meanwhile waited with it (the "held reply").
+    t = emu.chip.now_ns
+    emu.wait_until(t + 30_000_000_000)
+    t1 = emu.chip.now_ns
+    t0 = time.monotonic()
+    assert ex(emu, "print(6 * 7)", timeout=20).splitlines()[-1] == "42"
+    took = time.monotonic() - t0
+    moved_s = (emu.chip.now_ns - t1) / 1e9
+    assert took < 5, f"the REPL answered {took:.1f} s after a 30 s fast-forward"
+    assert moved_s >= 0.3 * took * emu.speed, f"emulated time moved {moved_s:.2f} s in {took:.1f} s of wall time"

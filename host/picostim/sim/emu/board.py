@@ -36,6 +36,7 @@ QUANTUM_NS = 2_000_000            # grant length while the analog side is quiet
 FINE_QUANTUM_NS = 20_000          # ...and while it can trip FAULT_N by itself (comparator timing to 20 us)
 OUT_BUFFER_MAX = 1 << 20
 PACE_MIN_NS = 500_000             # while paced to wall time, grant at least this much at a time
+PACE_WAIT_MAX_S = 0.05            # ...and look at the pacing line again at least this often
 HOLD_S = 0.4                      # after now_ns() the paced emulator waits up to this long (wall) for the caller's
                                   # next act (input to the port ends the wait; so does waiting on time)
 
@@ -250,7 +251,8 @@ class EmuBoard:
                         # (the rig fast-forwards): device-side timeouts (mpremote mount's 1 s) then hold as on a Pico.
                         allowed = self._emu0 + int((time.monotonic() - self._wall0) * 1e9 * self.speed)
                         if allowed < now + PACE_MIN_NS:
-                            self._time_cond.wait((now + PACE_MIN_NS - allowed) / 1e9)
+                            # (bounded: the pacing line can move under us, e.g. re-based after a fast-forward)
+                            self._time_cond.wait(min(PACE_WAIT_MAX_S, (now + PACE_MIN_NS - allowed) / 1e9))
                             continue
                         until = min(until, allowed)
                     else:
@@ -461,6 +463,10 @@ class EmuBoard:
                 if self._ff_target <= self.chip.now_ns:
                     self._ff_target = 0
                     self._repace()
+                    # the engine may be sleeping on the pacing line from before this fast-forward (it saw the
+                    # target reached before we got here): that line is gone, so wake it. (It slept until wall time
+                    # caught up with the fast-forward, up to ~20 s, and a reply waited with it: the "held reply".)
+                    self._time_cond.notify_all()
 
     def ahead_of_wall_ns(self) -> int:
         """How far emulated time is ahead of wall time since the last fast-forward (never > 0 while paced)."""
