@@ -69,7 +69,17 @@ def _start(vb, dev, wave):
 
 
 def _onset(vb, rnd, period_ns):
-    return vb.now_ns() + LEAD_NS + int(rnd.uniform(0.0, period_ns))
+    """An onset at a seeded phase of the pulse period counted from a pair start the rig saw, at least LEAD_NS ahead:
+    both engines draw the same phases, so their latencies compare trial by trial (the detection time depends on
+    where in the period the onset falls)."""
+    u = int(rnd.uniform(0.0, period_ns))
+    cap = vb.rig.capture(1.2 * period_ns / 1e9, keep_pieces=False, trace_bins=10)
+    starts = [p.t_ns for p in cap.pulses if p.active]
+    lead = vb.now_ns() + LEAD_NS
+    if not starts:
+        return lead + u
+    ref = starts[-1]
+    return ref + -(-(lead - ref) // period_ns) * period_ns + u
 
 
 def trial_oc(vb, dev, prof, rnd, wave):
