@@ -61,6 +61,9 @@ def validate(b, cap, min_ua, long_press_min_ms=300):
             _fail(n, "give limit_ua or limit_frac (one of them)")
         if not (_num(z["limit_ua"], -1e9, 1e9, 1) if "limit_ua" in z else _num(z["limit_frac"], 1e-9, 1e9)):
             _fail(n, "limit_ua must be a whole number of uA, limit_frac a number above 0")
+        if "limit_frac" in z and z["limit_frac"] > 1:
+            # (a fraction just above 1 would floor to the cap itself: refused as meant, not as rounded)
+            _fail(n, "limit_frac %s is above 1, a limit above the board cap %d uA" % (z["limit_frac"], cap))
         lu = limit_of(z, cap)
         if lu > cap:
             _fail(n, "limit %d uA is above the board cap %d uA" % (lu, cap))
