@@ -7,9 +7,10 @@ import pytest
 
 import support
 from picostim import boards
+from picostim.sim.chip.load import parse_load
 from support import amp_tolerance, full_pulses, pulse_numbers
 
-LOADS = list(boards.LOAD_OHM)
+LOADS = ["500", "2k", "10k"]
 PHASE, GAP, RATE = 200, 100, 100
 
 
@@ -54,7 +55,7 @@ def test_amplitude_and_timing_per_load_and_level(dut, rig, measure, prof, levels
     support.attach_trace(measure, cap, t_span_s=0.012, requested_ua=levels_ua[level - 1])
     # a current source delivers the level up to its compliance voltage: a board whose compliance cannot drive its
     # top level into 10 kOhm (pico-devkit: 5 V - 1.5 V headroom = 3.5 V, 350 uA) must deliver exactly that limit
-    limit_ua = boards.compliance_limit_ua(prof, load)
+    limit_ua = boards.compliance_limit_ua(prof, parse_load(load).dc_ohm())
     measure("compliance_limit", limit_ua, "uA")
     _check_pulses(measure, cap, prof, PHASE, GAP, RATE, min(levels_ua[level - 1], limit_ua), min_pulses=4,
                   edge=support.edge_ns(rig, prof))

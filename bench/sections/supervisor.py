@@ -1,7 +1,7 @@
 """The current supervisor on both engines (issue 11 points 3-4): the unix-port board (model clock) and `emu`, the
 official MicroPython image in rp2040js, running the same firmware. Per waveform (the spec's corners and each
 program's), measured by the rig at the electrodes:
-* over-current onset -> output off (goal <= 1 ms), onsets drawn uniformly over a pulse period (seeded);
+* over-current onset -> output off (goal <= 1 ms), onsets at seeded phases of the period (the same on both engines);
 * contact loss -> pause (goal <= 2 ms), same draws;
 * pairs with a judged sample (goal >= 99 %): pairs the firmware judged / pairs the rig saw, over 200 pairs (>= 1 s);
 * supervisor CPU load: time inside the scans (the firmware's own clock) + the measured IRQ entry per scan;
@@ -64,7 +64,7 @@ def _recover(vb, dev):
 
 def _start(vb, dev, wave):
     ph, gap, rate = wave
-    dev.request("start", level=1, duration_s=600, phase_us=ph, gap_us=gap, rate_hz=rate)
+    dev.start(level=1, duration_s=600, phase_us=ph, gap_us=gap, rate_hz=rate)
     wait_virtual(vb, SETTLE_S)
 
 
@@ -154,7 +154,8 @@ def healthy(vb, dev, wave, load, seconds):
 
 def _compliance_ua(load):
     from picostim.boards import compliance_limit_ua
-    return compliance_limit_ua(board_profile(), load)
+    from picostim.sim.chip.load import parse_load
+    return compliance_limit_ua(board_profile(), parse_load(load).dc_ohm())
 
 
 def engine_campaign(engine, uf2, n_oc, n_ct, healthy_s, rnd_seed=11):
@@ -263,6 +264,6 @@ def report(unix, emu, uf2, hs, t0):
                                    note=f"unix/emu {pu / pe:.2f}; the model charges each scan's Python as "
                                         "mcu.vclock ring_scan + ring_word per result (fitted to emu)"))
     return {"figures": figs, "setup": "handheld-home, 2 kOhm (healthy runs: 500/2k/10k), level 1; unix = model clock; "
-            f"emu = {Path(uf2).name if uf2 else 'skipped: no MicroPython image'} in rp2040js 1.4.1; onsets uniform "
-            "over one period (seeded); over-current = source gain to 1.15 x the trip point",
+            f"emu = {Path(uf2).name if uf2 else 'skipped: no MicroPython image'} in rp2040js 1.4.1; onsets at seeded phases of "
+            "the period from a pair start the rig saw; over-current = source gain to 1.15 x the trip point",
             "details": {"unix": unix, "emu": emu, "wall_s": time.monotonic() - t0}}

@@ -104,13 +104,8 @@ def zone_table(b: dict) -> list[dict]:
     return [{**z, "default": i == d} for i, z in enumerate(tbl)]
 
 
-# the rig's named loads (a rig's reference resistors; `rig.set_load(name)`)
-LOAD_OHM = {"500": 500.0, "2k": 2000.0, "10k": 10000.0}
-
-
-def compliance_limit_ua(b: dict, load) -> float:
-    """The most the board's current source can drive into `load` (a rig load name or ohms): its compliance voltage
-    less the source's headroom, over the load. A level above it is delivered at this limit, not refused."""
-    ohm = LOAD_OHM[load] if isinstance(load, str) else float(load)
+def compliance_limit_ua(b: dict, ohm: float) -> float:
+    """The most the board's current source can drive into `ohm`: its compliance voltage less the source's headroom,
+    over the load. A level above it is delivered at this limit, not refused."""
     an = b["analog"]
     return (an["v_comp_v"] - an["compliance_headroom_v"]) / ohm * 1e6

@@ -34,11 +34,7 @@ class DeviceError(Exception):
 
 
 class ProtocolTimeout(TransportError):
-    """No reply in time. `rid`: the id of the request whose reply did not come (wait_reply(rid) may still get it)."""
-
-    def __init__(self, msg, rid=None):
-        super().__init__(msg)
-        self.rid = rid
+    pass
 
 
 class NoMicroPython(TransportError):
@@ -167,7 +163,7 @@ class Device:
                 hint = ""
                 if any(">>>" in n or "raw REPL" in n for n in self.noise):
                     hint = " (the board is at the REPL: the application is not running; try Device.ensure_app())"
-                raise ProtocolTimeout(f"{self.port}: no reply to {cmd!r} within {timeout:.1f} s{hint}", rid)
+                raise ProtocolTimeout(f"{self.port}: no reply to {cmd!r} within {timeout:.1f} s{hint}")
             if "ev" in obj:
                 self._events.append(obj)
                 continue
