@@ -264,6 +264,7 @@ def report(unix, emu, uf2, hs, t0):
                                    note=f"unix/emu {pu / pe:.2f}; the model charges each scan's Python as "
                                         "mcu.vclock ring_scan + ring_word per result (fitted to emu)"))
     return {"figures": figs, "setup": "handheld-home, 2 kOhm (healthy runs: 500/2k/10k), level 1; unix = model clock; "
-            f"emu = {Path(uf2).name if uf2 else 'skipped: no MicroPython image'} in rp2040js 1.4.1; onsets at seeded phases of "
-            "the period from a pair start the rig saw; over-current = source gain to 1.15 x the trip point",
+            f"emu = {Path(uf2).name if uf2 else 'skipped: no MicroPython image'} in rp2040js 1.4.1; onsets at "
+            "seeded phases of the period from a pair start the rig saw; over-current = source gain to 1.15 x the "
+            "trip point",
             "details": {"unix": unix, "emu": emu, "wall_s": time.monotonic() - t0}}

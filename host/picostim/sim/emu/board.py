@@ -422,9 +422,9 @@ class EmuBoard:
     # ---------------------------------------------------------------------------------------------- clock
     def now_ns(self) -> int:
         """The emulated present, at which the emulator stands still: a grant in flight is let finish, and (while
-        paced to wall time) no new one starts until input reaches the port, someone waits on time, or HOLD_S. So a rig action that
-        follows (inject, a drive) lands at this very instant, as on the unix engine, not up to a grant (2 ms)
-        later: `t = rig.now_s(); rig.inject("fault_n")` measures the firmware, not the grant length."""
+        paced to wall time) no new one starts until input reaches the port, someone waits on time, or HOLD_S. So
+        a rig action that follows (inject, a drive) lands at this very instant, as on the unix engine, not up to a
+        grant (2 ms) later: `t = rig.now_s(); rig.inject("fault_n")` measures the firmware, not the grant length."""
         if threading.current_thread() is self._engine_thread:
             return self.chip.now_ns
         with self._lock:
